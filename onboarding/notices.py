@@ -1,0 +1,136 @@
+"""Notice templates (Korean and English) and their delivery by e-mail over SMTP."""
+
+from __future__ import annotations
+
+import hashlib
+from email.message import EmailMessage
+from email.utils import formatdate
+from string import Template
+
+import aiosmtplib
+
+from onboarding.config import Settings
+from onboarding.models import Language
+
+# template -> language -> (subject, body). `$name` placeholders are filled from the notice's
+# context; a missing one is an error, not a silent blank.
+TEMPLATES: dict[str, dict[Language, tuple[str, str]]] = {
+    "application_received": {
+        "ko": ("[Open API] 이용 신청이 접수되었습니다 ($application_id)",
+               "$organisation 님의 이용 신청($service)이 접수되었습니다. 사전검증이 시작됩니다."),
+        "en": ("[Open API] Application received ($application_id)",
+               "The application of $organisation for $service has been received. "
+               "Pre-verification starts now."),
+    },
+    "changes_requested": {
+        "ko": ("[Open API] 신청 내용 보완 요청 ($application_id)",
+               "$step 단계에서 보완이 요청되었습니다.\n사유: $note\n보완 후 다시 제출해 주십시오."),
+        "en": ("[Open API] Changes requested ($application_id)",
+               "Changes were requested at the $step step.\nReason: $note\n"
+               "Please resubmit the amended details."),
+    },
+    "more_testing_requested": {
+        "ko": ("[Open API] 샌드박스 추가 테스트 요청 ($application_id)",
+               "업무적합성 검증에서 추가 테스트가 요청되었습니다.\n사유: $note"),
+        "en": ("[Open API] More sandbox testing requested ($application_id)",
+               "Business-suitability verification asks for more testing.\nReason: $note"),
+    },
+    "application_rejected": {
+        "ko": ("[Open API] 신청이 반려되었습니다 ($application_id)",
+               "$step 단계에서 신청이 반려되었습니다.\n사유: $note"),
+        "en": ("[Open API] Application rejected ($application_id)",
+               "The application was rejected at the $step step.\nReason: $note"),
+    },
+    "application_withdrawn": {
+        "ko": ("[Open API] 신청이 철회되었습니다 ($application_id)",
+               "신청이 철회되었습니다. 발급된 API 키는 모두 폐기되었습니다."),
+        "en": ("[Open API] Application withdrawn ($application_id)",
+               "The application was withdrawn. Every API key issued for it has been revoked."),
+    },
+    "application_lapsed": {
+        "ko": ("[Open API] 신청이 만료되었습니다 ($application_id)",
+               "$days일 동안 진행이 없어 신청이 만료되었습니다. 발급된 API 키는 폐기되었습니다."),
+        "en": ("[Open API] Application lapsed ($application_id)",
+               "The application lapsed after $days days without a response from the applicant. "
+               "Any API key issued for it has been revoked."),
+    },
+    "reminder": {
+        "ko": ("[Open API] 처리 대기 알림: $step ($application_id)",
+               "$organisation 님의 신청이 $since 부터 $waiting_on 의 처리를 기다리고 있습니다."),
+        "en": ("[Open API] Reminder: $step is waiting ($application_id)",
+               "The application of $organisation has been waiting on $waiting_on since $since."),
+    },
+    "escalation": {
+        "ko": ("[Open API] 처리 지연 보고: $step ($application_id)",
+               "$organisation 님의 신청이 $since 부터 $waiting_on 의 처리를 기다리고 있어 "
+               "상위 책임자에게 보고합니다."),
+        "en": ("[Open API] Escalation: $step overdue ($application_id)",
+               "The application of $organisation has been waiting on $waiting_on since $since "
+               "and is escalated."),
+    },
+    "api_key_delivery": {
+        "ko": ("[Open API] $environment API 키 발급 ($application_id)",
+               "$environment 환경 API 키가 발급되었습니다. 이 키는 이번 한 번만 안내되며 "
+               "플랫폼에는 저장되지 않습니다.\n\nAPI 키: $api_key\n허용 API: $scopes\n"
+               "만료일: $expires_at"),
+        "en": ("[Open API] Your $environment API key ($application_id)",
+               "Your $environment API key has been issued. It is shown this once and the "
+               "platform does not keep it.\n\nAPI key: $api_key\nAPIs: $scopes\n"
+               "Expires: $expires_at"),
+    },
+    "member_notice_new_user": {
+        "ko": ("[Open API 회원사 공지] 신규 이용기관 승인 ($organisation)",
+               "$organisation 님이 이용기관으로 최종 승인되어 다음 API의 샌드박스 이용을 "
+               "시작합니다: $apis"),
+        "en": ("[Open API member notice] New user organisation approved ($organisation)",
+               "$organisation has been approved as a user organisation and starts using these "
+               "APIs in the sandbox: $apis"),
+    },
+    "member_notice_production": {
+        "ko": ("[Open API 회원사 공지] 운영 서비스 개시 ($organisation)",
+               "$organisation 님의 서비스($service)가 다음 API로 운영 환경에서 개시됩니다: $apis"),
+        "en": ("[Open API member notice] Service launched in production ($organisation)",
+               "$organisation launches $service in production using: $apis"),
+    },
+    "application_in_production": {
+        "ko": ("[Open API] 운영 전환 완료 ($application_id)",
+               "서비스 계약이 등록되고 운영 API 키가 발급되었습니다. 서비스 개시를 축하드립니다."),
+        "en": ("[Open API] Your service is in production ($application_id)",
+               "The service contract is recorded and the production API key issued."),
+    },
+}
+
+
+def render(template: str, language: Language, context: dict[str, str]) -> tuple[str, str]:
+    subject, body = TEMPLATES[template][language]
+    return Template(subject).substitute(context), Template(body).substitute(context)
+
+
+def build_message(
+    settings: Settings, notice_id: str, recipients: list[str], subject: str, body: str
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = settings.mail_from
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False)
+    # The same notice always carries the same Message-ID, so a resend after a crash between
+    # the SMTP hand-off and marking it sent is recognisable as a duplicate by mail systems.
+    digest = hashlib.sha256(notice_id.encode()).hexdigest()[:32]
+    message["Message-ID"] = f"<{digest}@openapi-onboarding>"
+    message["X-Notice-Id"] = notice_id
+    message.set_content(body)
+    return message
+
+
+async def send_mail(settings: Settings, message: EmailMessage) -> None:
+    assert settings.smtp_host, "send_mail needs SMTP_HOST"
+    await aiosmtplib.send(
+        message,
+        hostname=settings.smtp_host,
+        port=settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        start_tls=settings.smtp_starttls,
+        timeout=settings.smtp_timeout_seconds,
+    )

@@ -1,0 +1,57 @@
+"""One way to reach Temporal, used by the worker, the starter and the tests."""
+
+from __future__ import annotations
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
+
+from onboarding import search_attributes
+from onboarding.config import Settings
+
+
+def _tls(settings: Settings) -> TLSConfig | bool:
+    if not settings.temporal_tls:
+        return False
+    read = lambda p: p.read_bytes() if p else None  # noqa: E731
+    return TLSConfig(
+        server_root_ca_cert=read(settings.temporal_tls_server_ca),
+        client_cert=read(settings.temporal_tls_client_cert),
+        client_private_key=read(settings.temporal_tls_client_key),
+    )
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        # Pydantic models in and out of every workflow, activity, signal, update and query.
+        data_converter=pydantic_data_converter,
+        tls=_tls(settings) if not api_key else (_tls(settings) or True),
+        api_key=api_key,
+        runtime=runtime,
+    )
+
+
+async def register_search_attributes(client: Client) -> list[str]:
+    """Register the platform's search attributes that the namespace does not have yet."""
+    existing = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    missing = {
+        key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+        for key in search_attributes.ALL
+        if key.name not in existing.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+        )
+    return sorted(missing)

@@ -1,0 +1,114 @@
+"""Test data: the catalogue and staff roster every test can rely on, and applicants."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import uuid
+from typing import Any
+
+import asyncpg
+
+from onboarding.registration import business_check_digit
+
+REVIEWER = "reviewer@operator.example.com"
+SALES = "sales@operator.example.com"
+PLATFORM = "platform@operator.example.com"
+APPROVER = "approver@operator.example.com"
+MANAGER = "manager@operator.example.com"
+# Holds both roles: must not take both the pre-verification and the final approval.
+REVIEWER_AND_APPROVER = "dual@operator.example.com"
+
+MARKET_DATA_PROVIDER = "quotes@member.example.com"
+BANK_PROVIDER = "bank@member.example.com"
+
+STAFF = [
+    (REVIEWER, "pre_verification_reviewer"),
+    (SALES, "market_data_sales"),
+    (PLATFORM, "platform_team"),
+    (APPROVER, "final_approver"),
+    (MANAGER, "operations_manager"),
+    (REVIEWER_AND_APPROVER, "pre_verification_reviewer"),
+    (REVIEWER_AND_APPROVER, "final_approver"),
+]
+
+PROVIDERS = [
+    ("1348672683", "1101110062432", "Korea Quotes Co., Ltd.", MARKET_DATA_PROVIDER),
+    ("2208162517", "1301110006246", "Hanbit Bank Co., Ltd.", BANK_PROVIDER),
+]
+
+CATALOGUE = [
+    ("stock-quotes", "Stock quotes", "market-data", True, "1348672683"),
+    ("index-values", "Index values", "market-data", True, "1348672683"),
+    ("account-balance", "Account balance", "banking", False, "2208162517"),
+]
+
+
+async def seed(conn: asyncpg.Connection) -> None:
+    for brn, crn, name, contact in PROVIDERS:
+        await conn.execute(
+            """INSERT INTO organisations VALUES ($1, $2, $3, 'Representative', $4)
+               ON CONFLICT DO NOTHING""",
+            brn, crn, name, [contact],
+        )
+    for api_id, name, category, market_data, provider in CATALOGUE:
+        await conn.execute(
+            """INSERT INTO api_catalogue (api_id, name, category, is_market_data,
+                   provider_business_registration_number) VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT DO NOTHING""",
+            api_id, name, category, market_data, provider,
+        )
+    await conn.executemany(
+        "INSERT INTO staff_roles (staff_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING", STAFF
+    )
+
+
+_serials = itertools.count(random.randrange(1000, 9000) * 10)
+
+
+def corporate_brn() -> str:
+    """A fresh, valid for-profit corporation's business registration number."""
+    serial = next(_serials) % 100000
+    first_nine = f"{random.randrange(101, 999)}81{serial:05d}"[:9]
+    return first_nine + str(business_check_digit(first_nine))
+
+
+def subscription_form(apis: list[str] | None = None, **org: Any) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    return {
+        "organisation": {
+            "legal_name": f"Fintech {tag} Co., Ltd.",
+            "business_registration_number": corporate_brn(),
+            "corporate_registration_number": "110111-0062432",
+            "representative": "Kim Minsu",
+            "contact_emails": [f"dev-{tag}@fintech.example.com"],
+            "language": "en",
+            **org,
+        },
+        "service": {
+            "name": f"Robo-advisor {tag}",
+            "description": "Portfolio suggestions from market data",
+            "expected_launch": "2027-06-01",
+        },
+        "requested_apis": apis or ["account-balance"],
+    }
+
+
+def decision(by: str, **fields: Any) -> dict[str, Any]:
+    return {"decision_id": uuid.uuid4().hex, "decided_by": by, **fields}
+
+
+CRITERIA_HOLD = {
+    "related_to_capital_market_development": True,
+    "not_speculative_or_gambling": True,
+    "not_harmful_to_public_morals": True,
+}
+
+
+def contract(number: str | None = None) -> dict[str, Any]:
+    return {
+        "contract_number": number or f"C-{uuid.uuid4().hex[:10]}",
+        "signed_on": "2026-12-01",
+        "valid_from": "2026-12-01",
+        "valid_until": "2028-11-30",
+    }

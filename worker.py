@@ -1,0 +1,95 @@
+"""The worker: runs the application workflows and the platform's activities.
+
+    python worker.py        (configuration from the environment: see README)
+
+One asyncpg pool is shared by all activities. SIGTERM or SIGINT stops polling for new work and
+lets running activities finish (up to WORKER_GRACEFUL_SHUTDOWN_SECONDS) before exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.platform import PlatformActivities
+from onboarding.config import Settings, get_settings
+from onboarding.db import create_pool
+from onboarding.logs import ActivityLogContext, configure_logging, get_logger
+from onboarding.temporal_client import connect
+from workflows.subscription import SubscriptionWorkflow
+
+WORKFLOWS = [SubscriptionWorkflow]
+
+
+def build_worker(client: Client, settings: Settings, activities: PlatformActivities) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=WORKFLOWS,
+        activities=activities.all(),
+        interceptors=[ActivityLogContext()],
+        # Deterministic libraries the models use: loaded once, not re-imported per workflow run.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(
+                "email_validator", "idna", "stdnum"
+            )
+        ),
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
+    )
+
+
+def runtime_for(settings: Settings) -> Runtime | None:
+    if not settings.metrics_port:
+        return None
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
+        )
+    )
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    log = get_logger("worker")
+    if not settings.key_issuance_secret:
+        raise SystemExit("KEY_ISSUANCE_SECRET is not set: the worker cannot issue API keys")
+    client = await connect(settings, runtime=runtime_for(settings))
+    pool = await create_pool(settings)
+    try:
+        worker = build_worker(client, settings, PlatformActivities(pool, settings))
+        log.info(
+            "worker started",
+            temporal=settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            task_queue=settings.temporal_task_queue,
+            metrics_port=settings.metrics_port or None,
+        )
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping: letting running activities finish")
+    finally:
+        await pool.close()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

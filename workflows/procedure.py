@@ -1,0 +1,358 @@
+"""What every application process shares: decisions, waiting with deadlines, the record.
+
+`Procedure` is held by a workflow and does, once for every process:
+
+- decisions: a decision is checked (does it fit the step? is it a repeat? may this person take
+  it?), then applied or refused, and either way recorded in the query's history and the audit
+  log. A decision that does not apply never raises into the workflow.
+- waiting: a step that waits on a person reminds the responsible team, escalates, and (when it
+  waits on the applicant) lets the application lapse, each after its configured number of days
+  counted from when the step began.
+- the record: the current step and whom it waits on go to search attributes and to the
+  application's row; notices go out through the outbox activity.
+
+Deterministic: it talks to the world only through activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Literal
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.platform import PlatformActivities
+    from onboarding import search_attributes as sa
+    from onboarding.models import (
+        ApplicationStatus,
+        Deadline,
+        DeadlinePolicy,
+        Decision,
+        DecisionOutcome,
+        DecisionRecord,
+        KeySummary,
+        Language,
+        Notice,
+        ProgressRecord,
+        Role,
+        StaffLookup,
+    )
+
+# Activities that only read or record retry for as long as it takes (a database restart must
+# not fail an application); each attempt is bounded.
+ACTIVITY = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+)
+
+Ending = Literal["rejected", "withdrawn", "lapsed"]
+
+
+class ApplicationEnded(Exception):
+    """Raised out of a wait when the application ends before its step is decided."""
+
+    def __init__(self, how: Ending, step: str, actor: str, note: str) -> None:
+        super().__init__(f"{how} at {step}")
+        self.how, self.step, self.actor, self.note = how, step, actor, note
+
+
+# A check of a decision against the application's state: a reason to refuse, or None.
+Check = Callable[[Decision], str | None]
+
+
+class Procedure:
+    def __init__(
+        self,
+        *,
+        kind: Literal["subscription", "publication"],
+        application_id: str,
+        organisation_id: str,
+        organisation_name: str,
+        applicant_contacts: list[str],
+        language: Language,
+        deadlines: DeadlinePolicy,
+    ) -> None:
+        self.kind = kind
+        self.application_id = application_id
+        self.organisation_id = organisation_id
+        self.organisation_name = organisation_name
+        self.applicant_contacts = [c.lower() for c in applicant_contacts]
+        self.language = language
+        self.deadlines = deadlines
+
+        self.step = "submitted"
+        self.waiting_on = ""
+        self.waiting_since = workflow.now()
+        self.due: list[Deadline] = []
+        self.decisions: list[DecisionRecord] = []
+        self.keys: dict[str, KeySummary] = {}
+        self.outcome = ""
+
+        # The step's expected decision kind, and the decision that settled it.
+        self._expected: dict[str, Check] = {}
+        self._settled: Decision | None = None
+        self._settled_kind = ""
+        self._ended: ApplicationEnded | None = None
+        self._seen: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._entries = 0
+
+    # --- the record ------------------------------------------------------------------------
+
+    def status(self) -> ApplicationStatus:
+        return ApplicationStatus(
+            application_id=self.application_id,
+            kind=self.kind,
+            step=self.step,
+            waiting_on=self.waiting_on,
+            waiting_since=self.waiting_since,
+            deadlines=list(self.due),
+            decisions=list(self.decisions),
+            keys=list(self.keys.values()),
+            outcome=self.outcome,
+        )
+
+    async def record(
+        self,
+        action: str,
+        outcome: Literal["applied", "refused", "succeeded", "failed"],
+        *,
+        actor: str = "platform",
+        reason: str = "",
+        details: dict[str, object] | None = None,
+        status: str | None = None,
+        with_step: bool = False,
+    ) -> None:
+        self._entries += 1
+        info = workflow.info()
+        await workflow.execute_activity_method(
+            PlatformActivities.record_progress,
+            ProgressRecord(
+                # Unique per history event position: a retried write is the same entry.
+                entry_id=f"{info.workflow_id}/{info.run_id}/{self._entries}",
+                application_id=self.application_id,
+                workflow_id=info.workflow_id,
+                actor=actor,
+                action=action,
+                outcome=outcome,
+                reason=reason,
+                details=details or {},
+                step=self.step if with_step or status else None,
+                status=status,
+            ),
+            summary=f"record {action}",
+            **ACTIVITY,
+        )
+
+    async def notify(
+        self,
+        purpose: str,
+        template: str,
+        context: dict[str, str],
+        *,
+        recipients: list[str] | None = None,
+        role: Role | None = None,
+        language: Language | None = None,
+    ) -> None:
+        """Send a notice once: `purpose` names it uniquely within the application."""
+        await workflow.execute_activity_method(
+            PlatformActivities.send_notice,
+            Notice(
+                notice_id=f"{self.application_id}/{purpose}",
+                application_id=self.application_id,
+                template=template,
+                language=language or self.language,
+                recipients=recipients or [],
+                recipient_role=role,
+                context={"application_id": self.application_id,
+                         "organisation": self.organisation_name, **context},
+            ),
+            summary=f"notice {template}",
+            **ACTIVITY,
+        )
+
+    def _show(self) -> None:
+        workflow.upsert_search_attributes(
+            [
+                sa.APPLICATION_KIND.value_set(self.kind),
+                sa.APPLICATION_STEP.value_set(self.step),
+                sa.WAITING_ON.value_set(self.waiting_on or "nobody"),
+                sa.ORGANISATION_ID.value_set(self.organisation_id),
+            ]
+        )
+
+    async def enter(self, step: str, waiting_on: str = "") -> None:
+        self.step, self.waiting_on, self.waiting_since = step, waiting_on, workflow.now()
+        self._show()
+        await self.record("step_entered", "succeeded", details={"waiting_on": waiting_on},
+                          with_step=True)
+
+    # --- waiting on a person -----------------------------------------------------------------
+
+    async def wait_for(self, step: str, waiting_on: Role, checks: dict[str, Check]) -> tuple[str, Decision]:
+        """Enter `step` and wait until a decision of one of the `checks`' kinds is applied.
+
+        Returns the kind and the decision. Raises ApplicationEnded when the application is
+        withdrawn or lapses meanwhile.
+        """
+        await self.enter(step, waiting_on.value)
+        self._expected, self._settled, self._settled_kind = checks, None, ""
+        since = self.waiting_since
+        days = self.deadlines
+        self.due = [
+            Deadline(kind="reminder", due_at=since + timedelta(days=days.remind_after_days)),
+            Deadline(kind="escalation", due_at=since + timedelta(days=days.escalate_after_days)),
+        ]
+        if waiting_on is Role.APPLICANT:
+            self.due.append(
+                Deadline(kind="lapse", due_at=since + timedelta(days=days.lapse_after_days))
+            )
+        self.due.sort(key=lambda d: d.due_at)
+        try:
+            while True:
+                timeout = (self.due[0].due_at - workflow.now()) if self.due else None
+                try:
+                    await workflow.wait_condition(
+                        lambda: self._settled is not None or self._ended is not None,
+                        timeout=timeout,
+                        timeout_summary=f"{self.due[0].kind} for {step}" if self.due else None,
+                    )
+                except asyncio.TimeoutError:
+                    await self._deadline_passed(self.due.pop(0), step, waiting_on)
+                    continue
+                if self._ended:
+                    raise self._ended
+                assert self._settled is not None
+                return self._settled_kind, self._settled
+        finally:
+            self._expected, self.due = {}, []
+
+    async def _deadline_passed(self, deadline: Deadline, step: str, waiting_on: Role) -> None:
+        context = {"step": step, "waiting_on": waiting_on.value,
+                   "since": self.waiting_since.date().isoformat()}
+        purpose = f"{step}/{self.waiting_since.isoformat()}/{deadline.kind}"
+        await self.record(f"{deadline.kind}_due", "succeeded", details=context)
+        if deadline.kind == "lapse":
+            self._ended = ApplicationEnded("lapsed", step, "platform",
+                                           f"no response for {self.deadlines.lapse_after_days} days")
+            return
+        to_applicant = waiting_on is Role.APPLICANT
+        await self.notify(
+            purpose,
+            deadline.kind,
+            context,
+            recipients=self.applicant_contacts if to_applicant else None,
+            role=None if to_applicant else waiting_on,
+        )
+        if deadline.kind == "escalation":
+            await self.notify(f"{purpose}/manager", "escalation", context,
+                              role=Role.OPERATIONS_MANAGER)
+
+    # --- decisions -------------------------------------------------------------------------
+
+    def refusal(self, kind: str, decision: Decision) -> str | None:
+        """Why `decision` of `kind` cannot apply now (shape and step), or None if it can.
+
+        Used by update validators as well, so it reads state and never awaits.
+        """
+        if decision.decision_id in self._seen:
+            return f"decision {decision.decision_id} was already received"
+        if self._ended is not None or self.outcome:
+            return f"the application has ended ({self.outcome or self._ended.how})"
+        if kind == "withdraw":
+            return None
+        if kind not in self._expected:
+            expected = ", ".join(self._expected) or "no decision"
+            return f"the application is at step {self.step}, which takes {expected}, not {kind}"
+        if self._settled is not None:
+            return f"step {self.step} has already been decided"
+        return self._expected[kind](decision)
+
+    async def decide(
+        self,
+        kind: str,
+        decision: Decision,
+        role: Role,
+        extra_check: Callable[[Decision], Awaitable[str | None]] | None = None,
+    ) -> DecisionOutcome:
+        """Apply `decision` if it fits the step and `decided_by` holds `role`; record it either way."""
+        async with self._lock:
+            step = self.step
+            reason = self.refusal(kind, decision)
+            if reason is None:
+                reason = await self._entitlement(decision.decided_by, role)
+            if reason is None and extra_check is not None:
+                reason = await extra_check(decision)
+            # The state may have moved while we awaited (a deadline, another handler).
+            if reason is None:
+                reason = self.refusal(kind, decision)
+            applied = reason is None
+            self._seen.add(decision.decision_id)
+            self.decisions.append(
+                DecisionRecord(
+                    decision_id=decision.decision_id,
+                    kind=kind,
+                    decided_by=decision.decided_by,
+                    note=decision.note,
+                    step=step,
+                    received_at=workflow.now(),
+                    applied=applied,
+                    reason=reason or "",
+                )
+            )
+            if applied:
+                if kind == "withdraw":
+                    self._ended = ApplicationEnded("withdrawn", step, decision.decided_by,
+                                                   decision.note)
+                else:
+                    self._settled, self._settled_kind = decision, kind
+            else:
+                workflow.logger.info("decision refused", extra={"decision_id": decision.decision_id,
+                                                                "kind": kind, "reason": reason})
+            await self.record(
+                kind,
+                "applied" if applied else "refused",
+                actor=decision.decided_by,
+                reason=reason or "",
+                details=decision.model_dump(mode="json"),
+            )
+            return DecisionOutcome(
+                decision_id=decision.decision_id, applied=applied, reason=reason or "", step=step
+            )
+
+    async def _entitlement(self, person: str, role: Role) -> str | None:
+        if role is Role.APPLICANT:
+            if person.lower() in self.applicant_contacts:
+                return None
+            return f"{person} is not a registered contact of the applicant"
+        held = await workflow.execute_activity_method(
+            PlatformActivities.look_up_staff_roles,
+            StaffLookup(staff_id=person),
+            summary=f"roles of {person}",
+            **ACTIVITY,
+        )
+        if role in held.roles:
+            return None
+        return f"{person} does not hold the role {role.value}"
+
+    # --- ending ------------------------------------------------------------------------------
+
+    async def finish(self, outcome: str, step: str) -> None:
+        self.outcome = outcome
+        await self.enter(step)
+        await self.record("application_closed", "succeeded", details={"outcome": outcome},
+                          status=outcome)
+
+    @staticmethod
+    def activity_failure(err: ActivityError) -> str:
+        """The reason to refuse a decision when its activity refused for good, else re-raise."""
+        cause = err.cause
+        if isinstance(cause, ApplicationError) and cause.non_retryable:
+            return cause.message
+        raise err
+

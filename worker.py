@@ -25,6 +25,12 @@ from onboarding.temporal_client import connect
 from workflows.subscription import SubscriptionWorkflow
 
 WORKFLOWS = [SubscriptionWorkflow]
+# Deterministic libraries the models use: loaded once, not re-imported for every workflow run.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "email_validator", "idna", "stdnum"
+    )
+)
 
 
 def build_worker(client: Client, settings: Settings, activities: PlatformActivities) -> Worker:
@@ -34,12 +40,7 @@ def build_worker(client: Client, settings: Settings, activities: PlatformActivit
         workflows=WORKFLOWS,
         activities=activities.all(),
         interceptors=[ActivityLogContext()],
-        # Deterministic libraries the models use: loaded once, not re-imported per workflow run.
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(
-                "email_validator", "idna", "stdnum"
-            )
-        ),
+        workflow_runner=WORKFLOW_RUNNER,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
     )
 

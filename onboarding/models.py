@@ -47,8 +47,9 @@ class Role(StrEnum):
 
 class Organisation(Model):
     legal_name: Text
-    business_registration_number: Annotated[str, Field(min_length=10, max_length=14)]
-    corporate_registration_number: Annotated[str, Field(min_length=13, max_length=15)]
+    # Checked and normalised at submission (onboarding.registration), digits only after that.
+    business_registration_number: Annotated[str, Field(max_length=20)]
+    corporate_registration_number: Annotated[str, Field(max_length=20)]
     representative: Text
     contact_emails: Annotated[list[EmailStr], Field(min_length=1, max_length=10)]
     language: Language = "ko"

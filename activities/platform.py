@@ -107,7 +107,8 @@ class PlatformActivities:
     @activity.defn
     async def look_up_staff_roles(self, lookup: StaffLookup) -> StaffRoles:
         rows = await self.pool.fetch(
-            "SELECT role FROM staff_roles WHERE staff_id = lower($1) ORDER BY role", lookup.staff_id
+            "SELECT role FROM staff_roles WHERE lower(staff_id) = lower($1) ORDER BY role",
+            lookup.staff_id,
         )
         return StaffRoles(roles=[r["role"] for r in rows])
 
@@ -198,7 +199,8 @@ class PlatformActivities:
                 record.recorded_by,
             )
             await _audit(
-                conn, f"{record.application_id}/contract/{record.kind}", record.application_id,
+                conn, f"{record.application_id}/contract/{record.kind}/{terms.contract_number}",
+                record.application_id,
                 "contract_recorded", "succeeded",
                 {"kind": record.kind, "contract_number": terms.contract_number},
                 actor=record.recorded_by,
@@ -219,9 +221,18 @@ class PlatformActivities:
         notice_id = f"{issuance.issuance_id}/delivery"
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE issuance_id = $1",
+                f"SELECT {_KEY_COLUMNS}, key_hash FROM api_keys WHERE issuance_id = $1",
                 issuance.issuance_id,
             )
+            if row is not None and bytes(row["key_hash"]) != keys.key_hash(key):
+                # The secret changed since the key was issued: what we would deliver is not
+                # the key on record. Never mail a key that does not work; an operator must act.
+                raise ApplicationError(
+                    f"key {row['key_id']} was issued with another KEY_ISSUANCE_SECRET; "
+                    "restore that secret on this worker to deliver it",
+                    type="KeySecretMismatch",
+                    non_retryable=True,
+                )
             if row is None:
                 row = await conn.fetchrow(
                     f"""INSERT INTO api_keys (key_id, issuance_id, application_id,

@@ -63,13 +63,14 @@ async def seed(conn: asyncpg.Connection) -> None:
     )
 
 
-_serials = itertools.count(random.randrange(1000, 9000) * 10)
+_serials = itertools.count(1)
+_tax_office = random.randrange(101, 999)
 
 
 def corporate_brn() -> str:
-    """A fresh, valid for-profit corporation's business registration number."""
-    serial = next(_serials) % 100000
-    first_nine = f"{random.randrange(101, 999)}81{serial:05d}"[:9]
+    """A fresh (unique in this run), valid for-profit corporation's business registration number."""
+    serial = next(_serials)
+    first_nine = f"{_tax_office + serial // 9999:03d}81{serial % 9999 + 1:04d}"
     return first_nine + str(business_check_digit(first_nine))
 
 

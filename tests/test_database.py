@@ -215,7 +215,7 @@ async def test_one_key_per_application_and_environment(pool, settings):
     app = await new_application(pool, settings)
     async with pool.acquire() as conn:
         await insert_key(conn, app, "sandbox")
-        with pytest.raises(asyncpg.UniqueViolationError, match="application_id, environment"):
+        with pytest.raises(asyncpg.UniqueViolationError, match="api_keys_application_id_environment_key"):
             await insert_key(conn, app, "sandbox")
         await insert_key(conn, app, "production")
         assert await conn.fetchval(

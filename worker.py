@@ -17,6 +17,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.audit import AuditActivityFailures
 from activities.platform import PlatformActivities
 from onboarding.config import Settings, get_settings
 from onboarding.db import create_pool
@@ -39,7 +40,7 @@ def build_worker(client: Client, settings: Settings, activities: PlatformActivit
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
         activities=activities.all(),
-        interceptors=[ActivityLogContext()],
+        interceptors=[ActivityLogContext(), AuditActivityFailures(activities.pool)],
         workflow_runner=WORKFLOW_RUNNER,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
     )

@@ -6,6 +6,7 @@ application so that tests never share rows or mail.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import uuid
@@ -36,7 +37,8 @@ from onboarding.models import (
     SubscriptionApplication,
 )
 from onboarding.submission import prepare_subscription
-from tests import fixtures
+from starter import start_subscription
+from tests import drive, fixtures
 
 
 def run(method, arg):
@@ -490,3 +492,28 @@ async def test_progress_recorded_twice_is_audited_once_and_moves_the_step(acts, 
         "SELECT status, current_step FROM applications WHERE application_id = $1",
         app.application_id)
     assert dict(application) == {"status": "rejected", "current_step": "rejected"}
+
+
+async def test_a_failed_activity_attempt_is_on_the_audit_log(dev_server, run_worker, settings, pool,
+                                                           task_queue):
+    """Failures are outcomes too: each failed attempt is audited once, then the retry succeeds."""
+    broken_then_fixed = PlatformActivities(pool, settings.model_copy(update={"smtp_port": 1}))
+    application = prepare_subscription(fixtures.subscription_form(), settings)
+    async with run_worker(dev_server.client, broken_then_fixed):
+        handle = await start_subscription(
+            dev_server.client, settings.model_copy(update={"temporal_task_queue": task_queue}),
+            application)
+        async with asyncio.timeout(20):
+            while not await pool.fetchval(
+                    "SELECT count(*) FROM audit_log WHERE application_id = $1 AND outcome = 'failed'",
+                    application.application_id):
+                await asyncio.sleep(0.1)
+        broken_then_fixed.settings = settings  # SMTP is back
+        await drive.wait_for_step(handle, "pre_verification")
+    failed = await pool.fetch(
+        "SELECT action, reason, details FROM audit_log WHERE application_id = $1 AND outcome = 'failed'",
+        application.application_id)
+    assert failed[0]["action"] == "send_notice"
+    assert failed[0]["details"]["attempt"] == 1
+    assert len({(f["details"]["attempt"]) for f in failed}) == len(failed)
+    await handle.terminate("test over")

@@ -1,0 +1,54 @@
+"""Every activity outcome on the record: failures too.
+
+Successful activities that change the world audit themselves, in the same transaction as the
+change (activities/platform.py). This interceptor adds the other half: each failed attempt is
+written to the audit log, keyed by activity and attempt so that it is written once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from temporalio import activity
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+
+from onboarding.logs import get_logger
+
+log = get_logger("audit")
+
+
+class AuditActivityFailures(Interceptor):
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Inbound(next, self.pool)
+
+
+class _Inbound(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, pool: asyncpg.Pool) -> None:
+        super().__init__(next)
+        self.pool = pool
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        try:
+            return await self.next.execute_activity(input)
+        except Exception as err:
+            info = activity.info()
+            try:
+                await self.pool.execute(
+                    """INSERT INTO audit_log (entry_id, workflow_id, application_id, actor, action,
+                                              outcome, reason, details)
+                       VALUES ($1, $2, $2, 'platform', $3, 'failed', $4, $5)
+                       ON CONFLICT (entry_id) DO NOTHING""",
+                    f"{info.workflow_id}/{info.workflow_run_id}/activity/{info.activity_id}"
+                    f"/attempt/{info.attempt}",
+                    info.workflow_id,
+                    info.activity_type,
+                    f"{type(err).__name__}: {err}"[:1000],
+                    {"attempt": info.attempt, "activity_id": info.activity_id},
+                )
+            except Exception:  # the database may be what failed: the log still has it
+                log.warning("could not audit an activity failure", exc_info=True)
+            raise

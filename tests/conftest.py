@@ -17,12 +17,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email import message_from_bytes
+from email.header import decode_header, make_header
 from email.message import Message
 from pathlib import Path
 
 import asyncpg
 import pytest
 from aiosmtpd.controller import Controller
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -34,7 +37,6 @@ from onboarding.config import Settings
 from onboarding.db import apply_migrations, create_pool
 from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
 from onboarding.logs import configure_logging
-from onboarding.temporal_client import register_search_attributes
 from tests import fixtures
 from worker import build_worker
 
@@ -61,7 +63,13 @@ class Inbox:
         return [m for m in self.messages if address in m["X-Envelope-To"]]
 
     def with_notice(self, notice_id_part: str) -> list[Message]:
-        return [m for m in self.messages if notice_id_part in (m["X-Notice-Id"] or "")]
+        return [m for m in self.messages if notice_id_part in notice_id(m)]
+
+
+def notice_id(message: Message) -> str:
+    """The X-Notice-Id header, decoded: a long one arrives folded, and one too long to fold
+    (no spaces) as RFC 2047 encoded words."""
+    return "".join(str(make_header(decode_header(message["X-Notice-Id"] or ""))).split())
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +147,14 @@ async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
         test_server_existing_path=wheel_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
-    await register_search_attributes(env.client)
+    # The test server has no ListSearchAttributes, but does add them.
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={key.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                               for key in sa.ALL},
+        )
+    )
     yield env
     await env.shutdown()
 

@@ -200,9 +200,10 @@ class Procedure:
         Returns the kind and the decision. Raises ApplicationEnded when the application is
         withdrawn or lapses meanwhile.
         """
-        await self.enter(step, waiting_on.value)
+        # The step takes its decisions and has its deadlines as soon as the status shows it:
+        # set them before `enter` awaits its record, or a decision arriving meanwhile is refused.
         self._expected, self._settled, self._settled_kind = checks, None, ""
-        since = self.waiting_since
+        since = workflow.now()  # what `enter` sets as waiting_since: no await in between
         days = self.deadlines
         self.due = [
             Deadline(kind="reminder", due_at=since + timedelta(days=days.remind_after_days)),
@@ -214,6 +215,7 @@ class Procedure:
             )
         self.due.sort(key=lambda d: d.due_at)
         try:
+            await self.enter(step, waiting_on.value)
             while True:
                 timeout = (self.due[0].due_at - workflow.now()) if self.due else None
                 try:
@@ -341,6 +343,15 @@ class Procedure:
         return f"{person} does not hold the role {role.value}"
 
     # --- ending ------------------------------------------------------------------------------
+
+    def close(self, outcome: str) -> None:
+        """Refuse every decision from now on: the application ends with `outcome`.
+
+        Raises ApplicationEnded when a withdrawal was applied meanwhile (between two waits).
+        """
+        if self._ended is not None:
+            raise self._ended
+        self.outcome = outcome
 
     async def finish(self, outcome: str, step: str) -> None:
         self.outcome = outcome

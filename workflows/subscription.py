@@ -131,7 +131,8 @@ class SubscriptionWorkflow:
             deadlines=application.deadlines,
         )
         self.catalogue = CatalogueFacts(apis=[], unknown=[])
-        self.pre_verified_by = ""
+        # Everyone who took a pre-verification decision: none of them may approve (four eyes).
+        self.pre_verifiers: set[str] = set()
 
     @workflow.run
     async def run(self, application: SubscriptionApplication) -> ApplicationStatus:
@@ -166,8 +167,8 @@ class SubscriptionWorkflow:
             _, d = await p.wait_for(Step.PRE_VERIFICATION, Role.PRE_VERIFICATION_REVIEWER,
                                     {"pre_verification": _pre_verification})
             assert isinstance(d, PreVerificationDecision)
+            self.pre_verifiers.add(d.decided_by.lower())
             if d.outcome == "approve":
-                self.pre_verified_by = d.decided_by
                 return
             if d.outcome == "reject":
                 raise ApplicationEnded("rejected", Step.PRE_VERIFICATION, d.decided_by, d.note)
@@ -246,6 +247,8 @@ class SubscriptionWorkflow:
         if d.outcome == "reject":
             raise ApplicationEnded("rejected", Step.PRODUCTION_SWITCH, d.decided_by, d.note)
         await self._issue_key("production")
+        # A withdrawal applied while the key was issued still ends the application.
+        p.close("in_production")
         context = {"service": self.application.service.name,
                    "apis": ", ".join(self.application.requested_apis)}
         await p.notify("in-production", "application_in_production", context,
@@ -256,6 +259,7 @@ class SubscriptionWorkflow:
 
     async def end(self, ended: ApplicationEnded) -> None:
         p = self.procedure
+        p.outcome = ended.how  # decisions arriving from now on are refused, not applied
         if p.keys:
             revoked = await workflow.execute_activity_method(
                 PlatformActivities.revoke_api_keys,
@@ -304,7 +308,7 @@ class SubscriptionWorkflow:
     # --- extra checks that need the world ----------------------------------------------------
 
     async def _four_eyes(self, d: Decision) -> str | None:
-        if d.decided_by.lower() == self.pre_verified_by.lower():
+        if d.decided_by.lower() in self.pre_verifiers:
             return (f"{d.decided_by} took the pre-verification decision and may not also "
                     "approve (four eyes)")
         return None

@@ -1,0 +1,875 @@
+"""The subscription workflow end to end: real Temporal servers, a real worker, PostgreSQL, SMTP.
+
+Ordinary paths run on the dev server; deadlines (days and weeks) on the time-skipping server.
+Every application is driven as its people would: wait until the status query shows the step,
+then send the decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Callable
+from datetime import date, timedelta
+from email.message import Message
+from typing import Any
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+
+import starter
+from activities.platform import PlatformActivities
+from onboarding import search_attributes as sa
+from onboarding.models import (
+    ApplicationStatus,
+    DeadlinePolicy,
+    DecisionOutcome,
+    KeyIssuance,
+    KeySummary,
+    Notice,
+    ProgressRecord,
+    SubscriptionApplication,
+)
+from onboarding.submission import prepare_subscription
+from tests import drive, fixtures
+from tests.conftest import notice_id
+from tests.fixtures import (
+    APPROVER,
+    BANK_PROVIDER,
+    CRITERIA_HOLD,
+    MANAGER,
+    MARKET_DATA_PROVIDER,
+    PLATFORM,
+    REVIEWER,
+    REVIEWER_AND_APPROVER,
+    SALES,
+    contract,
+    decision,
+)
+
+ORDINARY = ["account-balance"]
+WITH_MARKET_DATA = ["stock-quotes", "account-balance"]
+
+# The steps in order, and the decision that moves each one on.
+PATH = ["pre_verification", "market_data_licence", "platform_contract", "final_approval",
+        "sandbox_testing", "sandbox_verification", "production_switch"]
+APPROVED_KINDS = ["pre_verification", "market_data_licence", "platform_contract",
+                  "final_approval", "sandbox_testing_complete", "sandbox_verification",
+                  "production_switch"]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def new_application(settings, apis: list[str] | None = None) -> SubscriptionApplication:
+    return prepare_subscription(fixtures.subscription_form(apis), settings)
+
+
+def applicant(application: SubscriptionApplication) -> str:
+    return str(application.organisation.contact_emails[0])
+
+
+async def start(client, settings, task_queue: str,
+                application: SubscriptionApplication) -> WorkflowHandle:
+    return await starter.start_subscription(
+        client, settings.model_copy(update={"temporal_task_queue": task_queue}), application
+    )
+
+
+def approval(step: str, application: SubscriptionApplication) -> tuple[str, dict[str, Any]]:
+    """The signal name and payload that approve `step`."""
+    return {
+        "pre_verification": ("pre_verification",
+                             decision(REVIEWER, outcome="approve", criteria=CRITERIA_HOLD)),
+        "market_data_licence": ("market_data_licence",
+                                decision(SALES, outcome="concluded", contract=contract())),
+        "platform_contract": ("platform_contract",
+                              decision(PLATFORM, outcome="signed", contract=contract(),
+                                       eligibility_confirmed=True)),
+        "final_approval": ("final_approval", decision(APPROVER, outcome="approve")),
+        "sandbox_testing": ("sandbox_testing_complete", decision(applicant(application))),
+        "sandbox_verification": ("sandbox_verification", decision(PLATFORM, outcome="approve")),
+        "production_switch": ("production_switch",
+                              decision(APPROVER, outcome="approve", service_contract=contract())),
+    }[step]
+
+
+REJECTED_BY = {
+    "pre_verification": REVIEWER,
+    "market_data_licence": SALES,
+    "platform_contract": PLATFORM,
+    "final_approval": APPROVER,
+    "sandbox_verification": PLATFORM,
+    "production_switch": APPROVER,
+}
+
+
+async def drive_to(handle: WorkflowHandle, application: SubscriptionApplication, step: str,
+                   *, licence: bool = False) -> ApplicationStatus:
+    """Approve every step from the current one up to `step`; return the status at `step`."""
+    now = (await drive.status(handle)).step
+    for current in PATH[PATH.index(now) if now in PATH else 0:]:
+        if current == "market_data_licence" and not licence:
+            continue
+        if current == step:
+            break
+        kind, payload = approval(current, application)
+        await drive.signal_at(handle, current, kind, payload)
+    return await drive.wait_for_step(handle, step)
+
+
+async def audit(pool, application_id: str) -> list[dict[str, Any]]:
+    rows = await pool.fetch(
+        """SELECT actor, action, outcome, reason, details FROM audit_log
+           WHERE application_id = $1 ORDER BY seq""",
+        application_id,
+    )
+    return [dict(r) for r in rows]
+
+
+def envelope(message: Message) -> set[str]:
+    return {a.strip() for a in message["X-Envelope-To"].split(",")}
+
+
+def body(message: Message) -> str:
+    return message.get_payload(decode=True).decode()
+
+
+def notices(inbox, application_id: str, suffix: str) -> list[Message]:
+    """Mail whose notice id is `<application id>/<suffix>` exactly."""
+    return [m for m in inbox.messages if notice_id(m) == f"{application_id}/{suffix}"]
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not (found := check()):
+                await asyncio.sleep(0.1)
+            return found
+    except TimeoutError:
+        raise AssertionError(f"never happened: {what}") from None
+
+
+def by_id(status: ApplicationStatus) -> dict[str, Any]:
+    return {d.decision_id: d for d in status.decisions}
+
+
+async def decisions_recorded(handle: WorkflowHandle, count: int) -> ApplicationStatus:
+    last = None
+    try:
+        async with asyncio.timeout(drive.TIMEOUT):
+            while True:
+                last = await drive.status(handle)
+                if len(last.decisions) >= count:
+                    return last
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"fewer than {count} decisions recorded: {last}") from None
+
+
+# --- 1-3: the happy paths --------------------------------------------------------------------
+
+
+async def test_happy_path_without_market_data_reaches_production(
+    dev_server, run_worker, settings, pool, task_queue, inbox
+):
+    client = dev_server.client
+    application = new_application(settings, ORDINARY)
+    app_id, contact = application.application_id, applicant(application)
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        at_approval = await drive_to(handle, application, "final_approval")
+        assert at_approval.waiting_on == "final_approver"
+        assert at_approval.keys == []
+        testing = await drive_to(handle, application, "sandbox_testing")
+        # The sandbox key is out before sandbox testing starts, the production key is not.
+        assert [k.environment for k in testing.keys] == ["sandbox"]
+        assert testing.waiting_on == "applicant"
+        await drive_to(handle, application, "production_switch")
+        kind, payload = approval("production_switch", application)
+        await handle.signal(kind, payload)
+        status = await drive.result(handle)
+        description = await handle.describe()
+
+    assert (status.outcome, status.step, status.waiting_on) == \
+        ("in_production", "in_production", "")
+    assert [d.kind for d in status.decisions] == [k for k in APPROVED_KINDS
+                                                  if k != "market_data_licence"]
+    assert all(d.applied and d.reason == "" for d in status.decisions)
+    assert status.deadlines == []
+
+    # Both keys, active, for the approved APIs, known only by their display prefix.
+    keys = {k.environment: k for k in status.keys}
+    assert set(keys) == {"sandbox", "production"}
+    for environment, prefix in (("sandbox", "cmsb_"), ("production", "cmpr_")):
+        key = keys[environment]
+        assert key.status == "active" and key.scopes == ORDINARY
+        assert key.display_prefix.startswith(prefix) and len(key.display_prefix) == 12
+
+    rows = {r["environment"]: r for r in await pool.fetch(
+        """SELECT key_id::text, environment, status, display_prefix, key_hash, scopes,
+                  business_registration_number FROM api_keys WHERE application_id = $1""",
+        app_id)}
+    assert set(rows) == {"sandbox", "production"}
+    for environment, row in rows.items():
+        assert row["status"] == "active" and list(row["scopes"]) == ORDINARY
+        assert row["key_id"] == keys[environment].key_id
+        assert row["display_prefix"] == keys[environment].display_prefix
+        assert row["business_registration_number"] == \
+            application.organisation.business_registration_number
+
+    # Each key mailed exactly once, to the applicant's contact only; the mail holds the key
+    # whose hash is kept, and the key appears nowhere else (status, audit, other mail).
+    everything_recorded = status.model_dump_json() + repr(await audit(pool, app_id))
+    for environment in ("sandbox", "production"):
+        delivered = notices(inbox, app_id, f"key/{environment}/delivery")
+        assert len(delivered) == 1, [m["Subject"] for m in delivered]
+        assert envelope(delivered[0]) == {contact}
+        found = re.search(r"API key: (\S+)", body(delivered[0]))
+        assert found, body(delivered[0])
+        key = found[1]
+        assert key.startswith(keys[environment].display_prefix) and len(key) > 12
+        assert hashlib.sha256(key.encode()).digest() == bytes(rows[environment]["key_hash"])
+        assert key not in everything_recorded
+        others = [m for m in inbox.messages if m is not delivered[0] and key in body(m)]
+        assert others == []
+    key_mails = [m for m in inbox.to(contact) if "API key" in m["Subject"]]
+    assert len(key_mails) == 2
+
+    # Member notices to the provider of the API, at final approval and at production.
+    for suffix in ("member-notice/final-approval", "member-notice/production"):
+        sent = notices(inbox, app_id, suffix)
+        assert len(sent) == 1 and envelope(sent[0]) == {BANK_PROVIDER}, suffix
+    assert len(notices(inbox, app_id, "in-production")) == 1
+    assert len(notices(inbox, app_id, "received")) == 1
+
+    # The record: application row, audit log with the applied decisions in order.
+    row = await pool.fetchrow(
+        "SELECT status, current_step FROM applications WHERE application_id = $1", app_id)
+    assert dict(row) == {"status": "in_production", "current_step": "in_production"}
+    log = await audit(pool, app_id)
+    assert [e["action"] for e in log if e["outcome"] == "applied"] == [
+        "pre_verification", "platform_contract", "final_approval", "sandbox_testing_complete",
+        "sandbox_verification", "production_switch",
+    ]
+    assert [e["actor"] for e in log if e["outcome"] == "applied"] == [
+        REVIEWER, PLATFORM, APPROVER, contact, PLATFORM, APPROVER]
+    actions = [e["action"] for e in log]
+    assert "market_data_licence_not_needed" in actions
+    assert actions.count("api_key_issued") == 2
+    assert actions.index("api_key_issued") > actions.index("final_approval")
+    assert actions[-1] == "application_closed"
+    assert not [e for e in log if e["outcome"] in ("refused", "failed")]
+    contracts = await pool.fetch(
+        "SELECT kind FROM contracts WHERE application_id = $1 ORDER BY kind", app_id)
+    assert [r["kind"] for r in contracts] == ["platform", "service"]
+
+    attributes = description.typed_search_attributes
+    assert attributes.get(sa.APPLICATION_STEP) == "in_production"
+    assert attributes.get(sa.WAITING_ON) == "nobody"
+    assert attributes.get(sa.APPLICATION_KIND) == "subscription"
+    assert attributes.get(sa.ORGANISATION_ID) == \
+        application.organisation.business_registration_number
+
+
+async def test_market_data_api_waits_for_the_licence_contract(
+    dev_server, run_worker, settings, pool, task_queue, inbox
+):
+    client = dev_server.client
+    application = new_application(settings, WITH_MARKET_DATA)
+    app_id = application.application_id
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        waiting = await drive_to(handle, application, "market_data_licence", licence=True)
+        assert waiting.waiting_on == "market_data_sales"
+        licence = decision(SALES, outcome="concluded", contract=contract())
+        await handle.signal("market_data_licence", licence)
+        await drive.wait_for_step(handle, "platform_contract")
+        await drive_to(handle, application, "production_switch", licence=True)
+        kind, payload = approval("production_switch", application)
+        await handle.signal(kind, payload)
+        status = await drive.result(handle)
+
+    assert status.outcome == "in_production"
+    assert [d.kind for d in status.decisions] == APPROVED_KINDS
+    assert all(d.applied for d in status.decisions)
+    assert by_id(status)[licence["decision_id"]].decided_by == SALES
+    row = await pool.fetchrow(
+        """SELECT contract_number, business_registration_number, recorded_by, valid_until
+           FROM contracts WHERE application_id = $1 AND kind = 'market_data_licence'""", app_id)
+    assert row is not None
+    assert row["contract_number"] == licence["contract"]["contract_number"]
+    assert row["business_registration_number"] == \
+        application.organisation.business_registration_number
+    assert row["recorded_by"] == SALES
+    assert row["valid_until"] == date.fromisoformat(licence["contract"]["valid_until"])
+    actions = [e["action"] for e in await audit(pool, app_id)]
+    assert actions.index("market_data_licence") < actions.index("platform_contract")
+    assert "contract_recorded" in actions
+    # Both providers hear of the new user: the market-data provider and the bank.
+    notice = notices(inbox, app_id, "member-notice/final-approval")
+    assert len(notice) == 1 and envelope(notice[0]) == {MARKET_DATA_PROVIDER, BANK_PROVIDER}
+
+
+@pytest.mark.parametrize("licence_valid", [True, False], ids=["valid", "expired"])
+async def test_a_licence_on_file_skips_the_licence_step(
+    dev_server, run_worker, settings, pool, task_queue, licence_valid
+):
+    client = dev_server.client
+    application = new_application(settings, ["index-values"])
+    org = application.organisation
+    app_id = application.application_id
+    today = date.today()
+    valid_until = today + timedelta(days=365) if licence_valid else today - timedelta(days=1)
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO organisations (business_registration_number,
+                   corporate_registration_number, legal_name, representative, contact_emails)
+               VALUES ($1, $2, $3, $4, $5)""",
+            org.business_registration_number, org.corporate_registration_number,
+            org.legal_name, org.representative, [applicant(application)],
+        )
+        await conn.execute(
+            """INSERT INTO contracts (kind, contract_number, business_registration_number,
+                   signed_on, valid_from, valid_until, recorded_by)
+               VALUES ('market_data_licence', $1, $2, $3, $3, $4, $5)""",
+            f"L-{app_id[-12:]}", org.business_registration_number,
+            today - timedelta(days=400), valid_until, SALES,
+        )
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        kind, payload = approval("pre_verification", application)
+        await drive.signal_at(handle, "pre_verification", kind, payload)
+        next_step = "platform_contract" if licence_valid else "market_data_licence"
+        await drive.wait_for_step(handle, next_step)
+        await handle.signal("withdraw", decision(applicant(application)))
+        status = await drive.result(handle)
+
+    assert status.outcome == "withdrawn"
+    log = await audit(pool, app_id)
+    entered = [e["details"].get("waiting_on") for e in log if e["action"] == "step_entered"]
+    actions = [e["action"] for e in log]
+    if licence_valid:
+        assert "market_data_licence_on_file" in actions
+        on_file = next(e for e in log if e["action"] == "market_data_licence_on_file")
+        assert on_file["details"]["contract_number"] == f"L-{app_id[-12:]}"
+        assert "market_data_sales" not in entered
+    else:
+        assert "market_data_licence_on_file" not in actions
+        assert "market_data_sales" in entered
+
+
+# --- 4: the request-changes loop -------------------------------------------------------------
+
+
+async def test_request_changes_then_resubmit_returns_to_pre_verification(
+    dev_server, run_worker, settings, pool, task_queue, inbox
+):
+    client = dev_server.client
+    application = new_application(settings, ORDINARY)
+    app_id, contact = application.application_id, applicant(application)
+    amended_service = {**application.service.model_dump(mode="json"), "name": "Index tracker"}
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        await drive.signal_at(handle, "pre_verification", "pre_verification",
+                              decision(REVIEWER, outcome="request_changes",
+                                       note="Explain how quotes are shown to users"))
+        waiting = await drive.wait_for_step(handle, "changes_requested")
+        assert waiting.waiting_on == "applicant"
+        assert "lapse" in [d.kind for d in waiting.deadlines]
+
+        unknown = await handle.execute_update(
+            "resubmit",
+            decision(contact, service=amended_service,
+                     requested_apis=["index-values", "no-such-api"]),
+            result_type=DecisionOutcome,
+        )
+        assert not unknown.applied
+        assert "no-such-api" in unknown.reason and "index-values" not in unknown.reason
+        stranger = await handle.execute_update(
+            "resubmit",
+            decision("someone@elsewhere.example.com", service=amended_service,
+                     requested_apis=["index-values"]),
+            result_type=DecisionOutcome,
+        )
+        assert not stranger.applied and "not a registered contact" in stranger.reason
+        assert (await drive.status(handle)).step == "changes_requested"
+
+        await handle.signal("resubmit", decision(contact.upper(), service=amended_service,
+                                                 requested_apis=["index-values"]))
+        back = await drive.wait_for_step(handle, "pre_verification")
+        assert back.waiting_on == "pre_verification_reviewer"
+        kind, payload = approval("pre_verification", application)
+        await handle.signal(kind, payload)
+        # The amended APIs count now: index-values is a market-data API.
+        await drive.wait_for_step(handle, "market_data_licence")
+        await handle.signal("withdraw", decision(contact))
+        status = await drive.result(handle)
+
+    assert status.outcome == "withdrawn"
+    assert [(d.kind, d.applied) for d in status.decisions] == [
+        ("pre_verification", True), ("resubmit", False), ("resubmit", False),
+        ("resubmit", True), ("pre_verification", True), ("withdraw", True)]
+    changes = notices(inbox, app_id, f"changes/{status.decisions[0].decision_id}")
+    assert len(changes) == 1 and envelope(changes[0]) == {contact}
+    assert "Explain how quotes are shown to users" in body(changes[0])
+    refused = [e for e in await audit(pool, app_id) if e["outcome"] == "refused"]
+    assert [e["action"] for e in refused] == ["resubmit", "resubmit"]
+    assert "no-such-api" in refused[0]["reason"]
+
+
+# --- 5-6: rejection and withdrawal -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", list(REJECTED_BY))
+async def test_rejection_at_each_step(dev_server, run_worker, settings, pool, task_queue, inbox,
+                                      step):
+    client = dev_server.client
+    application = new_application(settings, WITH_MARKET_DATA)
+    app_id, contact = application.application_id, applicant(application)
+    note = f"Rejected at {step}: does not meet the platform's terms"
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        await drive_to(handle, application, step, licence=True)
+        await handle.signal(step, decision(REJECTED_BY[step], outcome="reject", note=note))
+        status = await drive.result(handle)
+        description = await handle.describe()
+
+    assert (status.outcome, status.step) == ("rejected", "rejected")
+    assert status.decisions[-1].kind == step and status.decisions[-1].applied
+    assert all(d.applied for d in status.decisions)
+    mail = notices(inbox, app_id, "rejected")
+    assert len(mail) == 1 and envelope(mail[0]) == {contact}
+    assert step in body(mail[0]) and note in body(mail[0])
+
+    had_key = PATH.index(step) > PATH.index("final_approval")
+    keys = await pool.fetch(
+        "SELECT environment, status, revoked_reason FROM api_keys WHERE application_id = $1",
+        app_id)
+    if had_key:
+        assert [dict(k) for k in keys] == [
+            {"environment": "sandbox", "status": "revoked", "revoked_reason": "rejected"}]
+        assert [(k.environment, k.status) for k in status.keys] == [("sandbox", "revoked")]
+    else:
+        assert keys == [] and status.keys == []
+    row = await pool.fetchrow(
+        "SELECT status, current_step FROM applications WHERE application_id = $1", app_id)
+    assert dict(row) == {"status": "rejected", "current_step": "rejected"}
+    assert description.typed_search_attributes.get(sa.APPLICATION_STEP) == "rejected"
+
+
+async def test_withdrawal_after_the_sandbox_key_revokes_it(
+    dev_server, run_worker, settings, pool, task_queue, inbox
+):
+    client = dev_server.client
+    application = new_application(settings, ORDINARY)
+    app_id, contact = application.application_id, applicant(application)
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        testing = await drive_to(handle, application, "sandbox_testing")
+        assert [(k.environment, k.status) for k in testing.keys] == [("sandbox", "active")]
+        await handle.signal("withdraw", decision(contact, note="We are pivoting"))
+        status = await drive.result(handle)
+
+    assert (status.outcome, status.step) == ("withdrawn", "withdrawn")
+    assert [(k.environment, k.status) for k in status.keys] == [("sandbox", "revoked")]
+    row = await pool.fetchrow(
+        """SELECT status, revoked_at IS NOT NULL AS revoked, revoked_reason FROM api_keys
+           WHERE application_id = $1 AND environment = 'sandbox'""", app_id)
+    assert dict(row) == {"status": "revoked", "revoked": True, "revoked_reason": "withdrawn"}
+    assert await pool.fetchval(
+        "SELECT count(*) FROM api_keys WHERE application_id = $1", app_id) == 1
+    assert "api_key_revoked" in [e["action"] for e in await audit(pool, app_id)]
+    mail = notices(inbox, app_id, "withdrawn")
+    assert len(mail) == 1 and envelope(mail[0]) == {contact}
+
+
+# --- 7: refusals on the record ---------------------------------------------------------------
+
+
+async def test_refused_decisions_are_recorded_and_the_workflow_carries_on(
+    dev_server, run_worker, settings, pool, task_queue
+):
+    client = dev_server.client
+    application = new_application(settings, ORDINARY)
+    app_id = application.application_id
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        await drive.wait_for_step(handle, "pre_verification")
+
+        wrong_step = decision(PLATFORM, outcome="signed", contract=contract(),
+                              eligibility_confirmed=True)
+        no_role = decision(SALES, outcome="approve", criteria=CRITERIA_HOLD)
+        no_criteria = decision(REVIEWER, outcome="approve")
+        one_fails = decision(REVIEWER, outcome="approve",
+                             criteria={**CRITERIA_HOLD, "not_speculative_or_gambling": False})
+        reject_without_note = decision(REVIEWER, outcome="reject")
+        await handle.signal("platform_contract", wrong_step)
+        await handle.signal("pre_verification", no_role)
+        await handle.signal("pre_verification", no_criteria)
+        await handle.signal("pre_verification", one_fails)
+        await handle.signal("pre_verification", reject_without_note)
+        refused = await decisions_recorded(handle, 5)
+        assert refused.step == "pre_verification"
+        seen = by_id(refused)
+        assert not any(d.applied for d in refused.decisions)
+        assert "at step pre_verification" in seen[wrong_step["decision_id"]].reason
+        assert "does not hold the role pre_verification_reviewer" in \
+            seen[no_role["decision_id"]].reason
+        assert "all three must hold" in seen[no_criteria["decision_id"]].reason
+        assert "all three must hold" in seen[one_fails["decision_id"]].reason
+        assert "needs a note" in seen[reject_without_note["decision_id"]].reason
+
+        # As updates: a decision that cannot apply is refused by the validator (and leaves no
+        # trace in the history); an entitlement failure is answered on the record.
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(
+                "final_approval", decision(APPROVER, outcome="approve"),
+                result_type=DecisionOutcome)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update(
+                "pre_verification", decision(REVIEWER, outcome="approve"),
+                result_type=DecisionOutcome)
+        with pytest.raises(WorkflowUpdateFailedError):  # a repeat of a refused decision
+            await handle.execute_update("pre_verification", no_role, result_type=DecisionOutcome)
+        outcome = await handle.execute_update(
+            "pre_verification", decision(SALES, outcome="approve", criteria=CRITERIA_HOLD),
+            result_type=DecisionOutcome)
+        assert not outcome.applied and outcome.step == "pre_verification"
+        assert "does not hold the role" in outcome.reason
+        assert len((await drive.status(handle)).decisions) == 6
+
+        # The same decision delivered twice: applied once, the repeat refused.
+        by_dual = decision(REVIEWER_AND_APPROVER, outcome="approve", criteria=CRITERIA_HOLD)
+        await handle.signal("pre_verification", by_dual)
+        await handle.signal("pre_verification", by_dual)
+        twice = await decisions_recorded(handle, 8)
+        repeats = [d for d in twice.decisions if d.decision_id == by_dual["decision_id"]]
+        assert [d.applied for d in repeats] == [True, False]
+        assert "already received" in repeats[1].reason
+
+        # Four eyes: the pre-verification reviewer may not also give the final approval.
+        await drive_to(handle, application, "final_approval")  # signs the platform contract
+        own = await handle.execute_update(
+            "final_approval", decision(REVIEWER_AND_APPROVER, outcome="approve"),
+            result_type=DecisionOutcome)
+        assert not own.applied and "four eyes" in own.reason
+        await handle.signal("final_approval",
+                            decision(REVIEWER_AND_APPROVER.upper(), outcome="approve"))
+        await decisions_recorded(handle, 11)
+        assert (await drive.status(handle)).step == "final_approval"
+        await handle.signal("final_approval", decision(APPROVER, outcome="approve"))
+        testing = await drive.wait_for_step(handle, "sandbox_testing")
+        assert [k.environment for k in testing.keys] == ["sandbox"]
+        await handle.signal("withdraw", decision(applicant(application)))
+        status = await drive.result(handle)
+
+    assert status.outcome == "withdrawn"
+    applied = [(d.kind, d.decided_by) for d in status.decisions if d.applied]
+    assert applied == [("pre_verification", REVIEWER_AND_APPROVER),
+                       ("platform_contract", PLATFORM), ("final_approval", APPROVER),
+                       ("withdraw", applicant(application))]
+    four_eyes = [d for d in status.decisions if d.kind == "final_approval" and not d.applied]
+    assert len(four_eyes) == 2 and all("four eyes" in d.reason for d in four_eyes)
+    log = await audit(pool, app_id)
+    recorded = [(e["action"], e["outcome"]) for e in log if e["outcome"] in ("applied", "refused")]
+    assert recorded == [(d.kind, "applied" if d.applied else "refused") for d in status.decisions]
+
+
+class Held(PlatformActivities):
+    """Holds one activity until the test lets it go, so that the test can act while it runs."""
+
+    def __init__(self, pool, settings) -> None:
+        super().__init__(pool, settings)
+        self.reached, self.released = asyncio.Event(), asyncio.Event()
+
+    async def hold(self) -> None:
+        self.reached.set()
+        await self.released.wait()
+
+
+class HeldStepEntry(Held):
+    """Records the entry into platform_contract only when let go, as a loaded database would."""
+
+    @activity.defn(name="record_progress")
+    async def record_progress(self, record: ProgressRecord) -> None:
+        if record.action == "step_entered" and record.step == "platform_contract":
+            await self.hold()
+        await super().record_progress(record)
+
+
+async def test_a_step_shown_as_waiting_accepts_its_decision(
+    dev_server, run_worker, settings, pool, task_queue
+):
+    """Once the status shows a step waiting on someone, that person's decision applies."""
+    client = dev_server.client
+    application = new_application(settings, ORDINARY)
+    activities = HeldStepEntry(pool, settings)
+    async with run_worker(client, activities):
+        handle = await start(client, settings, task_queue, application)
+        kind, payload = approval("pre_verification", application)
+        await drive.signal_at(handle, "pre_verification", kind, payload)
+        await asyncio.wait_for(activities.reached.wait(), drive.TIMEOUT)
+        try:
+            shown = await drive.status(handle)
+            assert (shown.step, shown.waiting_on) == ("platform_contract", "platform_team")
+            assert [d.kind for d in shown.deadlines] == ["reminder", "escalation"]
+            kind, payload = approval("platform_contract", application)
+            try:
+                outcome = await handle.execute_update(kind, payload, result_type=DecisionOutcome)
+            except WorkflowUpdateFailedError as err:
+                raise AssertionError(f"refused: {err.cause}") from None
+            assert outcome.applied, outcome
+        finally:
+            activities.released.set()
+        await drive.wait_for_step(handle, "final_approval")
+        await handle.signal("withdraw", decision(applicant(application)))
+        assert (await drive.result(handle)).outcome == "withdrawn"
+
+
+class HeldProductionKey(Held):
+    @activity.defn(name="issue_api_key")
+    async def issue_api_key(self, issuance: KeyIssuance) -> KeySummary:
+        if issuance.environment == "production":
+            await self.hold()
+        return await super().issue_api_key(issuance)
+
+
+async def test_a_withdrawal_while_the_production_key_is_issued_is_honoured(
+    dev_server, run_worker, settings, pool, task_queue, inbox
+):
+    """A withdrawal recorded as applied ends the application, even between two steps."""
+    client = dev_server.client
+    application = new_application(settings, ORDINARY)
+    app_id, contact = application.application_id, applicant(application)
+    activities = HeldProductionKey(pool, settings)
+    async with run_worker(client, activities):
+        handle = await start(client, settings, task_queue, application)
+        await drive_to(handle, application, "production_switch")
+        kind, payload = approval("production_switch", application)
+        await handle.signal(kind, payload)
+        await asyncio.wait_for(activities.reached.wait(), drive.TIMEOUT)
+        try:  # the switch is applied and the production key is being issued
+            withdrawal = await handle.execute_update("withdraw", decision(contact),
+                                                     result_type=DecisionOutcome)
+        finally:
+            activities.released.set()
+        status = await drive.result(handle)
+
+    assert withdrawal.applied, withdrawal
+    assert status.outcome == "withdrawn", status
+    assert {(k.environment, k.status) for k in status.keys} == {("sandbox", "revoked"),
+                                                                ("production", "revoked")}
+    assert await pool.fetchval(
+        "SELECT count(*) FROM api_keys WHERE application_id = $1 AND status = 'active'",
+        app_id) == 0
+    assert notices(inbox, app_id, "in-production") == []
+    assert len(notices(inbox, app_id, "withdrawn")) == 1
+
+
+class HeldRejectionNotice(Held):
+    @activity.defn(name="send_notice")
+    async def send_notice(self, notice: Notice) -> None:
+        if notice.template == "application_rejected":
+            await self.hold()
+        await super().send_notice(notice)
+
+
+async def test_a_withdrawal_after_the_rejection_is_refused(
+    dev_server, run_worker, settings, pool, task_queue
+):
+    """Once a rejection is applied the application has ended: a later withdrawal is refused."""
+    client = dev_server.client
+    application = new_application(settings, ORDINARY)
+    activities = HeldRejectionNotice(pool, settings)
+    async with run_worker(client, activities):
+        handle = await start(client, settings, task_queue, application)
+        await drive.signal_at(handle, "pre_verification", "pre_verification",
+                              decision(REVIEWER, outcome="reject", note="Gambling-like"))
+        await asyncio.wait_for(activities.reached.wait(), drive.TIMEOUT)
+        try:  # rejected; the rejection notice is being sent
+            late = decision(applicant(application))
+            await handle.signal("withdraw", late)
+            await decisions_recorded(handle, 2)
+        finally:
+            activities.released.set()
+        status = await drive.result(handle)
+
+    assert status.outcome == "rejected"
+    withdrawal = by_id(status)[late["decision_id"]]
+    assert not withdrawal.applied and "has ended" in withdrawal.reason, withdrawal
+
+
+# --- 8: deadlines, on the time-skipping server -----------------------------------------------
+
+
+async def status_with_deadlines(handle: WorkflowHandle, step: str) -> ApplicationStatus:
+    """The status once `step` has been entered and its deadlines set."""
+    last = None
+    try:
+        async with asyncio.timeout(drive.TIMEOUT):
+            while True:
+                last = await drive.status(handle)
+                if last.step == step and last.deadlines:
+                    return last
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"{step} never got its deadlines; last status: {last}") from None
+
+
+async def test_reminder_and_escalation_while_waiting_on_the_reviewer(
+    time_skipping_server, run_worker, settings, pool, task_queue, inbox
+):
+    env = time_skipping_server
+    client = env.client
+    application = new_application(settings, ORDINARY)
+    app_id = application.application_id
+    prefix = f"{app_id}/pre_verification/"
+
+    def deadline_mail() -> list[Message]:
+        return [m for m in inbox.messages if notice_id(m).startswith(prefix)]
+
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        waiting = await status_with_deadlines(handle, "pre_verification")
+        assert [(d.kind, d.due_at - waiting.waiting_since) for d in waiting.deadlines] == [
+            ("reminder", timedelta(days=7)), ("escalation", timedelta(days=21))]
+
+        await env.sleep(timedelta(days=6, hours=23))
+        await asyncio.sleep(1)
+        assert deadline_mail() == []
+        await env.sleep(timedelta(hours=2))
+        await eventually(deadline_mail, what="the reminder")
+        await asyncio.sleep(0.5)
+        reminders = deadline_mail()
+        assert [notice_id(m).rsplit("/", 1)[1] for m in reminders] == ["reminder"]
+        assert envelope(reminders[0]) == {REVIEWER, REVIEWER_AND_APPROVER}
+        assert [d.kind for d in (await drive.status(handle)).deadlines] == ["escalation"]
+
+        await env.sleep(timedelta(days=13))  # day 20
+        await asyncio.sleep(1)
+        assert len(deadline_mail()) == 1
+        await env.sleep(timedelta(days=1, hours=1))
+        await eventually(lambda: len(deadline_mail()) == 3, what="the escalation")
+        escalations = {notice_id(m).split("/", 3)[3]: envelope(m) for m in deadline_mail()[1:]}
+        assert escalations == {"escalation": {REVIEWER, REVIEWER_AND_APPROVER},
+                               "escalation/manager": {MANAGER}}
+        still = await drive.status(handle)
+        assert (still.step, still.deadlines, still.outcome) == ("pre_verification", [], "")
+
+        # Still healthy: the reviewer decides late, and it applies.
+        await handle.signal("pre_verification",
+                            decision(REVIEWER, outcome="reject", note="Too late, and off-topic"))
+        status = await drive.result(handle)
+
+    assert status.outcome == "rejected"
+    actions = [e["action"] for e in await audit(pool, app_id)]
+    assert actions.count("reminder_due") == 1 and actions.count("escalation_due") == 1
+
+
+async def test_an_application_left_with_the_applicant_lapses(
+    time_skipping_server, run_worker, settings, pool, task_queue, inbox
+):
+    env = time_skipping_server
+    client = env.client
+    policy = DeadlinePolicy(remind_after_days=5, escalate_after_days=10, lapse_after_days=30)
+    application = new_application(settings, ORDINARY).model_copy(update={"deadlines": policy})
+    app_id, contact = application.application_id, applicant(application)
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        await drive.signal_at(handle, "pre_verification", "pre_verification",
+                              decision(REVIEWER, outcome="request_changes",
+                                       note="Describe the service in more detail"))
+        waiting = await status_with_deadlines(handle, "changes_requested")
+        assert [(d.kind, d.due_at - waiting.waiting_since) for d in waiting.deadlines] == [
+            ("reminder", timedelta(days=5)), ("escalation", timedelta(days=10)),
+            ("lapse", timedelta(days=30))]
+
+        await env.sleep(timedelta(days=29))
+        prefix = f"{app_id}/changes_requested/"
+
+        def deadline_mail() -> dict[str, set[str]]:
+            return {notice_id(m).split("/", 3)[3]: envelope(m)
+                    for m in inbox.messages if notice_id(m).startswith(prefix)}
+
+        await eventually(lambda: len(deadline_mail()) == 3, what="reminder and escalation")
+        assert deadline_mail() == {"reminder": {contact}, "escalation": {contact},
+                                   "escalation/manager": {MANAGER}}
+        alive = await drive.status(handle)
+        assert (alive.step, alive.outcome) == ("changes_requested", "")
+        assert [d.kind for d in alive.deadlines] == ["lapse"]
+        assert notices(inbox, app_id, "lapsed") == []
+
+        status = await asyncio.wait_for(handle.result(), drive.TIMEOUT)
+
+    assert (status.outcome, status.step) == ("lapsed", "lapsed")
+    mail = notices(inbox, app_id, "lapsed")
+    assert len(mail) == 1 and envelope(mail[0]) == {contact}
+    assert "30 days" in body(mail[0])
+    actions = [e["action"] for e in await audit(pool, app_id)]
+    assert "lapse_due" in actions and actions[-1] == "application_closed"
+
+
+async def test_deadlines_falling_on_the_same_day_all_pass(
+    time_skipping_server, run_worker, settings, pool, task_queue, inbox
+):
+    """The policy only orders reminder before escalation: a lapse may fall on the escalation's
+    day. Each deadline still passes, in order, and the application lapses."""
+    env = time_skipping_server
+    client = env.client
+    policy = DeadlinePolicy(remind_after_days=5, escalate_after_days=10, lapse_after_days=10)
+    application = new_application(settings, ORDINARY).model_copy(update={"deadlines": policy})
+    app_id = application.application_id
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        await drive.signal_at(handle, "pre_verification", "pre_verification",
+                              decision(REVIEWER, outcome="request_changes", note="More detail"))
+        await status_with_deadlines(handle, "changes_requested")
+        status = await asyncio.wait_for(handle.result(), drive.TIMEOUT)
+
+    assert status.outcome == "lapsed"
+    actions = [e["action"] for e in await audit(pool, app_id)]
+    due = [a for a in actions if a.endswith("_due")]
+    assert due == ["reminder_due", "escalation_due", "lapse_due"]
+    assert len(notices(inbox, app_id, "lapsed")) == 1
+
+
+# --- 9: one workflow per application ---------------------------------------------------------
+
+
+async def test_the_same_application_cannot_be_started_twice(
+    dev_server, run_worker, settings, pool, task_queue, inbox
+):
+    client = dev_server.client
+    form = fixtures.subscription_form(ORDINARY)
+    application = prepare_subscription(form, settings)
+    app_id = application.application_id
+    # The same organisation applying for the same service, written differently.
+    again = {**form, "service": {**form["service"],
+                                 "name": "  " + form["service"]["name"].upper() + " "}}
+    assert prepare_subscription(again, settings).application_id == app_id
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        with pytest.raises(starter.AlreadySubmitted):
+            await start(client, settings, task_queue, application)
+        with pytest.raises(starter.AlreadySubmitted):
+            await start(client, settings, task_queue, prepare_subscription(again, settings))
+        await drive.signal_at(handle, "pre_verification", "pre_verification",
+                              decision(REVIEWER, outcome="reject", note="Out of scope"))
+        assert (await drive.result(handle)).outcome == "rejected"
+        # Not even after the first has ended.
+        with pytest.raises(starter.AlreadySubmitted):
+            await start(client, settings, task_queue, application)
+
+    listed = []
+    async with asyncio.timeout(15):
+        while not listed:
+            listed = [w async for w in client.list_workflows(f"WorkflowId = '{app_id}'")]
+            await asyncio.sleep(0.2)
+    assert len(listed) == 1 and listed[0].run_id == handle.result_run_id
+    assert await pool.fetchval(
+        "SELECT count(*) FROM applications WHERE application_id = $1", app_id) == 1
+    assert len(notices(inbox, app_id, "received")) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from temporalio.client import Client, WorkflowHandle
@@ -103,4 +104,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: the SDK's Rust runtime threads can abort it
+    # ("PyGILState_Release ... finalizing", temporalio/sdk-python#300), turning a successful
+    # submission into a crash for the calling service.
+    os._exit(code)

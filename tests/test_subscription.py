@@ -174,7 +174,7 @@ async def decisions_recorded(handle: WorkflowHandle, count: int) -> ApplicationS
 
 
 async def test_happy_path_without_market_data_reaches_production(
-    dev_server, run_worker, settings, pool, task_queue, inbox
+    dev_server, run_worker, settings, pool, task_queue, inbox, capfd
 ):
     client = dev_server.client
     application = new_application(settings, ORDINARY)
@@ -193,6 +193,7 @@ async def test_happy_path_without_market_data_reaches_production(
         await handle.signal(kind, payload)
         status = await drive.result(handle)
         description = await handle.describe()
+        history = (await handle.fetch_history()).to_json()
 
     assert (status.outcome, status.step, status.waiting_on) == \
         ("in_production", "in_production", "")
@@ -222,8 +223,12 @@ async def test_happy_path_without_market_data_reaches_production(
             application.organisation.business_registration_number
 
     # Each key mailed exactly once, to the applicant's contact only; the mail holds the key
-    # whose hash is kept, and the key appears nowhere else (status, audit, other mail).
-    everything_recorded = status.model_dump_json() + repr(await audit(pool, app_id))
+    # whose hash is kept, and the key appears nowhere else (status, audit, workflow history,
+    # search attributes, the worker's logs, other mail).
+    logs = capfd.readouterr()
+    everything_recorded = (status.model_dump_json() + repr(await audit(pool, app_id)) + history
+                           + repr(description.typed_search_attributes) + logs.out + logs.err)
+    assert app_id in history and "api key issued" in logs.err  # we looked in the right places
     for environment in ("sandbox", "production"):
         delivered = notices(inbox, app_id, f"key/{environment}/delivery")
         assert len(delivered) == 1, [m["Subject"] for m in delivered]

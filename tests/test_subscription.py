@@ -878,3 +878,36 @@ async def test_the_same_application_cannot_be_started_twice(
     assert await pool.fetchval(
         "SELECT count(*) FROM applications WHERE application_id = $1", app_id) == 1
     assert len(notices(inbox, app_id, "received")) == 1
+
+
+async def test_a_malformed_decision_is_refused_on_the_record_naming_the_field(
+    dev_server, run_worker, settings, pool, task_queue
+):
+    """What a person might type wrong in the UI: a bad value, a missing field, an unknown
+    field, not an object at all. Each is refused with the field and rule; the step goes on."""
+    client = dev_server.client
+    application = new_application(settings, ORDINARY)
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        await drive.wait_for_step(handle, "pre_verification")
+        await handle.signal("pre_verification", decision(REVIEWER, outcome="maybe"))
+        await handle.signal("pre_verification", {"decided_by": REVIEWER, "outcome": "reject"})
+        await handle.signal("pre_verification", decision(REVIEWER, outcome="reject", note="x",
+                                                         verdict="no"))
+        await handle.signal("pre_verification", "approve")
+        status = await decisions_recorded(handle, 4)
+        await handle.signal("pre_verification", decision(REVIEWER, outcome="reject",
+                                                         note="speculative"))
+        final = await drive.result(handle)
+
+    reasons = [d.reason for d in status.decisions]
+    assert all(not d.applied for d in status.decisions)
+    assert "outcome" in reasons[0] and "[literal_error]" in reasons[0]
+    assert "decision_id" in reasons[1] and "[missing]" in reasons[1]
+    assert "verdict" in reasons[2] and "[extra_forbidden]" in reasons[2]
+    assert "(payload)" in reasons[3]
+    assert final.outcome == "rejected"  # the workflow was never wedged
+    refused = await pool.fetch(
+        "SELECT reason FROM audit_log WHERE application_id = $1 AND outcome = 'refused'",
+        application.application_id)
+    assert [r["reason"] for r in refused] == reasons

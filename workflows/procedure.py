@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from activities.platform import PlatformActivities
     from onboarding import search_attributes as sa
     from onboarding.models import (
@@ -60,6 +62,8 @@ class ApplicationEnded(Exception):
         super().__init__(f"{how} at {step}")
         self.how, self.step, self.actor, self.note = how, step, actor, note
 
+
+D = TypeVar("D", bound=Decision)
 
 # A check of a decision against the application's state: a reason to refuse, or None.
 Check = Callable[[Decision], str | None]
@@ -256,6 +260,42 @@ class Procedure:
                               role=Role.OPERATIONS_MANAGER)
 
     # --- decisions -------------------------------------------------------------------------
+
+    async def parse(self, kind: str, model: type[D], payload: RawValue) -> D | None:
+        """The decision in a signal's payload, or None when it is malformed.
+
+        Signals take their payload raw so that a malformed one (not JSON, wrong types, unknown
+        or missing fields) is refused on the record, naming each field and rule, instead of
+        being dropped by the SDK with only a log line.
+        """
+        data: Any = None
+        try:
+            data = workflow.payload_converter().from_payload(payload.payload)
+            return model.model_validate(data)
+        except ValidationError as err:
+            problem = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']} [{e['type']}]"
+                for e in err.errors()
+            )
+        except Exception as err:  # not decodable at all
+            problem = f"(payload): cannot be read: {err}"
+        fields = data if isinstance(data, dict) else {}
+        reason = f"malformed {kind}: {problem}"[:2000]
+        self.decisions.append(
+            DecisionRecord(
+                decision_id=str(fields.get("decision_id", ""))[:100],
+                kind=kind,
+                decided_by=str(fields.get("decided_by", ""))[:200],
+                note="",
+                step=self.step,
+                received_at=workflow.now(),
+                applied=False,
+                reason=reason,
+            )
+        )
+        await self.record(kind, "refused", actor=str(fields.get("decided_by") or "unknown")[:200],
+                          reason=reason)
+        return None
 
     def refusal(self, kind: str, decision: Decision) -> str | None:
         """Why `decision` of `kind` cannot apply now (shape and step), or None if it can.

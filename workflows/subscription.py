@@ -21,6 +21,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -360,8 +361,9 @@ class SubscriptionWorkflow:
             raise ValueError(reason)
 
     @workflow.signal(name="pre_verification", description="Pre-verification reviewer: approve (with the three criteria), reject or request_changes.")
-    async def pre_verification_signal(self, d: PreVerificationDecision) -> None:
-        await self._decide("pre_verification", d)
+    async def pre_verification_signal(self, payload: RawValue) -> None:
+        if d := await self.procedure.parse("pre_verification", PreVerificationDecision, payload):
+            await self._decide("pre_verification", d)
 
     @workflow.update(name="pre_verification")
     async def pre_verification_update(self, d: PreVerificationDecision) -> DecisionOutcome:
@@ -372,8 +374,9 @@ class SubscriptionWorkflow:
         self._validate("pre_verification", d)
 
     @workflow.signal(name="resubmit", description="Applicant: amended service and APIs after a request for changes.")
-    async def resubmit_signal(self, d: Resubmission) -> None:
-        await self._decide("resubmit", d)
+    async def resubmit_signal(self, payload: RawValue) -> None:
+        if d := await self.procedure.parse("resubmit", Resubmission, payload):
+            await self._decide("resubmit", d)
 
     @workflow.update(name="resubmit")
     async def resubmit_update(self, d: Resubmission) -> DecisionOutcome:
@@ -384,8 +387,9 @@ class SubscriptionWorkflow:
         self._validate("resubmit", d)
 
     @workflow.signal(name="market_data_licence", description="Market-information sales: the concluded market-data licence contract, or reject.")
-    async def market_data_licence_signal(self, d: MarketDataLicenceDecision) -> None:
-        await self._decide("market_data_licence", d)
+    async def market_data_licence_signal(self, payload: RawValue) -> None:
+        if d := await self.procedure.parse("market_data_licence", MarketDataLicenceDecision, payload):
+            await self._decide("market_data_licence", d)
 
     @workflow.update(name="market_data_licence")
     async def market_data_licence_update(self, d: MarketDataLicenceDecision) -> DecisionOutcome:
@@ -396,8 +400,9 @@ class SubscriptionWorkflow:
         self._validate("market_data_licence", d)
 
     @workflow.signal(name="platform_contract", description="Platform team: the signed platform contract with eligibility confirmed, or reject.")
-    async def platform_contract_signal(self, d: PlatformContractDecision) -> None:
-        await self._decide("platform_contract", d)
+    async def platform_contract_signal(self, payload: RawValue) -> None:
+        if d := await self.procedure.parse("platform_contract", PlatformContractDecision, payload):
+            await self._decide("platform_contract", d)
 
     @workflow.update(name="platform_contract")
     async def platform_contract_update(self, d: PlatformContractDecision) -> DecisionOutcome:
@@ -408,8 +413,9 @@ class SubscriptionWorkflow:
         self._validate("platform_contract", d)
 
     @workflow.signal(name="final_approval", description="Final approver (not the pre-verification reviewer): approve, which issues the sandbox key, or reject.")
-    async def final_approval_signal(self, d: FinalApprovalDecision) -> None:
-        await self._decide("final_approval", d)
+    async def final_approval_signal(self, payload: RawValue) -> None:
+        if d := await self.procedure.parse("final_approval", FinalApprovalDecision, payload):
+            await self._decide("final_approval", d)
 
     @workflow.update(name="final_approval")
     async def final_approval_update(self, d: FinalApprovalDecision) -> DecisionOutcome:
@@ -420,8 +426,9 @@ class SubscriptionWorkflow:
         self._validate("final_approval", d)
 
     @workflow.signal(name="sandbox_testing_complete", description="Applicant: sandbox testing is complete.")
-    async def sandbox_testing_complete_signal(self, d: SandboxTestReport) -> None:
-        await self._decide("sandbox_testing_complete", d)
+    async def sandbox_testing_complete_signal(self, payload: RawValue) -> None:
+        if d := await self.procedure.parse("sandbox_testing_complete", SandboxTestReport, payload):
+            await self._decide("sandbox_testing_complete", d)
 
     @workflow.update(name="sandbox_testing_complete")
     async def sandbox_testing_complete_update(self, d: SandboxTestReport) -> DecisionOutcome:
@@ -432,8 +439,9 @@ class SubscriptionWorkflow:
         self._validate("sandbox_testing_complete", d)
 
     @workflow.signal(name="sandbox_verification", description="Platform team: business-suitability verification: approve, reject or more_testing.")
-    async def sandbox_verification_signal(self, d: SandboxVerificationDecision) -> None:
-        await self._decide("sandbox_verification", d)
+    async def sandbox_verification_signal(self, payload: RawValue) -> None:
+        if d := await self.procedure.parse("sandbox_verification", SandboxVerificationDecision, payload):
+            await self._decide("sandbox_verification", d)
 
     @workflow.update(name="sandbox_verification")
     async def sandbox_verification_update(self, d: SandboxVerificationDecision) -> DecisionOutcome:
@@ -444,8 +452,9 @@ class SubscriptionWorkflow:
         self._validate("sandbox_verification", d)
 
     @workflow.signal(name="production_switch", description="Final approver: the service contract; issues the production key.")
-    async def production_switch_signal(self, d: ProductionSwitchDecision) -> None:
-        await self._decide("production_switch", d)
+    async def production_switch_signal(self, payload: RawValue) -> None:
+        if d := await self.procedure.parse("production_switch", ProductionSwitchDecision, payload):
+            await self._decide("production_switch", d)
 
     @workflow.update(name="production_switch")
     async def production_switch_update(self, d: ProductionSwitchDecision) -> DecisionOutcome:
@@ -456,8 +465,9 @@ class SubscriptionWorkflow:
         self._validate("production_switch", d)
 
     @workflow.signal(name="withdraw", description="Applicant: withdraw the application; issued keys are revoked.")
-    async def withdraw_signal(self, d: Withdrawal) -> None:
-        await self._decide("withdraw", d)
+    async def withdraw_signal(self, payload: RawValue) -> None:
+        if d := await self.procedure.parse("withdraw", Withdrawal, payload):
+            await self._decide("withdraw", d)
 
     @workflow.update(name="withdraw")
     async def withdraw_update(self, d: Withdrawal) -> DecisionOutcome:

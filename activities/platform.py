@@ -133,7 +133,8 @@ class PlatformActivities:
                 """INSERT INTO applications (application_id, kind, business_registration_number,
                        workflow_id, status, current_step, requested_apis)
                    VALUES ($1, 'subscription', $2, $3, 'open', 'submitted', $4)
-                   ON CONFLICT (application_id) DO NOTHING""",
+                   ON CONFLICT (application_id) DO UPDATE SET
+                       requested_apis = excluded.requested_apis, updated_at = now()""",
                 app.application_id, org.business_registration_number, record.workflow_id,
                 app.requested_apis,
             )

@@ -234,6 +234,8 @@ class ApplicationStatus(Model):
     decisions: list[DecisionRecord]
     keys: list[KeySummary]
     outcome: str = ""
+    # Found at submission, for the eligibility reviewer (e.g. a foreign corporation).
+    reviewer_flags: list[str] = []
 
 
 # --- activity inputs and outputs -------------------------------------------------------------

@@ -423,6 +423,9 @@ async def test_request_changes_then_resubmit_returns_to_pre_verification(
     assert "Explain how quotes are shown to users" in body(changes[0])
     refused = [e for e in await audit(pool, app_id) if e["outcome"] == "refused"]
     assert [e["action"] for e in refused] == ["resubmit", "resubmit"]
+    assert list(await pool.fetchval(
+        "SELECT requested_apis FROM applications WHERE application_id = $1", app_id)
+    ) == ["index-values"]
     assert "no-such-api" in refused[0]["reason"]
 
 

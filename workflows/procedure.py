@@ -80,6 +80,7 @@ class Procedure:
         applicant_contacts: list[str],
         language: Language,
         deadlines: DeadlinePolicy,
+        reviewer_flags: list[str],
     ) -> None:
         self.kind = kind
         self.application_id = application_id
@@ -88,6 +89,7 @@ class Procedure:
         self.applicant_contacts = [c.lower() for c in applicant_contacts]
         self.language = language
         self.deadlines = deadlines
+        self.reviewer_flags = reviewer_flags
 
         self.step = "submitted"
         self.waiting_on = ""
@@ -119,6 +121,7 @@ class Procedure:
             decisions=list(self.decisions),
             keys=list(self.keys.values()),
             outcome=self.outcome,
+            reviewer_flags=self.reviewer_flags,
         )
 
     async def record(
@@ -281,20 +284,22 @@ class Procedure:
             problem = f"(payload): cannot be read: {err}"
         fields = data if isinstance(data, dict) else {}
         reason = f"malformed {kind}: {problem}"[:2000]
-        self.decisions.append(
-            DecisionRecord(
-                decision_id=str(fields.get("decision_id", ""))[:100],
-                kind=kind,
-                decided_by=str(fields.get("decided_by", ""))[:200],
-                note="",
-                step=self.step,
-                received_at=workflow.now(),
-                applied=False,
-                reason=reason,
+        async with self._lock:  # on the record in the order received, like every decision
+            self.decisions.append(
+                DecisionRecord(
+                    decision_id=str(fields.get("decision_id", ""))[:100],
+                    kind=kind,
+                    decided_by=str(fields.get("decided_by", ""))[:200],
+                    note="",
+                    step=self.step,
+                    received_at=workflow.now(),
+                    applied=False,
+                    reason=reason,
+                )
             )
-        )
-        await self.record(kind, "refused", actor=str(fields.get("decided_by") or "unknown")[:200],
-                          reason=reason)
+            await self.record(kind, "refused",
+                              actor=str(fields.get("decided_by") or "unknown")[:200],
+                              reason=reason)
         return None
 
     def refusal(self, kind: str, decision: Decision) -> str | None:

@@ -130,6 +130,7 @@ class SubscriptionWorkflow:
             applicant_contacts=[str(e) for e in org.contact_emails],
             language=org.language,
             deadlines=application.deadlines,
+            reviewer_flags=application.reviewer_flags,
         )
         self.catalogue = CatalogueFacts(apis=[], unknown=[])
         # Everyone who took a pre-verification decision: none of them may approve (four eyes).
@@ -138,11 +139,7 @@ class SubscriptionWorkflow:
     @workflow.run
     async def run(self, application: SubscriptionApplication) -> ApplicationStatus:
         p = self.procedure
-        await workflow.execute_activity_method(
-            PlatformActivities.record_application,
-            ApplicationRecord(application=application, workflow_id=workflow.info().workflow_id),
-            **ACTIVITY,
-        )
+        await self._record_application()
         await p.enter("submitted")
         await p.notify("received", "application_received",
                        {"service": application.service.name},
@@ -182,6 +179,7 @@ class SubscriptionWorkflow:
             self.application = self.application.model_copy(
                 update={"service": r.service, "requested_apis": r.requested_apis}
             )
+            await self._record_application()
             self.catalogue = await self._look_up(r.requested_apis)
 
     async def market_data_licence(self) -> None:
@@ -281,6 +279,14 @@ class SubscriptionWorkflow:
     async def _look_up(self, api_ids: list[str]) -> CatalogueFacts:
         return await workflow.execute_activity_method(
             PlatformActivities.look_up_catalogue, CatalogueLookup(api_ids=api_ids), **ACTIVITY
+        )
+
+    async def _record_application(self) -> None:
+        await workflow.execute_activity_method(
+            PlatformActivities.record_application,
+            ApplicationRecord(application=self.application,
+                              workflow_id=workflow.info().workflow_id),
+            **ACTIVITY,
         )
 
     def _providers(self) -> list[str]:

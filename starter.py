@@ -1,11 +1,13 @@
 """Submit an application: checks it, then starts its workflow.
 
     python starter.py subscription application.json
+    python starter.py publication api.json
     echo '{...}' | python starter.py subscription -
 
 Prints the workflow id and how to follow it. A refused submission prints each field and the
 rule it breaks, exits with status 2, and starts nothing. A second submission of the same
-application (same organisation, same service) is refused, not duplicated.
+application (same organisation and service, or same provider and API) is refused, not
+duplicated.
 """
 
 from __future__ import annotations
@@ -28,9 +30,16 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from onboarding import search_attributes as sa
 from onboarding.config import Settings, get_settings
 from onboarding.db import create_pool
-from onboarding.models import SubscriptionApplication
-from onboarding.submission import SubmissionRefused, check_catalogue, prepare_subscription
+from onboarding.models import PublicationApplication, SubscriptionApplication
+from onboarding.submission import (
+    SubmissionRefused,
+    check_api_id_free,
+    check_catalogue,
+    prepare_publication,
+    prepare_subscription,
+)
 from onboarding.temporal_client import connect
+from workflows.publication import PublicationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
 
@@ -38,12 +47,19 @@ class AlreadySubmitted(Exception):
     pass
 
 
-async def start_subscription(
-    client: Client, settings: Settings, application: SubscriptionApplication
+Application = SubscriptionApplication | PublicationApplication
+
+
+async def start_application(
+    client: Client, settings: Settings, application: Application
 ) -> WorkflowHandle:
+    if isinstance(application, SubscriptionApplication):
+        run, kind, summary = SubscriptionWorkflow.run, "subscription", application.service.name
+    else:
+        run, kind, summary = PublicationWorkflow.run, "publication", application.api.name
     try:
         return await client.start_workflow(
-            SubscriptionWorkflow.run,
+            run,  # type: ignore[arg-type]
             application,
             id=application.application_id,
             task_queue=settings.temporal_task_queue,
@@ -52,14 +68,14 @@ async def start_subscription(
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
             search_attributes=TypedSearchAttributes(
                 [
-                    SearchAttributePair(sa.APPLICATION_KIND, "subscription"),
+                    SearchAttributePair(sa.APPLICATION_KIND, kind),
                     SearchAttributePair(sa.APPLICATION_STEP, "submitted"),
                     SearchAttributePair(sa.WAITING_ON, "nobody"),
                     SearchAttributePair(sa.ORGANISATION_ID,
                                         application.organisation.business_registration_number),
                 ]
             ),
-            static_summary=f"Subscription: {application.service.name}",
+            static_summary=f"{kind.capitalize()}: {summary}",
         )
     except WorkflowAlreadyStartedError:
         raise AlreadySubmitted(
@@ -67,21 +83,30 @@ async def start_subscription(
         ) from None
 
 
-async def submit(raw: dict, settings: Settings) -> str:
-    application = prepare_subscription(raw, settings)
+async def submit(kind: str, raw: dict, settings: Settings) -> str:
+    application: Application
+    if kind == "subscription":
+        application = prepare_subscription(raw, settings)
+    else:
+        application = prepare_publication(raw, settings)
     pool = await create_pool(settings)
     try:
-        await check_catalogue(pool, application)
+        if isinstance(application, SubscriptionApplication):
+            await check_catalogue(pool, application)
+        else:
+            await check_api_id_free(pool, application)
     finally:
         await pool.close()
     client = await connect(settings)
-    handle = await start_subscription(client, settings, application)
+    handle = await start_application(client, settings, application)
     return handle.id
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
-    parser.add_argument("kind", choices=["subscription"], help="the kind of application")
+    parser.add_argument("kind", choices=["subscription", "publication"],
+                        help="subscription: a fintech uses APIs; publication: a member company "
+                             "publishes its API")
     parser.add_argument("file", help="the application as JSON ('-' reads standard input)")
     args = parser.parse_args(argv)
     text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
@@ -92,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     settings = get_settings()
     try:
-        workflow_id = asyncio.run(submit(raw, settings))
+        workflow_id = asyncio.run(submit(args.kind, raw, settings))
     except (SubmissionRefused, AlreadySubmitted) as err:
         print(err, file=sys.stderr)
         return 2

@@ -23,9 +23,10 @@ from onboarding.config import Settings, get_settings
 from onboarding.db import create_pool
 from onboarding.logs import ActivityLogContext, configure_logging, get_logger
 from onboarding.temporal_client import connect
+from workflows.publication import PublicationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
-WORKFLOWS = [SubscriptionWorkflow]
+WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow]
 # Deterministic libraries the models use: loaded once, not re-imported for every workflow run.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(

@@ -20,6 +20,8 @@ from onboarding.config import Settings
 from onboarding.logs import get_logger
 from onboarding.models import (
     ApiFacts,
+    ApiPublication,
+    ApiWithdrawal,
     ApplicationRecord,
     CatalogueFacts,
     CatalogueLookup,
@@ -28,12 +30,20 @@ from onboarding.models import (
     KeyIssuance,
     KeyRevocation,
     KeySummary,
+    LaunchCheck,
     LicenceLookup,
     Notice,
+    OpenSubscriptions,
+    Organisation,
     ProgressRecord,
+    PublicationRecord,
+    SpecificationCheck,
+    SpecificationSummary,
+    SpecificationVerdict,
     StaffLookup,
     StaffRoles,
 )
+from onboarding.openapi import SpecFindings, check_openapi
 
 log = get_logger("activities")
 
@@ -71,6 +81,22 @@ async def _audit(
     )
 
 
+async def _upsert_organisation(conn: asyncpg.Connection, org: Organisation) -> None:
+    await conn.execute(
+        """INSERT INTO organisations (business_registration_number,
+               corporate_registration_number, legal_name, representative, contact_emails)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (business_registration_number) DO UPDATE SET
+               corporate_registration_number = excluded.corporate_registration_number,
+               legal_name = excluded.legal_name,
+               representative = excluded.representative,
+               contact_emails = excluded.contact_emails,
+               updated_at = now()""",
+        org.business_registration_number, org.corporate_registration_number,
+        org.legal_name, org.representative, [str(e) for e in org.contact_emails],
+    )
+
+
 class PlatformActivities:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
@@ -81,7 +107,7 @@ class PlatformActivities:
     @activity.defn
     async def look_up_catalogue(self, lookup: CatalogueLookup) -> CatalogueFacts:
         rows = await self.pool.fetch(
-            """SELECT c.api_id, c.name, c.is_market_data,
+            """SELECT c.api_id, c.name, c.is_market_data, c.publication_application_id,
                       coalesce(o.contact_emails, '{}') AS provider_contact_emails
                FROM api_catalogue c
                LEFT JOIN organisations o
@@ -97,6 +123,7 @@ class PlatformActivities:
                     name=r["name"],
                     is_market_data=r["is_market_data"],
                     provider_contact_emails=list(r["provider_contact_emails"]),
+                    publication_application_id=r["publication_application_id"],
                 )
                 for api_id in lookup.api_ids
                 if (r := found.get(api_id))
@@ -114,30 +141,133 @@ class PlatformActivities:
 
     @activity.defn
     async def record_application(self, record: ApplicationRecord) -> None:
-        app, org = record.application, record.application.organisation
+        app = record.application
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO organisations (business_registration_number,
-                       corporate_registration_number, legal_name, representative, contact_emails)
-                   VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (business_registration_number) DO UPDATE SET
-                       corporate_registration_number = excluded.corporate_registration_number,
-                       legal_name = excluded.legal_name,
-                       representative = excluded.representative,
-                       contact_emails = excluded.contact_emails,
-                       updated_at = now()""",
-                org.business_registration_number, org.corporate_registration_number,
-                org.legal_name, org.representative, [str(e) for e in org.contact_emails],
-            )
+            await _upsert_organisation(conn, app.organisation)
             await conn.execute(
                 """INSERT INTO applications (application_id, kind, business_registration_number,
                        workflow_id, status, current_step, requested_apis)
                    VALUES ($1, 'subscription', $2, $3, 'open', 'submitted', $4)
                    ON CONFLICT (application_id) DO UPDATE SET
                        requested_apis = excluded.requested_apis, updated_at = now()""",
-                app.application_id, org.business_registration_number, record.workflow_id,
-                app.requested_apis,
+                app.application_id, app.organisation.business_registration_number,
+                record.workflow_id, app.requested_apis,
             )
+
+    @activity.defn
+    async def record_publication(self, record: PublicationRecord) -> None:
+        app = record.application
+        async with self.pool.acquire() as conn, conn.transaction():
+            await _upsert_organisation(conn, app.organisation)
+            await conn.execute(
+                """INSERT INTO applications (application_id, kind, business_registration_number,
+                       workflow_id, status, current_step, requested_apis)
+                   VALUES ($1, 'publication', $2, $3, 'open', 'submitted', $4)
+                   ON CONFLICT (application_id) DO NOTHING""",
+                app.application_id, app.organisation.business_registration_number,
+                record.workflow_id, [app.api.api_id],
+            )
+
+    # --- publication -----------------------------------------------------------------------
+
+    @activity.defn
+    async def check_specification(self, check: SpecificationCheck) -> SpecificationVerdict:
+        try:
+            summary = check_openapi(check.specification)
+        except SpecFindings as refused:
+            return SpecificationVerdict(summary=None, findings=refused.findings)
+        return SpecificationVerdict(
+            summary=SpecificationSummary(
+                openapi_version=summary.openapi_version, title=summary.title,
+                version=summary.version, operation_count=summary.operation_count,
+                sha256=summary.sha256,
+            ),
+            findings=[],
+        )
+
+    @activity.defn
+    async def publish_api(self, publication: ApiPublication) -> None:
+        api, spec = publication.api, publication.specification_summary
+        async with self.pool.acquire() as conn, conn.transaction():
+            owner = await conn.fetchval(
+                "SELECT publication_application_id FROM api_catalogue WHERE api_id = $1",
+                api.api_id,
+            )
+            if owner is not None and owner != publication.application_id or (
+                owner is None and await conn.fetchval(
+                    "SELECT 1 FROM api_catalogue WHERE api_id = $1", api.api_id)
+            ):
+                raise ApplicationError(
+                    f"api_id {api.api_id} is already in the catalogue for another provider",
+                    type="ApiIdTaken",
+                    non_retryable=True,
+                )
+            await conn.execute(
+                """INSERT INTO api_catalogue (api_id, name, category, is_market_data,
+                       provider_business_registration_number, stage, spec_version,
+                       integration_method, publication_application_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   ON CONFLICT (api_id) DO UPDATE SET
+                       stage = excluded.stage, spec_version = excluded.spec_version,
+                       integration_method = excluded.integration_method, updated_at = now()""",
+                api.api_id, api.name, api.category, api.is_market_data,
+                publication.provider_business_registration_number, publication.stage,
+                spec.version, api.integration_method, publication.application_id,
+            )
+            written = await conn.fetchval(
+                """INSERT INTO api_versions (api_id, spec_sha256, spec_version, specification,
+                       stage) VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT DO NOTHING RETURNING true""",
+                api.api_id, spec.sha256, spec.version, publication.specification,
+                publication.stage,
+            )
+            if written:
+                await _audit(
+                    conn, f"{publication.application_id}/published/{publication.stage}/{spec.sha256}",
+                    publication.application_id, "api_published", "succeeded",
+                    {"api_id": api.api_id, "stage": publication.stage,
+                     "spec_version": spec.version, "spec_sha256": spec.sha256},
+                )
+
+    @activity.defn
+    async def withdraw_api(self, withdrawal: ApiWithdrawal) -> OpenSubscriptions:
+        """Take the API out of the catalogue; returns the open subscriptions that requested it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            withdrawn = await conn.fetchval(
+                """UPDATE api_catalogue SET stage = 'withdrawn', updated_at = now()
+                   WHERE api_id = $1 AND publication_application_id = $2
+                     AND stage <> 'withdrawn' RETURNING true""",
+                withdrawal.api_id, withdrawal.application_id,
+            )
+            if withdrawn:
+                await _audit(conn, f"{withdrawal.application_id}/withdrawn-from-catalogue",
+                             withdrawal.application_id, "api_withdrawn_from_catalogue",
+                             "succeeded", {"api_id": withdrawal.api_id})
+            rows = await conn.fetch(
+                """SELECT workflow_id FROM applications
+                   WHERE kind = 'subscription' AND status = 'open' AND $1 = ANY(requested_apis)
+                   ORDER BY workflow_id""",
+                withdrawal.api_id,
+            )
+        return OpenSubscriptions(workflow_ids=[r["workflow_id"] for r in rows])
+
+    @activity.defn
+    async def check_service_launch(self, check: LaunchCheck) -> str:
+        """Why the claimed launch is not on record ('' when it is)."""
+        row = await self.pool.fetchrow(
+            """SELECT a.requested_apis, EXISTS (
+                   SELECT 1 FROM api_keys k WHERE k.application_id = a.application_id
+                     AND k.environment = 'production' AND k.status = 'active') AS in_production
+               FROM applications a WHERE a.application_id = $1 AND a.kind = 'subscription'""",
+            check.subscription_application_id,
+        )
+        if row is None:
+            return f"no subscription application {check.subscription_application_id}"
+        if check.api_id not in row["requested_apis"]:
+            return f"{check.subscription_application_id} does not use {check.api_id}"
+        if not row["in_production"]:
+            return f"{check.subscription_application_id} has no production key"
+        return ""
 
     @activity.defn
     async def record_progress(self, record: ProgressRecord) -> None:
@@ -326,6 +456,16 @@ class PlatformActivities:
                     notice.recipient_role.value,
                 )
             ]
+        if notice.to_member_companies:
+            recipients += [
+                r["contact"]
+                for r in await self.pool.fetch(
+                    """SELECT DISTINCT unnest(o.contact_emails) AS contact
+                       FROM organisations o JOIN api_catalogue c
+                         ON c.provider_business_registration_number = o.business_registration_number
+                       WHERE c.stage <> 'withdrawn'"""
+                )
+            ]
         recipients = sorted(set(recipients))
         if not recipients:
             log.warning("notice has no recipients", notice_id=notice.notice_id,
@@ -378,7 +518,12 @@ class PlatformActivities:
             self.look_up_catalogue,
             self.look_up_staff_roles,
             self.record_application,
+            self.record_publication,
             self.record_progress,
+            self.check_specification,
+            self.publish_api,
+            self.withdraw_api,
+            self.check_service_launch,
             self.find_market_data_licence,
             self.record_contract,
             self.issue_api_key,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
@@ -40,6 +40,9 @@ class Role(StrEnum):
     FINAL_APPROVER = "final_approver"
     # Receives escalations of steps left waiting too long.
     OPERATIONS_MANAGER = "operations_manager"
+    # Another application's workflow (e.g. a subscription telling a publication that its
+    # service launched): not a person; what it claims is checked against the record.
+    PLATFORM_WORKFLOW = "platform_workflow"
 
 
 # --- submission ------------------------------------------------------------------------------
@@ -105,6 +108,47 @@ class SubscriptionApplication(Model):
         if len(set(self.requested_apis)) != len(self.requested_apis):
             raise ValueError("requested_apis must not repeat an API")
         return self
+
+
+IntegrationMethod = Literal["rest_over_internet", "dedicated_line", "vpn"]
+
+
+class ApiProposal(Model):
+    """The API a member company proposes to publish."""
+
+    api_id: ApiId
+    name: Text
+    category: Annotated[str, Field(min_length=1, max_length=100)]
+    is_market_data: bool
+    integration_method: IntegrationMethod
+
+
+class PublicationForm(Model):
+    """What a provider submits: its organisation, the API, and the API's OpenAPI document."""
+
+    organisation: Organisation
+    api: ApiProposal
+    specification: dict[str, Any]
+
+
+class SpecificationSummary(Model):
+    openapi_version: str
+    title: str
+    version: str
+    operation_count: int
+    sha256: str
+
+
+class PublicationApplication(Model):
+    """A member company's application to publish an API: the publication workflow's input."""
+
+    application_id: Annotated[str, Field(pattern=r"^publication-[0-9]{10}-[a-z0-9._-]{2,64}$")]
+    organisation: Organisation
+    api: ApiProposal
+    specification: dict[str, Any]
+    specification_summary: SpecificationSummary
+    deadlines: DeadlinePolicy = DeadlinePolicy()
+    reviewer_flags: list[str] = []
 
 
 # --- decisions -------------------------------------------------------------------------------
@@ -185,6 +229,42 @@ class Withdrawal(Decision):
     """The applicant withdraws; any key already issued is revoked."""
 
 
+class PreReviewDecision(Decision):
+    """Platform team: the integration method and the specification are agreed, or not."""
+
+    outcome: Literal["approve", "reject", "request_changes"]
+
+
+class RevisedSpecification(Decision):
+    """The provider's revised integration method and specification after a request."""
+
+    integration_method: IntegrationMethod
+    specification: dict[str, Any]
+
+
+class ApiTestReport(Decision):
+    """The provider reports its API test results."""
+
+    results: Annotated[str, Field(min_length=1, max_length=4000)]
+
+
+class ApiTestingDecision(Decision):
+    outcome: Literal["approve", "reject", "more_testing"]
+
+
+class ServiceLaunched(Decision):
+    """Sent by a subscription workflow whose service, using this API, reached production."""
+
+    subscription_application_id: str
+    api_id: str
+
+
+class ApiWithdrawn(Decision):
+    """Sent by a publication workflow to the subscriptions that requested its API."""
+
+    api_id: str
+
+
 class DecisionOutcome(Model):
     """The synchronous answer to a decision sent as an update."""
 
@@ -236,6 +316,8 @@ class ApplicationStatus(Model):
     outcome: str = ""
     # Found at submission, for the eligibility reviewer (e.g. a foreign corporation).
     reviewer_flags: list[str] = []
+    # Requested APIs whose provider withdrew them while this application was open.
+    withdrawn_apis: list[str] = []
 
 
 # --- activity inputs and outputs -------------------------------------------------------------
@@ -246,6 +328,8 @@ class ApiFacts(Model):
     name: str
     is_market_data: bool
     provider_contact_emails: list[str]
+    # The publication application that put it in the catalogue, if it came that way.
+    publication_application_id: str | None = None
 
 
 class CatalogueLookup(Model):
@@ -316,6 +400,8 @@ class Notice(Model):
     language: Language
     recipients: list[str] = []
     recipient_role: Role | None = None
+    # Every member company providing an API in the catalogue.
+    to_member_companies: bool = False
     context: dict[str, str] = {}
 
 
@@ -325,3 +411,42 @@ class StaffLookup(Model):
 
 class StaffRoles(Model):
     roles: list[Role]
+
+
+class PublicationRecord(Model):
+    application: PublicationApplication
+    workflow_id: str
+
+
+class ApiPublication(Model):
+    """Put an API (at one specification version) in the catalogue of `stage`."""
+
+    application_id: str
+    api: ApiProposal
+    provider_business_registration_number: str
+    specification: dict[str, Any]
+    specification_summary: SpecificationSummary
+    stage: Literal["sandbox", "production"]
+
+
+class ApiWithdrawal(Model):
+    application_id: str
+    api_id: str
+
+
+class LaunchCheck(Model):
+    subscription_application_id: str
+    api_id: str
+
+
+class OpenSubscriptions(Model):
+    workflow_ids: list[str]
+
+
+class SpecificationCheck(Model):
+    specification: dict[str, Any]
+
+
+class SpecificationVerdict(Model):
+    summary: SpecificationSummary | None
+    findings: list[str]

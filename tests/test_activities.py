@@ -37,7 +37,7 @@ from onboarding.models import (
     SubscriptionApplication,
 )
 from onboarding.submission import prepare_subscription
-from starter import start_subscription
+from starter import start_application
 from tests import drive, fixtures
 
 
@@ -500,7 +500,7 @@ async def test_a_failed_activity_attempt_is_on_the_audit_log(dev_server, run_wor
     broken_then_fixed = PlatformActivities(pool, settings.model_copy(update={"smtp_port": 1}))
     application = prepare_subscription(fixtures.subscription_form(), settings)
     async with run_worker(dev_server.client, broken_then_fixed):
-        handle = await start_subscription(
+        handle = await start_application(
             dev_server.client, settings.model_copy(update={"temporal_task_queue": task_queue}),
             application)
         async with asyncio.timeout(20):

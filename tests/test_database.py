@@ -27,7 +27,7 @@ from tests import fixtures
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "onboarding" / "migrations"
 EXPECTED_TABLES = {
     "organisations", "staff_roles", "api_catalogue", "applications", "contracts", "api_keys",
-    "notices", "audit_log", "schema_migrations",
+    "notices", "audit_log", "schema_migrations", "api_versions",
 }
 
 
@@ -83,14 +83,17 @@ async def insert_key(conn: asyncpg.Connection, app: SubscriptionApplication, env
 
 
 async def test_migrating_the_migrated_test_database_applies_nothing(pool):
-    """A second start of a worker must not re-run migrations; version 1 is on record with the
-    checksum of the file as shipped."""
+    """A second start of a worker must not re-run migrations; every shipped migration is on
+    record with the checksum of its file."""
     async with pool.acquire() as conn:
         assert await apply_migrations(conn) == []
         rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
-    shipped = (MIGRATIONS_DIR / "0001_initial.sql").read_bytes()
+    shipped = sorted(MIGRATIONS_DIR.glob("[0-9][0-9][0-9][0-9]_*.sql"))
+    assert len(shipped) >= 2
     assert [dict(r) for r in rows] == [
-        {"version": 1, "name": "initial", "checksum": hashlib.sha256(shipped).hexdigest()}
+        {"version": int(path.name[:4]), "name": path.stem[5:],
+         "checksum": hashlib.sha256(path.read_bytes()).hexdigest()}
+        for path in shipped
     ]
 
 
@@ -105,13 +108,15 @@ def test_bundled_migrations_are_the_shipped_files_in_version_order():
 async def test_a_fresh_database_is_migrated_in_order_and_only_once(scratch_url):
     """Migrations apply in order (a later one may build on an earlier one), are recorded, and a
     second run applies nothing."""
-    later = Migration(2, "contact_phone", "ALTER TABLE organisations ADD COLUMN contact_phone text")
-    migrations = [*bundled_migrations(), later]
+    shipped = bundled_migrations()
+    later = Migration(shipped[-1].version + 1, "contact_phone",
+                      "ALTER TABLE organisations ADD COLUMN contact_phone text")
+    migrations = [*shipped, later]
     conn = await asyncpg.connect(scratch_url)
     try:
         assert await public_tables(conn) == set()
         applied = await apply_migrations(conn, migrations)
-        assert [m.version for m in applied] == [1, 2]
+        assert [m.version for m in applied] == [m.version for m in migrations]
         assert await public_tables(conn) == EXPECTED_TABLES
         assert await conn.fetchval(
             """SELECT count(*) FROM information_schema.columns
@@ -123,7 +128,7 @@ async def test_a_fresh_database_is_migrated_in_order_and_only_once(scratch_url):
         ]
 
         assert await apply_migrations(conn, migrations) == []
-        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 2
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(migrations)
     finally:
         await conn.close()
 
@@ -133,10 +138,11 @@ async def test_a_migration_changed_after_it_was_applied_is_refused(scratch_url):
     releases the migration lock so that the next migrator is not blocked."""
     conn = await asyncpg.connect(scratch_url)
     try:
-        [initial] = bundled_migrations()
+        initial = bundled_migrations()[0]
         await apply_migrations(conn, [initial])
         edited = Migration(initial.version, initial.name, initial.sql + "\n-- edited afterwards\n")
-        added = Migration(2, "never_applied", "CREATE TABLE never_applied (id int)")
+        added = Migration(initial.version + 1, "never_applied",
+                          "CREATE TABLE never_applied (id int)")
         with pytest.raises(MigrationMismatch, match="0001_initial"):
             await apply_migrations(conn, [edited, added])
         assert "never_applied" not in await public_tables(conn)
@@ -155,8 +161,11 @@ async def test_a_migration_changed_after_it_was_applied_is_refused(scratch_url):
 async def test_concurrent_migrators_apply_each_migration_once(scratch_url):
     """Several workers (or the compose migrate job and a worker) may start at once: the advisory
     lock makes one of them apply everything and the others find it done."""
-    slow = Migration(2, "slow", "SELECT pg_sleep(0.5); CREATE TABLE slow_marker (id int)")
-    migrations = [*bundled_migrations(), slow]
+    shipped = bundled_migrations()
+    slow = Migration(shipped[-1].version + 1, "slow",
+                     "SELECT pg_sleep(0.5); CREATE TABLE slow_marker (id int)")
+    migrations = [*shipped, slow]
+    versions = [m.version for m in migrations]
     first, second = await asyncpg.connect(scratch_url), await asyncpg.connect(scratch_url)
     try:
         results = await asyncio.wait_for(
@@ -164,10 +173,10 @@ async def test_concurrent_migrators_apply_each_migration_once(scratch_url):
             timeout=30,
         )
         applied = sorted(m.version for result in results for m in result)
-        assert applied == [1, 2]
-        assert sorted(len(r) for r in results) == [0, 2]
+        assert applied == versions
+        assert sorted(len(r) for r in results) == [0, len(migrations)]
         assert [r["version"] for r in await first.fetch(
-            "SELECT version FROM schema_migrations ORDER BY version")] == [1, 2]
+            "SELECT version FROM schema_migrations ORDER BY version")] == versions
     finally:
         await first.close()
         await second.close()

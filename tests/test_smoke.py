@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio.client import WorkflowHandle
 
 from onboarding.submission import prepare_subscription
-from starter import start_subscription
+from starter import start_application
 from tests import drive, fixtures
 
 
@@ -14,7 +14,7 @@ async def test_a_rejected_application_ends_on_the_record(dev_server, run_worker,
     client = dev_server.client
     application = prepare_subscription(fixtures.subscription_form(), settings)
     async with run_worker(client):
-        handle: WorkflowHandle = await start_subscription(
+        handle: WorkflowHandle = await start_application(
             client, settings.model_copy(update={"temporal_task_queue": task_queue}), application
         )
         await drive.signal_at(

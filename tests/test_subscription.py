@@ -73,7 +73,7 @@ def applicant(application: SubscriptionApplication) -> str:
 
 async def start(client, settings, task_queue: str,
                 application: SubscriptionApplication) -> WorkflowHandle:
-    return await starter.start_subscription(
+    return await starter.start_application(
         client, settings.model_copy(update={"temporal_task_queue": task_queue}), application
     )
 

@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from onboarding.logs import configure_logging
 from onboarding.submission import prepare_subscription
-from starter import start_subscription
+from starter import start_application
 from tests import drive, fixtures
 from tests.conftest import free_port
 from worker import run_worker
@@ -32,7 +32,7 @@ async def test_worker_logs_json_exposes_metrics_and_stops_gracefully(dev_server,
     running = asyncio.create_task(run_worker(worker_settings, stop))
     try:
         application = prepare_subscription(fixtures.subscription_form(), settings)
-        handle = await start_subscription(dev_server.client, worker_settings, application)
+        handle = await start_application(dev_server.client, worker_settings, application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
                               fixtures.decision(fixtures.REVIEWER, outcome="reject", note="out of scope"))
         assert (await drive.result(handle)).outcome == "rejected"

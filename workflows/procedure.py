@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from onboarding import search_attributes as sa
     from onboarding.models import (
+        ApiWithdrawn,
         ApplicationStatus,
         Deadline,
         DeadlinePolicy,
@@ -69,6 +70,17 @@ D = TypeVar("D", bound=Decision)
 Check = Callable[[Decision], str | None]
 
 
+def always(_: Decision) -> str | None:
+    return None
+
+
+def needs_note_unless_approved(d: Decision) -> str | None:
+    outcome = getattr(d, "outcome", "approve")
+    if outcome != "approve" and not d.note:
+        return f"{outcome} needs a note saying why"
+    return None
+
+
 class Procedure:
     def __init__(
         self,
@@ -90,6 +102,7 @@ class Procedure:
         self.language = language
         self.deadlines = deadlines
         self.reviewer_flags = reviewer_flags
+        self.withdrawn_apis: list[str] = []
 
         self.step = "submitted"
         self.waiting_on = ""
@@ -122,6 +135,7 @@ class Procedure:
             keys=list(self.keys.values()),
             outcome=self.outcome,
             reviewer_flags=self.reviewer_flags,
+            withdrawn_apis=list(self.withdrawn_apis),
         )
 
     async def record(
@@ -164,6 +178,7 @@ class Procedure:
         *,
         recipients: list[str] | None = None,
         role: Role | None = None,
+        to_member_companies: bool = False,
         language: Language | None = None,
     ) -> None:
         """Send a notice once: `purpose` names it uniquely within the application."""
@@ -176,6 +191,7 @@ class Procedure:
                 language=language or self.language,
                 recipients=recipients or [],
                 recipient_role=role,
+                to_member_companies=to_member_companies,
                 context={"application_id": self.application_id,
                          "organisation": self.organisation_name, **context},
             ),
@@ -201,7 +217,9 @@ class Procedure:
 
     # --- waiting on a person -----------------------------------------------------------------
 
-    async def wait_for(self, step: str, waiting_on: Role, checks: dict[str, Check]) -> tuple[str, Decision]:
+    async def wait_for(
+        self, step: str, waiting_on: Role, checks: dict[str, Check], with_deadlines: bool = True
+    ) -> tuple[str, Decision]:
         """Enter `step` and wait until a decision of one of the `checks`' kinds is applied.
 
         Returns the kind and the decision. Raises ApplicationEnded when the application is
@@ -215,8 +233,8 @@ class Procedure:
         self.due = [
             Deadline(kind="reminder", due_at=since + timedelta(days=days.remind_after_days)),
             Deadline(kind="escalation", due_at=since + timedelta(days=days.escalate_after_days)),
-        ]
-        if waiting_on is Role.APPLICANT:
+        ] if with_deadlines else []
+        if waiting_on is Role.APPLICANT and with_deadlines:
             self.due.append(
                 Deadline(kind="lapse", due_at=since + timedelta(days=days.lapse_after_days))
             )
@@ -373,6 +391,8 @@ class Procedure:
             )
 
     async def _entitlement(self, person: str, role: Role) -> str | None:
+        if role is Role.PLATFORM_WORKFLOW:
+            return None  # not a person: the decision's own check verifies its claim
         if role is Role.APPLICANT:
             if person.lower() in self.applicant_contacts:
                 return None
@@ -386,6 +406,16 @@ class Procedure:
         if role in held.roles:
             return None
         return f"{person} does not hold the role {role.value}"
+
+    async def note_api_withdrawn(self, notice: ApiWithdrawn) -> None:
+        """A requested API left the catalogue: on the record and in the status for reviewers."""
+        async with self._lock:
+            if notice.decision_id in self._seen or notice.api_id in self.withdrawn_apis:
+                return
+            self._seen.add(notice.decision_id)
+            self.withdrawn_apis.append(notice.api_id)
+            await self.record("requested_api_withdrawn", "succeeded", actor=notice.decided_by,
+                              details={"api_id": notice.api_id})
 
     # --- ending ------------------------------------------------------------------------------
 

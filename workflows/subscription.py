@@ -27,6 +27,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from onboarding.models import (
+        ApiWithdrawn,
         ApplicationRecord,
         ApplicationStatus,
         CatalogueFacts,
@@ -46,11 +47,18 @@ with workflow.unsafe.imports_passed_through():
         Role,
         SandboxTestReport,
         SandboxVerificationDecision,
+        ServiceLaunched,
         SubscriptionApplication,
         Withdrawal,
     )
 
-from workflows.procedure import ACTIVITY, ApplicationEnded, Procedure
+from workflows.procedure import (
+    ACTIVITY,
+    ApplicationEnded,
+    Procedure,
+    always,
+    needs_note_unless_approved,
+)
 
 # Key issuance waits (retrying) for SMTP and the database as long as it takes; a key is never
 # lost and never issued twice (see onboarding/keys.py).
@@ -100,20 +108,10 @@ def _platform_contract(d: PlatformContractDecision) -> str | None:
     return None
 
 
-def _needs_note_unless_approved(d: Decision) -> str | None:
-    if getattr(d, "outcome", "approve") != "approve" and not d.note:
-        return f"{d.outcome} needs a note saying why"  # type: ignore[attr-defined]
-    return None
-
-
 def _production_switch(d: ProductionSwitchDecision) -> str | None:
     if d.outcome == "approve" and d.service_contract is None:
         return "the production switch needs the service contract (number, signed date, validity)"
-    return _needs_note_unless_approved(d)
-
-
-def _always(_: Decision) -> str | None:
-    return None
+    return needs_note_unless_approved(d)
 
 
 @workflow.defn(name="SubscriptionApplication")
@@ -174,7 +172,7 @@ class SubscriptionWorkflow:
                            {"step": Step.PRE_VERIFICATION, "note": d.note},
                            recipients=p.applicant_contacts)
             _, r = await p.wait_for(Step.CHANGES_REQUESTED, Role.APPLICANT,
-                                    {"resubmit": _always})
+                                    {"resubmit": always})
             assert isinstance(r, Resubmission)
             self.application = self.application.model_copy(
                 update={"service": r.service, "requested_apis": r.requested_apis}
@@ -214,7 +212,7 @@ class SubscriptionWorkflow:
     async def final_approval(self) -> None:
         p = self.procedure
         _, d = await p.wait_for(Step.FINAL_APPROVAL, Role.FINAL_APPROVER,
-                                {"final_approval": _needs_note_unless_approved})
+                                {"final_approval": needs_note_unless_approved})
         assert isinstance(d, FinalApprovalDecision)
         if d.outcome == "reject":
             raise ApplicationEnded("rejected", Step.FINAL_APPROVAL, d.decided_by, d.note)
@@ -227,9 +225,9 @@ class SubscriptionWorkflow:
         p = self.procedure
         while True:
             await p.wait_for(Step.SANDBOX_TESTING, Role.APPLICANT,
-                             {"sandbox_testing_complete": _always})
+                             {"sandbox_testing_complete": always})
             _, d = await p.wait_for(Step.SANDBOX_VERIFICATION, Role.PLATFORM_TEAM,
-                                    {"sandbox_verification": _needs_note_unless_approved})
+                                    {"sandbox_verification": needs_note_unless_approved})
             assert isinstance(d, SandboxVerificationDecision)
             if d.outcome == "approve":
                 return
@@ -248,6 +246,8 @@ class SubscriptionWorkflow:
         await self._issue_key("production")
         # A withdrawal applied while the key was issued still ends the application.
         p.close("in_production")
+        if workflow.patched("tell-publications"):
+            await self._tell_publications()
         context = {"service": self.application.service.name,
                    "apis": ", ".join(self.application.requested_apis)}
         await p.notify("in-production", "application_in_production", context,
@@ -288,6 +288,27 @@ class SubscriptionWorkflow:
                               workflow_id=workflow.info().workflow_id),
             **ACTIVITY,
         )
+
+    async def _tell_publications(self) -> None:
+        """A real service now uses these APIs: their publications may go to production."""
+        p = self.procedure
+        for api in self.catalogue.apis:
+            if not api.publication_application_id:
+                continue  # put in the catalogue by the operator, not by a publication
+            try:
+                await workflow.get_external_workflow_handle(api.publication_application_id).signal(
+                    "service_launched",
+                    ServiceLaunched(decision_id=f"{p.application_id}/launched/{api.api_id}",
+                                    decided_by=p.application_id,
+                                    subscription_application_id=p.application_id,
+                                    api_id=api.api_id),
+                )
+            except Exception as err:  # that publication has ended (e.g. already in production)
+                await p.record("service_launch_not_delivered", "failed", reason=str(err),
+                               details={"publication": api.publication_application_id})
+            else:
+                await p.record("service_launch_told", "succeeded",
+                               details={"publication": api.publication_application_id})
 
     def _providers(self) -> list[str]:
         return sorted({e for a in self.catalogue.apis for e in a.provider_contact_emails})
@@ -482,6 +503,11 @@ class SubscriptionWorkflow:
     @withdraw_update.validator
     def _v_withdraw(self, d: Withdrawal) -> None:
         self._validate("withdraw", d)
+
+    @workflow.signal(name="api_withdrawn", description="Sent by a publication workflow: a requested API left the catalogue.")
+    async def api_withdrawn_signal(self, payload: RawValue) -> None:
+        if notice := await self.procedure.parse("api_withdrawn", ApiWithdrawn, payload):
+            await self.procedure.note_api_withdrawn(notice)
 
     @workflow.query(name="status", description="Current step, whom it waits on and since when, deadlines, keys and every decision.")
     def status(self) -> ApplicationStatus:

@@ -1,0 +1,55 @@
+"""The gateway's question: is this presented key valid, for whom, where, and for which APIs?"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+
+from temporalio.testing import ActivityEnvironment
+
+from activities.platform import PlatformActivities
+from onboarding.key_verification import verify_key
+from onboarding.models import ApplicationRecord, KeyIssuance, KeyRevocation
+from onboarding.submission import prepare_subscription
+from tests import fixtures
+
+
+async def issue_key(pool, settings, inbox, environment="sandbox"):
+    acts = PlatformActivities(pool, settings)
+    app = prepare_subscription(fixtures.subscription_form(apis=["account-balance"]), settings)
+    env = ActivityEnvironment()
+    await env.run(acts.record_application,
+                  ApplicationRecord(application=app, workflow_id=app.application_id))
+    issuance_id = f"{app.application_id}/key/{environment}"
+    await env.run(acts.issue_api_key, KeyIssuance(
+        issuance_id=issuance_id, application_id=app.application_id,
+        business_registration_number=app.organisation.business_registration_number,
+        environment=environment, scopes=["account-balance"], valid_days=30,
+        recipients=[str(app.organisation.contact_emails[0])], language="en"))
+    [mail] = inbox.with_notice(f"{issuance_id}/delivery")
+    key = re.search(r"API key: (\S+)", mail.get_payload(decode=True).decode())[1]
+    return acts, env, app, key
+
+
+async def test_an_issued_key_is_valid_for_its_organisation_environment_and_apis(pool, settings, inbox):
+    _, _, app, key = await issue_key(pool, settings, inbox)
+    verdict = await verify_key(pool, key)
+    assert verdict.valid and verdict.reason == ""
+    assert verdict.business_registration_number == app.organisation.business_registration_number
+    assert (verdict.environment, verdict.apis) == ("sandbox", ["account-balance"])
+
+
+async def test_unknown_revoked_and_expired_keys_are_refused(pool, settings, inbox):
+    acts, env, app, key = await issue_key(pool, settings, inbox)
+    assert (await verify_key(pool, "cmsb_" + secrets.token_hex(26))).reason == "unknown key"
+    assert (await verify_key(pool, key[:-1])).reason == "unknown key"
+    assert (await verify_key(pool, "")).reason == "unknown key"
+    assert (await verify_key(pool, "x" * 10_000)).reason == "unknown key"
+    later = datetime.now(UTC) + timedelta(days=31)
+    assert (await verify_key(pool, key, now=later)).reason == "expired"
+    await env.run(acts.revoke_api_keys, KeyRevocation(application_id=app.application_id,
+                                                     reason="withdrawn"))
+    verdict = await verify_key(pool, key)
+    assert not verdict.valid and verdict.reason == "revoked"
+    assert verdict.environment is None and verdict.apis == []  # a refusal grants nothing

@@ -1,0 +1,538 @@
+"""`openapi-onboarding`: the reviewer's command line for the onboarding procedure.
+
+Reviewers find the applications waiting on them (`queue`), read one (`show`) and take their
+decision (`decide`, `withdraw`), each sent as the workflow's update of the same name so the
+answer is immediate. Applicants' files are submitted with `submit`. Everything goes through
+`onboarding.temporal_client.connect(get_settings())`, with the worker's settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import asyncpg
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from temporalio.client import (
+    Client,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+import starter
+from onboarding import search_attributes as sa
+from onboarding.config import Settings, get_settings
+from onboarding.models import (
+    ApiTestingDecision,
+    ApiTestReport,
+    ApplicationStatus,
+    Decision,
+    DecisionOutcome,
+    FinalApprovalDecision,
+    MarketDataLicenceDecision,
+    PlatformContractDecision,
+    PreReviewDecision,
+    PreVerificationCriteria,
+    PreVerificationDecision,
+    ProductionSwitchDecision,
+    Resubmission,
+    RevisedSpecification,
+    Role,
+    SandboxTestReport,
+    SandboxVerificationDecision,
+    Withdrawal,
+)
+from onboarding.submission import SubmissionRefused
+from onboarding.temporal_client import connect
+
+# The decisions people take, by workflow kind: the update's name and the model it takes.
+DECISIONS: dict[str, dict[str, type[Decision]]] = {
+    "subscription": {
+        "pre_verification": PreVerificationDecision,
+        "resubmit": Resubmission,
+        "market_data_licence": MarketDataLicenceDecision,
+        "platform_contract": PlatformContractDecision,
+        "final_approval": FinalApprovalDecision,
+        "sandbox_testing_complete": SandboxTestReport,
+        "sandbox_verification": SandboxVerificationDecision,
+        "production_switch": ProductionSwitchDecision,
+        "withdraw": Withdrawal,
+    },
+    "publication": {
+        "pre_review": PreReviewDecision,
+        "revise_specification": RevisedSpecification,
+        "api_test_report": ApiTestReport,
+        "api_testing": ApiTestingDecision,
+        "withdraw": Withdrawal,
+    },
+}
+QUERY_TIMEOUT = timedelta(seconds=10)
+UPDATE_TIMEOUT = 60  # seconds
+
+
+class Kind(StrEnum):
+    subscription = "subscription"
+    publication = "publication"
+
+
+class WaitingRole(StrEnum):
+    """The roles (onboarding.models.Role) a step can wait on."""
+
+    applicant = Role.APPLICANT.value
+    pre_verification_reviewer = Role.PRE_VERIFICATION_REVIEWER.value
+    market_data_sales = Role.MARKET_DATA_SALES.value
+    platform_team = Role.PLATFORM_TEAM.value
+    final_approver = Role.FINAL_APPROVER.value
+
+
+class _App(typer.Typer):
+    """Run as the console script, skip interpreter teardown like starter.py: the SDK's Rust
+    runtime threads can abort it (temporalio/sdk-python#300). CliRunner never calls this."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        code: int = 1
+        try:
+            super().__call__(*args, **kwargs)
+            code = 0
+        except SystemExit as exit_:
+            if isinstance(exit_.code, str):
+                print(exit_.code, file=sys.stderr)
+            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+        except Exception:  # noqa: BLE001
+            sys.excepthook(*sys.exc_info())  # typer's readable traceback
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+app = _App(
+    help="""Reviewer CLI for Open API onboarding applications: find what waits on you
+(queue), read an application (show), take your decision (decide, withdraw), submit an
+application (submit).
+
+\b
+Subscription (a fintech uses APIs): each step waits on a decision by a role.
+  pre_verification          pre_verification_reviewer
+  resubmit                  applicant, after request_changes
+  market_data_licence       market_data_sales (market-data APIs, no licence on file)
+  platform_contract         platform_team (contract, eligibility confirmed)
+  final_approval            final_approver, not the pre-verification reviewer:
+                            sandbox key, member companies told
+  sandbox_testing_complete  applicant
+  sandbox_verification      platform_team
+  production_switch         final_approver: service contract, production key
+  withdraw                  applicant, at any step
+
+\b
+Publication (a member company publishes its API):
+  pre_review                platform_team
+  revise_specification      provider, after request_changes
+  api_test_report           provider
+  api_testing               platform_team: the API enters the sandbox catalogue
+  withdraw                  provider, before production
+
+Settings as the worker's: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE,
+DATABASE_URL, TLS and API key (environment or .env).""",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_show_locals=False,  # locals would include settings and secrets
+)
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(code)
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: do not squeeze tables into 80 columns
+        console.width = 200
+    return console
+
+
+def _run(settings: Settings, work: Any) -> Any:
+    """Run `work` (a coroutine); Temporal's errors become one readable line and exit 1."""
+    try:
+        return asyncio.run(work)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            _fail(f"not found: {err.message}")
+        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            _fail(f"no answer from Temporal in time: is a worker running on task queue "
+                  f"{settings.temporal_task_queue}? ({err.message})")
+        _fail(f"Temporal refused: {err.message}")
+    except RuntimeError as err:
+        if not str(err).startswith("Failed client connect"):
+            raise
+        _fail(f"cannot reach Temporal at {settings.temporal_address}: {err}")
+
+
+def _kind_of(application_id: str) -> str:
+    for kind in DECISIONS:
+        if application_id.startswith(f"{kind}-"):
+            return kind
+    _fail(f"{application_id}: not an application id (subscription-... or publication-...)", 2)
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _days(delta: timedelta) -> str:
+    days = delta.days
+    return "today" if days == 0 else f"{days} day" if days == 1 else f"{days} days"
+
+
+def _status_of(client: Client, application_id: str):
+    return client.get_workflow_handle(application_id).query(
+        "status", result_type=ApplicationStatus, rpc_timeout=QUERY_TIMEOUT)
+
+
+# --- submit ----------------------------------------------------------------------------------
+
+
+@app.command()
+def submit(
+    kind: Annotated[Kind, typer.Argument(metavar="KIND", help="subscription: a fintech uses APIs; publication: "
+                                              "a member company publishes its API.")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="The application as JSON ('-' reads stdin).")],
+) -> None:
+    """Submit an application from its JSON file.
+
+    Checked first: a refusal names each field and rule, starts nothing and exits 2. A second
+    submission of the same application is refused, not duplicated.
+    """
+    text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        _fail(f"submission refused: not valid JSON: {err}", 2)
+    settings = get_settings()
+    try:
+        workflow_id = _run(settings, starter.submit(kind.value, raw, settings))
+    except (SubmissionRefused, starter.AlreadySubmitted) as err:
+        _fail(str(err), 2)
+    typer.echo(f"submitted: {workflow_id}")
+    typer.echo(f"  follow it: openapi-onboarding show {workflow_id}")
+
+
+# --- queue -----------------------------------------------------------------------------------
+
+
+async def _staff_roles(settings: Settings, email: str) -> list[str]:
+    assert settings.database_url
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        rows = await conn.fetch(
+            "SELECT role FROM staff_roles WHERE lower(staff_id) = lower($1) ORDER BY role", email)
+    finally:
+        await conn.close()
+    return [r["role"] for r in rows]
+
+
+async def _organisation_names(settings: Settings, numbers: set[str]) -> dict[str, str]:
+    if not settings.database_url or not numbers:
+        return {}
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        rows = await conn.fetch(
+            """SELECT business_registration_number AS n, legal_name FROM organisations
+               WHERE business_registration_number = ANY($1::text[])""", list(numbers))
+    finally:
+        await conn.close()
+    return {r["n"].strip(): r["legal_name"] for r in rows}
+
+
+async def _queue(settings: Settings, roles: list[str] | None, kind: Kind | None) -> list[dict]:
+    client = await connect(settings)
+    where = ['ExecutionStatus = "Running"', f'TaskQueue = "{settings.temporal_task_queue}"']
+    where.append(f"WaitingOn IN ({', '.join(json.dumps(r) for r in roles)})" if roles
+                 else 'WaitingOn != "nobody"')
+    if kind:
+        where.append(f'ApplicationKind = "{kind.value}"')
+    listed = [w async for w in client.list_workflows(" AND ".join(where))]
+    statuses = await asyncio.gather(*(_status_of(client, w.id) for w in listed),
+                                    return_exceptions=True)
+    names = await _organisation_names(
+        settings, {w.typed_search_attributes.get(sa.ORGANISATION_ID) or "" for w in listed} - {""})
+    rows = []
+    for w, status in zip(listed, statuses):
+        if isinstance(status, BaseException) and not isinstance(
+                status, (RPCError, WorkflowQueryFailedError)):
+            raise status
+        attrs = w.typed_search_attributes
+        org = attrs.get(sa.ORGANISATION_ID) or ""
+        row = {"id": w.id, "kind": attrs.get(sa.APPLICATION_KIND) or "",
+               "organisation": names.get(org, org), "step": attrs.get(sa.APPLICATION_STEP) or "",
+               "waiting_on": attrs.get(sa.WAITING_ON) or "", "since": None, "deadline": None}
+        if isinstance(status, ApplicationStatus):
+            waits = status.waiting_on and not status.outcome
+            if not waits or (roles and status.waiting_on not in roles):
+                continue  # the listing lags: it has moved on since
+            row.update(step=status.step, waiting_on=status.waiting_on,
+                       since=status.waiting_since,
+                       deadline=min(status.deadlines, key=lambda d: d.due_at, default=None))
+        rows.append(row)
+    far = datetime.max.replace(tzinfo=UTC)
+    return sorted(rows, key=lambda r: r["since"] or far)
+
+
+@app.command()
+def queue(
+    role: Annotated[WaitingRole | None, typer.Option(
+        help="The role whose work to list, e.g. pre_verification_reviewer, platform_team, "
+             "applicant.")] = None,
+    me: Annotated[str | None, typer.Option(
+        "--me", metavar="EMAIL",
+        help="List the work of every role this person holds in the staff roster "
+             "(staff_roles; needs DATABASE_URL).")] = None,
+    kind: Annotated[Kind | None, typer.Option(help="Only this kind of application.")] = None,
+) -> None:
+    """What waits on a role, oldest first.
+
+    Lists id, kind, organisation, step, waiting since (age in days) and the next deadline
+    (reminder, escalation, lapse) of each application waiting on the role.
+
+    Without --role or --me, everything that waits on someone. The list comes from Temporal's
+    visibility (search attributes WaitingOn and ApplicationKind, on the task queue
+    TEMPORAL_TASK_QUEUE), which is eventually consistent: a decision taken a second ago may not show yet. Each
+    application's own status query then gives since and deadlines; one that has moved on
+    meanwhile is left out.
+    """
+    if role and me:
+        _fail("give --role or --me, not both", 2)
+    settings = get_settings()
+    roles = [role.value] if role else None
+    if me:
+        if not settings.database_url:
+            _fail("--me needs DATABASE_URL: roles come from the staff roster (staff_roles)", 2)
+        roles = _run(settings, _staff_roles(settings, me))
+        if not roles:
+            _fail(f"{me} holds no role in the staff roster", 2)
+        typer.echo(f"{me} holds: {', '.join(roles)}")
+    rows = _run(settings, _queue(settings, roles, kind))
+    if not rows:
+        typer.echo("nothing waiting" + (f" on {', '.join(roles)}" if roles else ""))
+        return
+    now = datetime.now(UTC)
+    table = Table("application", "kind", "organisation", "step", "waiting on", "since", "age",
+                  "next deadline", title=f"waiting on {', '.join(roles) if roles else 'anyone'}")
+    table.columns[0].no_wrap = True
+    for r in rows:
+        since, deadline = r["since"], r["deadline"]
+        table.add_row(*(Text(str(c)) for c in (
+            r["id"], r["kind"], r["organisation"], r["step"], r["waiting_on"],
+            _when(since) if since else "?", _days(now - since) if since else "status unavailable",
+            f"{deadline.kind} {deadline.due_at:%Y-%m-%d}" if deadline else "-")))
+    _console().print(table)
+
+
+# --- show ------------------------------------------------------------------------------------
+
+
+@app.command()
+def show(application_id: Annotated[str, typer.Argument(
+        metavar="APPLICATION_ID", help="e.g. subscription-1248100998-aea1a1bdff67")]) -> None:
+    """An application's status and decision timeline.
+
+    Step, whom it waits on and since when, deadlines, keys (display prefix only), reviewer
+    flags, withdrawn APIs, and every decision received, applied or refused (with the reason).
+    """
+    settings = get_settings()
+    _kind_of(application_id)
+
+    async def fetch() -> ApplicationStatus:
+        return await _status_of(await connect(settings), application_id)
+
+    s: ApplicationStatus = _run(settings, fetch())
+    now = datetime.now(UTC)
+    out = _console()
+    head = Table.grid(padding=(0, 2))
+    for label, value in [
+        ("application", s.application_id), ("kind", s.kind), ("step", s.step),
+        ("outcome", s.outcome or "open"), ("waiting on", s.waiting_on or "nobody"),
+        ("since", f"{_when(s.waiting_since)} ({_days(now - s.waiting_since)})"),
+        ("deadlines", ", ".join(f"{d.kind} {_when(d.due_at)}" for d in s.deadlines) or "-"),
+        ("keys", ", ".join(f"{k.environment} {k.display_prefix}… {k.status}, expires "
+                           f"{k.expires_at:%Y-%m-%d}" for k in s.keys) or "-"),
+        ("reviewer flags", "; ".join(s.reviewer_flags) or "-"),
+        ("withdrawn APIs", ", ".join(s.withdrawn_apis) or "-"),
+    ]:
+        head.add_row(Text(label, style="bold"), Text(value))
+    out.print(head)
+    timeline = Table("received", "step", "decision", "by", "result", "note / reason",
+                     title="decisions")
+    for d in s.decisions:
+        timeline.add_row(*(Text(c) for c in (
+            _when(d.received_at), d.step, d.kind, d.decided_by,
+            "applied" if d.applied else "refused", d.note if d.applied else d.reason)),
+            style=None if d.applied else "red")
+    out.print(timeline if s.decisions else Text("no decisions yet"))
+
+
+# --- decide, withdraw ------------------------------------------------------------------------
+
+
+def build_decision(application_id: str, name: str, base: dict[str, Any],
+                   fields: dict[str, Any]) -> Decision:
+    """The decision `name` for this application's kind, validated as the workflow will; on a
+    problem, every field and rule is printed and the command exits 2 (nothing sent)."""
+    kind = _kind_of(application_id)
+    model = DECISIONS[kind].get(name)
+    if model is None:
+        _fail(f"{name}: not a {kind} decision; one of: {', '.join(DECISIONS[kind])}", 2)
+    payload = {**base, **{k: v for k, v in fields.items() if v is not None}}
+    payload.setdefault("decision_id", f"{name}-{uuid.uuid4().hex[:12]}")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as err:
+        problems = "\n".join(
+            f"  - {'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']} [{e['type']}]"
+            for e in err.errors())
+        _fail(f"{name} not sent, the decision is malformed:\n{problems}", 2)
+
+
+def send_decision(application_id: str, name: str, decision: Decision) -> DecisionOutcome:
+    """Send as the update `name`; print the answer. Exit 1 when refused on the record, 2 when
+    the workflow's validator rejected it (it then is not recorded)."""
+    settings = get_settings()
+
+    async def send() -> DecisionOutcome:
+        handle = (await connect(settings)).get_workflow_handle(application_id)
+        async with asyncio.timeout(UPDATE_TIMEOUT):
+            return await handle.execute_update(name, decision, result_type=DecisionOutcome)
+
+    try:
+        outcome: DecisionOutcome = _run(settings, send())
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+        _fail(f"not applied (rejected by the workflow, not recorded): {reason}", 2)
+    except TimeoutError:
+        _fail(f"no answer in {UPDATE_TIMEOUT} s: is a worker running on task queue "
+              f"{settings.temporal_task_queue}? Check with: openapi-onboarding show "
+              f"{application_id}")
+    if not outcome.applied:
+        _fail(f"refused at step {outcome.step} (on the record as {outcome.decision_id}): "
+              f"{outcome.reason}")
+    typer.echo(f"applied: {name} {outcome.decision_id} at step {outcome.step}")
+    return outcome
+
+
+def _read_json(text: str, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        _fail(f"{what}: not valid JSON: {err}", 2)
+    if not isinstance(data, dict):
+        _fail(f"{what}: must be a JSON object", 2)
+    return data
+
+
+@app.command()
+def decide(
+    application_id: Annotated[str, typer.Argument(
+        metavar="APPLICATION_ID", help="subscription-... or publication-...")],
+    decision: Annotated[str, typer.Argument(
+        metavar="DECISION",
+        help="Subscription: pre_verification, resubmit, market_data_licence, platform_contract, "
+             "final_approval, sandbox_testing_complete, sandbox_verification, production_switch, "
+             "withdraw. Publication: pre_review, revise_specification, api_test_report, "
+             "api_testing, withdraw.")],
+    by: Annotated[str, typer.Option("--by", metavar="EMAIL",
+                                    help="Who decides: staff holding the step's role, or "
+                                         "the applicant's registered contact.")],
+    note: Annotated[str | None, typer.Option(metavar="TEXT", help="Why; needed for reject, request_changes, "
+                                                   "more_testing.")] = None,
+    outcome: Annotated[str | None, typer.Option(
+        metavar="OUTCOME", help="approve, reject, request_changes, more_testing, concluded, signed: as the "
+             "decision allows.")] = None,
+    decision_id: Annotated[str | None, typer.Option(
+        metavar="ID", help="Makes a repeat harmless; generated when not given.")] = None,
+    criteria_all: Annotated[bool, typer.Option(
+        "--criteria-all", help="pre_verification approve: the three criteria hold (capital-"
+        "market development, not speculative/gambling, not harmful to public morals).")] = False,
+    eligibility_confirmed: Annotated[bool, typer.Option(
+        "--eligibility-confirmed",
+        help="platform_contract signed: corporate status confirmed from the registry.")] = False,
+    contract_number: Annotated[str | None, typer.Option(
+        metavar="NUMBER", help="market_data_licence, platform_contract, production_switch: the contract.")] = None,
+    signed_on: Annotated[str | None, typer.Option(metavar="YYYY-MM-DD")] = None,
+    valid_from: Annotated[str | None, typer.Option(metavar="YYYY-MM-DD")] = None,
+    valid_until: Annotated[str | None, typer.Option(metavar="YYYY-MM-DD")] = None,
+    results: Annotated[str | None, typer.Option(
+        metavar="TEXT", help="api_test_report: the results.")] = None,
+    json_text: Annotated[str | None, typer.Option(
+        "--json", metavar="'{...}'", help="The payload, or the fields the options do not "
+        "cover (e.g. resubmit's service); options given override it.")] = None,
+    file: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="The payload from a JSON file, like --json.", exists=True, dir_okay=False)] = None,
+) -> None:
+    """Take a decision on an application, with an immediate answer.
+
+    The payload is built from the options (--json or --file for the rest), checked against
+    the model the workflow uses, then sent as the workflow update of the same name.
+
+    Prints "applied", or "refused" with the reason (on the record, exit 1). A malformed
+    decision (naming each field and rule) or one the workflow's validator rejects for its
+    current step is not recorded and exits 2.
+    """
+    if json_text is not None and file is not None:
+        _fail("give --json or --file, not both", 2)
+    base: dict[str, Any] = {}
+    if json_text is not None:
+        base = _read_json(json_text, "--json")
+    elif file is not None:
+        base = _read_json(file.read_text(encoding="utf-8"), str(file))
+    fields: dict[str, Any] = {"decision_id": decision_id, "decided_by": by, "note": note,
+                              "outcome": outcome, "results": results}
+    if criteria_all:
+        fields["criteria"] = PreVerificationCriteria(
+            related_to_capital_market_development=True, not_speculative_or_gambling=True,
+            not_harmful_to_public_morals=True).model_dump()
+    if eligibility_confirmed:
+        fields["eligibility_confirmed"] = True
+    terms = {"contract_number": contract_number, "signed_on": signed_on,
+             "valid_from": valid_from, "valid_until": valid_until}
+    if any(v is not None for v in terms.values()):
+        model = DECISIONS[_kind_of(application_id)].get(decision)
+        field = ("service_contract" if model and "service_contract" in model.model_fields
+                 else "contract")
+        given = base.get(field) if isinstance(base.get(field), dict) else {}
+        fields[field] = {**given, **{k: v for k, v in terms.items() if v is not None}}
+    send_decision(application_id, decision, build_decision(application_id, decision, base, fields))
+
+
+@app.command()
+def withdraw(
+    application_id: Annotated[str, typer.Argument(
+        metavar="APPLICATION_ID", help="subscription-... or publication-...")],
+    by: Annotated[str, typer.Option("--by", metavar="EMAIL",
+                                    help="A registered contact of the applicant or provider.")],
+    note: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the record.")] = "",
+) -> None:
+    """Withdraw an application (the applicant or provider).
+
+    Any step before it ends: issued keys are revoked; a publication's API leaves the
+    catalogue. Same answer and exit codes as decide.
+    """
+    send_decision(application_id, "withdraw",
+                  build_decision(application_id, "withdraw", {}, {"decided_by": by, "note": note}))

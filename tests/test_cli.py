@@ -1,0 +1,262 @@
+"""The reviewer CLI (`openapi-onboarding`) against the real dev server, a real worker and
+PostgreSQL: its settings come from the environment, pointed at the test servers.
+
+The CLI runs asyncio.run inside, so each invocation runs in a thread (the test has a loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+
+import pytest
+from typer.testing import CliRunner, Result
+
+import starter
+from onboarding import cli
+from onboarding.config import get_settings
+from onboarding.models import ApplicationStatus
+from onboarding.submission import prepare_subscription
+from tests import drive, fixtures
+from tests.fixtures import APPROVER, PLATFORM, REVIEWER, SALES
+
+runner = CliRunner()
+
+
+async def run(*args: str) -> Result:
+    return await asyncio.to_thread(runner.invoke, cli.app, list(args))
+
+
+@pytest.fixture
+def cli_env(monkeypatch, dev_server, settings, pool, task_queue):
+    """The CLI's settings (get_settings) point at this test's servers and task queue."""
+    client = dev_server.client
+    monkeypatch.setenv("TEMPORAL_ADDRESS", client.service_client.config.target_host)
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", client.namespace)
+    monkeypatch.setenv("TEMPORAL_TASK_QUEUE", task_queue)
+    monkeypatch.setenv("DATABASE_URL", settings.database_url.get_secret_value())
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+async def start(dev_server, settings, task_queue, apis=None):
+    application = prepare_subscription(fixtures.subscription_form(apis), settings)
+    handle = await starter.start_application(
+        dev_server.client, settings.model_copy(update={"temporal_task_queue": task_queue}),
+        application)
+    return application, handle
+
+
+async def listed(args: list[str], ids: list[str], timeout: float = 15) -> Result:
+    """Run `queue` until it lists every one of `ids`: visibility is eventually consistent."""
+    result = None
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                result = await run(*args)
+                assert result.exit_code == 0, result.output
+                if all(i in result.output for i in ids):
+                    return result
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        raise AssertionError(f"queue never listed {ids}: {result and result.output}") from None
+
+
+async def test_queue_lists_what_waits_on_a_role_oldest_first(
+    cli_env, dev_server, run_worker, settings, task_queue
+):
+    async with run_worker(dev_server.client):
+        older, first = await start(dev_server, settings, task_queue)
+        await drive.wait_for_step(first, "pre_verification")
+        _, second = await start(dev_server, settings, task_queue)
+        await drive.wait_for_step(second, "pre_verification")
+
+        by_role = await listed(["queue", "--role", "pre_verification_reviewer"],
+                               [first.id, second.id])
+        mine = await listed(["queue", "--me", REVIEWER], [first.id, second.id])
+        platform = await run("queue", "--role", "platform_team")
+        publications = await run("queue", "--role", "pre_verification_reviewer",
+                                 "--kind", "publication")
+
+    out = by_role.output
+    assert out.index(first.id) < out.index(second.id)  # oldest first
+    row = next(line for line in out.splitlines() if first.id in line)
+    # kind, organisation (its name from the database), step, age, next deadline
+    for expected in ("subscription", older.organisation.legal_name, "pre_verification",
+                     "today", "reminder"):
+        assert expected in row, (expected, row)
+    assert "holds: pre_verification_reviewer" in mine.output
+    assert mine.output.index(first.id) < mine.output.index(second.id)
+    assert "nothing waiting on platform_team" in platform.output
+    assert first.id not in publications.output
+
+
+async def test_decide_applies_a_pre_verification_approval(
+    cli_env, dev_server, run_worker, settings, task_queue
+):
+    async with run_worker(dev_server.client):
+        _, handle = await start(dev_server, settings, task_queue)
+        await drive.wait_for_step(handle, "pre_verification")
+        result = await run("decide", handle.id, "pre_verification", "--by", REVIEWER,
+                           "--outcome", "approve", "--criteria-all", "--decision-id", "pv-cli-1",
+                           "--note", "fits the platform")
+        moved = await drive.wait_for_step(handle, "platform_contract")
+
+    assert result.exit_code == 0, result.output
+    assert "applied: pre_verification pv-cli-1 at step pre_verification" in result.output
+    [d] = moved.decisions
+    assert (d.decision_id, d.kind, d.decided_by, d.note, d.applied) == \
+        ("pv-cli-1", "pre_verification", REVIEWER, "fits the platform", True)
+    assert moved.waiting_on == "platform_team"
+
+
+async def test_decide_refuses_a_malformed_decision_and_sends_nothing(
+    cli_env, dev_server, run_worker, settings, task_queue, monkeypatch
+):
+    connections = []
+    real_connect = cli.connect
+
+    async def counting_connect(settings):
+        connections.append(settings)
+        return await real_connect(settings)
+
+    monkeypatch.setattr(cli, "connect", counting_connect)
+    async with run_worker(dev_server.client):
+        _, handle = await start(dev_server, settings, task_queue)
+        await drive.wait_for_step(handle, "pre_verification")
+        attempts = {
+            "outcome: Input should be 'approve', 'reject' or 'request_changes' [literal_error]":
+                ["--outcome", "aprove", "--criteria-all"],
+            "criteria.not_speculative_or_gambling: Field required [missing]":
+                ["--outcome", "approve",
+                 "--json", '{"criteria": {"related_to_capital_market_development": true}}'],
+            "contract: Extra inputs are not permitted [extra_forbidden]":
+                ["--outcome", "approve", "--criteria-all", "--contract-number", "C-1"],
+            "--json: must be a JSON object": ["--outcome", "approve", "--json", "[1]"],
+        }
+        results = {expected: await run("decide", handle.id, "pre_verification",
+                                       "--by", REVIEWER, *args)
+                   for expected, args in attempts.items()}
+        unknown = await run("decide", handle.id, "pre_review", "--by", REVIEWER)
+        status = await drive.status(handle)
+
+    for expected, result in results.items():
+        assert result.exit_code == 2, result.output
+        assert expected in result.output
+    assert "not sent" in results[next(iter(attempts))].output
+    assert unknown.exit_code == 2
+    assert "pre_review: not a subscription decision; one of: pre_verification" in unknown.output
+    assert connections == []  # never even connected
+    assert (status.step, status.decisions) == ("pre_verification", [])
+
+
+async def test_decide_for_another_step_is_rejected_by_the_validator(
+    cli_env, dev_server, run_worker, settings, task_queue
+):
+    async with run_worker(dev_server.client):
+        _, handle = await start(dev_server, settings, task_queue)
+        await drive.wait_for_step(handle, "pre_verification")
+        wrong_step = await run("decide", handle.id, "final_approval", "--by", APPROVER,
+                               "--outcome", "approve")
+        no_criteria = await run("decide", handle.id, "pre_verification", "--by", REVIEWER,
+                                "--outcome", "approve")
+        status = await drive.status(handle)
+
+    assert wrong_step.exit_code == 2, wrong_step.output
+    assert ("not applied (rejected by the workflow, not recorded): the application is at step "
+            "pre_verification, which takes pre_verification, not final_approval"
+            ) in wrong_step.output
+    assert no_criteria.exit_code == 2, no_criteria.output
+    assert "approval needs criteria" in no_criteria.output
+    assert (status.step, status.decisions) == ("pre_verification", [])
+
+
+async def test_show_prints_the_timeline_with_refused_decisions(
+    cli_env, dev_server, run_worker, settings, task_queue
+):
+    async with run_worker(dev_server.client):
+        application, handle = await start(dev_server, settings, task_queue)
+        contact = str(application.organisation.contact_emails[0])
+        await drive.wait_for_step(handle, "pre_verification")
+        no_role = await run("decide", handle.id, "pre_verification", "--by", PLATFORM,
+                            "--outcome", "approve", "--criteria-all")
+        approved = await run("decide", handle.id, "pre_verification", "--by", REVIEWER,
+                             "--outcome", "approve", "--criteria-all", "--note", "fits")
+        await drive.wait_for_step(handle, "platform_contract")
+        shown = await run("show", handle.id)
+        withdrawn = await run("withdraw", handle.id, "--by", contact, "--note", "We pivot")
+        ended = await drive.result(handle)
+        after = await run("show", handle.id)
+
+    assert no_role.exit_code == 1, no_role.output
+    reason = f"{PLATFORM} does not hold the role pre_verification_reviewer"
+    assert "refused at step pre_verification" in no_role.output and reason in no_role.output
+    assert approved.exit_code == 0, approved.output
+    assert shown.exit_code == 0, shown.output
+    out = shown.output
+    for expected in (handle.id, "platform_contract", "platform_team", "reminder", "escalation",
+                     "today", "decisions"):
+        assert expected in out, expected
+    timeline = [line for line in out.splitlines() if "pre_verification" in line and "@" in line]
+    assert len(timeline) == 2
+    assert PLATFORM in timeline[0] and "refused" in timeline[0] and reason in timeline[0]
+    assert REVIEWER in timeline[1] and "applied" in timeline[1] and "fits" in timeline[1]
+
+    assert withdrawn.exit_code == 0, withdrawn.output
+    assert "applied: withdraw" in withdrawn.output
+    assert ended.outcome == "withdrawn"
+    assert re.search(r"outcome\s+withdrawn", after.output)
+    assert "We pivot" in after.output
+
+
+async def test_one_subscription_from_submission_to_production_through_the_cli(
+    cli_env, dev_server, run_worker, settings, task_queue, tmp_path
+):
+    form = fixtures.subscription_form(["stock-quotes", "account-balance"])
+    contact = form["organisation"]["contact_emails"][0]
+    path = tmp_path / "application.json"
+    path.write_text(json.dumps(form))
+
+    def contract(prefix: str) -> list[str]:
+        return ["--contract-number", f"{prefix}-{uuid.uuid4().hex[:8]}", "--signed-on",
+                "2026-12-01", "--valid-from", "2026-12-01", "--valid-until", "2028-11-30"]
+
+    steps = [
+        ("pre_verification", "pre_verification",
+         ["--by", REVIEWER, "--outcome", "approve", "--criteria-all"]),
+        ("market_data_licence", "market_data_licence",
+         ["--by", SALES, "--outcome", "concluded", *contract("MD")]),
+        ("platform_contract", "platform_contract",
+         ["--by", PLATFORM, "--outcome", "signed", "--eligibility-confirmed", *contract("OP")]),
+        ("final_approval", "final_approval", ["--by", APPROVER, "--outcome", "approve"]),
+        ("sandbox_testing", "sandbox_testing_complete",
+         ["--by", contact, "--note", "all scenarios pass"]),
+        ("sandbox_verification", "sandbox_verification",
+         ["--by", PLATFORM, "--outcome", "approve"]),
+        ("production_switch", "production_switch",
+         ["--by", APPROVER, "--outcome", "approve", *contract("SV")]),
+    ]
+    async with run_worker(dev_server.client):
+        submitted = await run("submit", "subscription", str(path))
+        assert submitted.exit_code == 0, submitted.output
+        app_id = re.search(r"submitted: (\S+)", submitted.output)[1]
+        again = await run("submit", "subscription", str(path))
+        handle = dev_server.client.get_workflow_handle(app_id, result_type=ApplicationStatus)
+        for step, decision, args in steps:
+            await drive.wait_for_step(handle, step)
+            result = await run("decide", app_id, decision, *args)
+            assert result.exit_code == 0, (step, result.output)
+            assert f"applied: {decision}" in result.output
+        status = await drive.result(handle)
+        shown = await run("show", app_id)
+
+    assert again.exit_code == 2 and "already submitted" in again.output
+    assert (status.outcome, status.step) == ("in_production", "in_production")
+    assert [d.kind for d in status.decisions] == [decision for _, decision, _ in steps]
+    assert all(d.applied for d in status.decisions)
+    assert sorted(k.environment for k in status.keys) == ["production", "sandbox"]
+    assert re.search(r"outcome\s+in_production", shown.output)
+    assert all(k.display_prefix in shown.output for k in status.keys)

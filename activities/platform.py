@@ -44,6 +44,7 @@ from onboarding.models import (
     StaffRoles,
 )
 from onboarding.openapi import SpecFindings, check_openapi
+from onboarding.submission import specification_too_large
 
 log = get_logger("activities")
 
@@ -172,8 +173,12 @@ class PlatformActivities:
 
     @activity.defn
     async def check_specification(self, check: SpecificationCheck) -> SpecificationVerdict:
+        # A revision is held to the submission's limits, the size included.
+        if too_large := specification_too_large(check.specification):
+            return SpecificationVerdict(summary=None, findings=[f"specification: {too_large}"])
         try:
-            summary = check_openapi(check.specification)
+            # Findings name the decision's field, as at submission (`specification.paths...`).
+            summary = check_openapi(check.specification, "specification")
         except SpecFindings as refused:
             return SpecificationVerdict(summary=None, findings=refused.findings)
         return SpecificationVerdict(

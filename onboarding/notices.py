@@ -124,6 +124,13 @@ TEMPLATES: dict[str, dict[Language, tuple[str, str]]] = {
         "en": ("[Open API] API publication withdrawn ($application_id)",
                "The publication of $api was withdrawn; it has left the catalogue."),
     },
+    "publication_lapsed": {
+        "ko": ("[Open API] API 등록 신청이 만료되었습니다 ($application_id)",
+               "$days일 동안 진행이 없어 $api API 등록 신청이 만료되었습니다."),
+        "en": ("[Open API] API publication lapsed ($application_id)",
+               "The publication of $api lapsed after $days days without a response from the "
+               "provider."),
+    },
     "application_in_production": {
         "ko": ("[Open API] 운영 전환 완료 ($application_id)",
                "서비스 계약이 등록되고 운영 API 키가 발급되었습니다. 서비스 개시를 축하드립니다."),

@@ -120,15 +120,23 @@ def prepare_subscription(raw: dict[str, Any], settings: Settings) -> Subscriptio
     )
 
 
+def specification_too_large(specification: dict[str, Any]) -> str | None:
+    """Why the document is too large to carry in workflow history, or None."""
+    try:
+        size = len(canonical_json(specification))
+    except ValueError:  # NaN or infinity (json.loads accepts them): check_openapi names where
+        return None
+    if size > MAX_SPECIFICATION_BYTES:
+        return f"{size} bytes; a specification may have at most {MAX_SPECIFICATION_BYTES}"
+    return None
+
+
 def prepare_publication(raw: dict[str, Any], settings: Settings) -> PublicationApplication:
     """Check a provider's submission, its OpenAPI document included (catalogue not checked)."""
     form = _form(PublicationForm, raw)
     organisation, flags = _corporation(form.organisation)
-    size = len(canonical_json(form.specification))
-    if size > MAX_SPECIFICATION_BYTES:
-        raise SubmissionRefused([Refusal(
-            "specification", "too_large",
-            f"{size} bytes; a specification may have at most {MAX_SPECIFICATION_BYTES}")])
+    if too_large := specification_too_large(form.specification):
+        raise SubmissionRefused([Refusal("specification", "too_large", too_large)])
     try:
         summary = check_openapi(form.specification, "specification")
     except SpecFindings as refused:

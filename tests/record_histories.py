@@ -1,10 +1,12 @@
-"""Save histories of the subscription workflow as it is today, for the replay tests.
+"""Save histories of the workflows as they are today, for the replay tests.
 
     .venv/bin/python -m tests.record_histories
 
 Run it when a workflow change is released (never to make a failing replay pass: a replay
 failure means the change would break applications already running; patch the workflow with
-`workflow.patched` instead). Each scenario below leaves one history in tests/histories/.
+`workflow.patched` instead). Each scenario below leaves its histories in tests/histories/; a
+history already saved is kept as it is (it stands for the version that recorded it), so only
+new scenarios are run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -24,9 +27,10 @@ from onboarding.config import Settings
 from onboarding.db import apply_migrations, create_pool
 from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
 from onboarding.mailsink import start_mail_sink
-from onboarding.submission import prepare_subscription
+from onboarding.submission import prepare_publication, prepare_subscription
 from starter import start_application
 from tests import drive, fixtures
+from tests.test_publication import publication_form, revised
 from worker import build_worker
 
 HERE = Path(__file__).parent / "histories"
@@ -74,10 +78,71 @@ async def withdrawn_after_sandbox_key(handle, form) -> None:
     await drive.signal_at(handle, "sandbox_testing", "withdraw", d(applicant, note="project stopped"))
 
 
+def subscription(apis: list[str], drive_it):
+    async def scenario(client, settings, name: str) -> dict[str, WorkflowHandle]:
+        form = fixtures.subscription_form(apis=apis)
+        handle = await start_application(client, settings, prepare_subscription(form, settings))
+        await drive_it(handle, form)
+        await drive.result(handle)
+        return {name: handle}
+
+    return scenario
+
+
+async def publication_to_production(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """A provider's API: a revision, more testing, the sandbox; then a real subscription
+    reaches production and tells the publication, which goes to production too."""
+    api_id = f"api-{uuid.uuid4().hex[:8]}"
+    form = publication_form(api_id, is_market_data=False)
+    provider = form["organisation"]["contact_emails"][0]
+    d = fixtures.decision
+    handle = await start_application(client, settings, prepare_publication(form, settings))
+    await drive.signal_at(handle, "pre_review", "pre_review",
+                          d(fixtures.PLATFORM, outcome="request_changes", note="add a 400"))
+    await drive.signal_at(handle, "specification_changes_requested", "revise_specification",
+                          d(provider, integration_method="vpn",
+                            specification=revised(form["specification"], "1.1.0")))
+    await drive.signal_at(handle, "pre_review", "pre_review",
+                          d(fixtures.PLATFORM, outcome="approve"))
+    await drive.signal_at(handle, "api_testing", "api_test_report", d(provider, results="ok"))
+    await drive.signal_at(handle, "api_test_review", "api_testing",
+                          d(fixtures.PLATFORM, outcome="more_testing", note="test the 404"))
+    await drive.signal_at(handle, "api_testing", "api_test_report", d(provider, results="ok"))
+    await drive.signal_at(handle, "api_test_review", "api_testing",
+                          d(fixtures.PLATFORM, outcome="approve"))
+    await drive.wait_for_step(handle, "in_sandbox_waiting_for_service")
+    await handle.signal("service_launched",  # forged: refused on the record
+                        d("someone", subscription_application_id="subscription-x", api_id=api_id))
+
+    sub_form = fixtures.subscription_form(apis=[api_id])
+    sub = await start_application(client, settings, prepare_subscription(sub_form, settings))
+    applicant = sub_form["organisation"]["contact_emails"][0]
+    for step, kind, payload in [
+        ("pre_verification", "pre_verification",
+         d(fixtures.REVIEWER, outcome="approve", criteria=fixtures.CRITERIA_HOLD)),
+        ("platform_contract", "platform_contract",
+         d(fixtures.PLATFORM, outcome="signed", eligibility_confirmed=True,
+           contract=fixtures.contract())),
+        ("final_approval", "final_approval", d(fixtures.APPROVER, outcome="approve")),
+        ("sandbox_testing", "sandbox_testing_complete", d(applicant)),
+        ("sandbox_verification", "sandbox_verification", d(fixtures.PLATFORM, outcome="approve")),
+        ("production_switch", "production_switch",
+         d(fixtures.APPROVER, outcome="approve", service_contract=fixtures.contract())),
+    ]:
+        await drive.signal_at(sub, step, kind, payload)
+    await drive.result(sub)
+    status = await drive.result(handle)
+    assert status.outcome == "in_production", status
+    return {name: handle, "subscription_production_telling_a_publication": sub}
+
+
+# History name -> the scenario that leaves it (and possibly others, named in its result).
 SCENARIOS = {
-    "subscription_production_with_market_data": (["stock-quotes", "account-balance"],
-                                                 production_with_market_data),
-    "subscription_withdrawn_after_sandbox_key": (["account-balance"], withdrawn_after_sandbox_key),
+    "subscription_production_with_market_data": subscription(
+        ["stock-quotes", "account-balance"], production_with_market_data),
+    "subscription_withdrawn_after_sandbox_key": subscription(
+        ["account-balance"], withdrawn_after_sandbox_key),
+    "publication_production_via_subscription": publication_to_production,
 }
 
 
@@ -99,15 +164,18 @@ async def main() -> None:
                 dev_server_existing_path=wheel_binary("temporal"), search_attributes=sa.ALL,
                 data_converter=pydantic_data_converter)
             async with env, build_worker(env.client, settings, PlatformActivities(pool, settings)):
-                for name, (apis, drive_it) in SCENARIOS.items():
-                    form = fixtures.subscription_form(apis=apis)
-                    app = prepare_subscription(form, settings)
-                    handle = await start_application(env.client, settings, app)
-                    await drive_it(handle, form)
-                    await drive.result(handle)
-                    history = await handle.fetch_history()
-                    (HERE / f"{name}.json").write_text(history.to_json())
-                    print(f"saved {name}: {len(history.events)} events")
+                for name, scenario in SCENARIOS.items():
+                    if (HERE / f"{name}.json").exists():
+                        print(f"kept {name}: already saved")
+                        continue
+                    for saved, handle in (await scenario(env.client, settings, name)).items():
+                        path = HERE / f"{saved}.json"
+                        if path.exists():
+                            print(f"kept {saved}: already saved")
+                            continue
+                        history = await handle.fetch_history()
+                        path.write_text(history.to_json())
+                        print(f"saved {saved}: {len(history.events)} events")
             await pool.close()
         finally:
             mail.stop()

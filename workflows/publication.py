@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 from temporalio.common import RawValue
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
@@ -58,6 +59,7 @@ class Step:
     CHANGES_REQUESTED = "specification_changes_requested"
     API_TESTING = "api_testing"
     API_TEST_REVIEW = "api_test_review"
+    SANDBOX_PUBLICATION = "sandbox_publication"
     WAITING_FOR_SERVICE = "in_sandbox_waiting_for_service"
     IN_PRODUCTION = "in_production"
 
@@ -144,7 +146,14 @@ class PublicationWorkflow:
                            {"note": d.note}, recipients=p.applicant_contacts)
 
     async def sandbox_publication(self) -> None:
-        await self._publish("sandbox")
+        try:
+            await self._publish("sandbox")
+        except ActivityError as err:
+            # Another provider's API took the id since submission: the application cannot
+            # go on, and must end on the record rather than fail.
+            reason = Procedure.activity_failure(err)
+            raise ApplicationEnded("rejected", Step.SANDBOX_PUBLICATION, "platform",
+                                   reason) from None
 
     async def production(self) -> None:
         p = self.procedure
@@ -152,8 +161,9 @@ class PublicationWorkflow:
         _, d = await p.wait_for(Step.WAITING_FOR_SERVICE, Role.PLATFORM_WORKFLOW,
                                 {"service_launched": always}, with_deadlines=False)
         assert isinstance(d, ServiceLaunched)
-        await self._publish("production")
+        # From here a real service depends on the API: a withdrawal comes too late.
         p.close("in_production")
+        await self._publish("production")
         await p.finish("in_production", Step.IN_PRODUCTION)
 
     async def end(self, ended: ApplicationEnded) -> None:
@@ -169,7 +179,7 @@ class PublicationWorkflow:
             for workflow_id in subscriptions.workflow_ids:
                 await self._tell_subscription(workflow_id, api_id)
         template = {"rejected": "application_rejected", "withdrawn": "publication_withdrawn",
-                    "lapsed": "application_lapsed"}[ended.how]
+                    "lapsed": "publication_lapsed"}[ended.how]
         await p.notify(ended.how, template,
                        {**self._context(), "step": ended.step, "note": ended.note,
                         "days": str(self.application.deadlines.lapse_after_days)},

@@ -295,10 +295,14 @@ class SubscriptionWorkflow:
         for api in self.catalogue.apis:
             if not api.publication_application_id:
                 continue  # put in the catalogue by the operator, not by a publication
+            # Each publication hears once from this subscription: the id need not name the API,
+            # and with a long API id it would not fit a decision id (100 characters).
+            decision_id = (f"{p.application_id}/launched" if workflow.patched("short-launch-id")
+                           else f"{p.application_id}/launched/{api.api_id}")
             try:
                 await workflow.get_external_workflow_handle(api.publication_application_id).signal(
                     "service_launched",
-                    ServiceLaunched(decision_id=f"{p.application_id}/launched/{api.api_id}",
+                    ServiceLaunched(decision_id=decision_id,
                                     decided_by=p.application_id,
                                     subscription_application_id=p.application_id,
                                     api_id=api.api_id),

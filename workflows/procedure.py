@@ -42,8 +42,10 @@ with workflow.unsafe.imports_passed_through():
         Language,
         Notice,
         ProgressRecord,
+        PublicationApplication,
         Role,
         StaffLookup,
+        SubscriptionApplication,
     )
 
 # Activities that only read or record retry for as long as it takes (a database restart must
@@ -120,6 +122,24 @@ class Procedure:
         self._seen: set[str] = set()
         self._lock = asyncio.Lock()
         self._entries = 0
+
+    @classmethod
+    def for_application(
+        cls,
+        kind: Literal["subscription", "publication"],
+        application: SubscriptionApplication | PublicationApplication,
+    ) -> Procedure:
+        org = application.organisation
+        return cls(
+            kind=kind,
+            application_id=application.application_id,
+            organisation_id=org.business_registration_number,
+            organisation_name=org.legal_name,
+            applicant_contacts=[str(e) for e in org.contact_emails],
+            language=org.language,
+            deadlines=application.deadlines,
+            reviewer_flags=application.reviewer_flags,
+        )
 
     # --- the record ------------------------------------------------------------------------
 
@@ -319,6 +339,12 @@ class Procedure:
                               actor=str(fields.get("decided_by") or "unknown")[:200],
                               reason=reason)
         return None
+
+    def validate(self, kind: str, decision: Decision) -> None:
+        """An update validator: refuse, before anything is written, what would not apply."""
+        reason = self.refusal(kind, decision)
+        if reason:
+            raise ValueError(reason)
 
     def refusal(self, kind: str, decision: Decision) -> str | None:
         """Why `decision` of `kind` cannot apply now (shape and step), or None if it can.

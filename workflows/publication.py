@@ -69,17 +69,7 @@ class PublicationWorkflow:
     @workflow.init
     def __init__(self, application: PublicationApplication) -> None:
         self.application = application
-        org = application.organisation
-        self.procedure = Procedure(
-            kind="publication",
-            application_id=application.application_id,
-            organisation_id=org.business_registration_number,
-            organisation_name=org.legal_name,
-            applicant_contacts=[str(e) for e in org.contact_emails],
-            language=org.language,
-            deadlines=application.deadlines,
-            reviewer_flags=application.reviewer_flags,
-        )
+        self.procedure = Procedure.for_application("publication", application)
         self.in_catalogue = False
         # Set by _spec_is_valid for the revision it has just accepted.
         self._revised_summary = application.specification_summary
@@ -262,11 +252,6 @@ class PublicationWorkflow:
                  "service_launched": self._launch_on_record}.get(kind)
         return await self.procedure.decide(kind, d, _ROLES[kind], extra)
 
-    def _validate(self, kind: str, d: Decision) -> None:
-        reason = self.procedure.refusal(kind, d)
-        if reason:
-            raise ValueError(reason)
-
     @workflow.signal(name="pre_review", description="Platform team: integration method and specification agreed (approve), reject, or request_changes.")
     async def pre_review_signal(self, payload: RawValue) -> None:
         if d := await self.procedure.parse("pre_review", PreReviewDecision, payload):
@@ -278,7 +263,7 @@ class PublicationWorkflow:
 
     @pre_review_update.validator
     def _v_pre_review(self, d: PreReviewDecision) -> None:
-        self._validate("pre_review", d)
+        self.procedure.validate("pre_review", d)
 
     @workflow.signal(name="revise_specification", description="Provider: the revised integration method and OpenAPI specification.")
     async def revise_specification_signal(self, payload: RawValue) -> None:
@@ -291,7 +276,7 @@ class PublicationWorkflow:
 
     @revise_specification_update.validator
     def _v_revise_specification(self, d: RevisedSpecification) -> None:
-        self._validate("revise_specification", d)
+        self.procedure.validate("revise_specification", d)
 
     @workflow.signal(name="api_test_report", description="Provider: API test results.")
     async def api_test_report_signal(self, payload: RawValue) -> None:
@@ -304,7 +289,7 @@ class PublicationWorkflow:
 
     @api_test_report_update.validator
     def _v_api_test_report(self, d: ApiTestReport) -> None:
-        self._validate("api_test_report", d)
+        self.procedure.validate("api_test_report", d)
 
     @workflow.signal(name="api_testing", description="Platform team: API test results approve, reject or more_testing.")
     async def api_testing_signal(self, payload: RawValue) -> None:
@@ -317,7 +302,7 @@ class PublicationWorkflow:
 
     @api_testing_update.validator
     def _v_api_testing(self, d: ApiTestingDecision) -> None:
-        self._validate("api_testing", d)
+        self.procedure.validate("api_testing", d)
 
     @workflow.signal(name="service_launched", description="Sent by a subscription workflow that reached production using this API.")
     async def service_launched_signal(self, payload: RawValue) -> None:
@@ -335,7 +320,7 @@ class PublicationWorkflow:
 
     @withdraw_update.validator
     def _v_withdraw(self, d: Withdrawal) -> None:
-        self._validate("withdraw", d)
+        self.procedure.validate("withdraw", d)
 
     @workflow.query(name="status", description="Current step, whom it waits on and since when, deadlines and every decision.")
     def status(self) -> ApplicationStatus:

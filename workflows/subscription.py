@@ -119,17 +119,7 @@ class SubscriptionWorkflow:
     @workflow.init
     def __init__(self, application: SubscriptionApplication) -> None:
         self.application = application
-        org = application.organisation
-        self.procedure = Procedure(
-            kind="subscription",
-            application_id=application.application_id,
-            organisation_id=org.business_registration_number,
-            organisation_name=org.legal_name,
-            applicant_contacts=[str(e) for e in org.contact_emails],
-            language=org.language,
-            deadlines=application.deadlines,
-            reviewer_flags=application.reviewer_flags,
-        )
+        self.procedure = Procedure.for_application("subscription", application)
         self.catalogue = CatalogueFacts(apis=[], unknown=[])
         # Everyone who took a pre-verification decision: none of them may approve (four eyes).
         self.pre_verifiers: set[str] = set()
@@ -386,11 +376,6 @@ class SubscriptionWorkflow:
         return await self._four_eyes(d) or await self._record_contract(
             "service", "service_contract", d)
 
-    def _validate(self, kind: str, d: Decision) -> None:
-        reason = self.procedure.refusal(kind, d)
-        if reason:
-            raise ValueError(reason)
-
     @workflow.signal(name="pre_verification", description="Pre-verification reviewer: approve (with the three criteria), reject or request_changes.")
     async def pre_verification_signal(self, payload: RawValue) -> None:
         if d := await self.procedure.parse("pre_verification", PreVerificationDecision, payload):
@@ -402,7 +387,7 @@ class SubscriptionWorkflow:
 
     @pre_verification_update.validator
     def _v_pre_verification(self, d: PreVerificationDecision) -> None:
-        self._validate("pre_verification", d)
+        self.procedure.validate("pre_verification", d)
 
     @workflow.signal(name="resubmit", description="Applicant: amended service and APIs after a request for changes.")
     async def resubmit_signal(self, payload: RawValue) -> None:
@@ -415,7 +400,7 @@ class SubscriptionWorkflow:
 
     @resubmit_update.validator
     def _v_resubmit(self, d: Resubmission) -> None:
-        self._validate("resubmit", d)
+        self.procedure.validate("resubmit", d)
 
     @workflow.signal(name="market_data_licence", description="Market-information sales: the concluded market-data licence contract, or reject.")
     async def market_data_licence_signal(self, payload: RawValue) -> None:
@@ -428,7 +413,7 @@ class SubscriptionWorkflow:
 
     @market_data_licence_update.validator
     def _v_market_data_licence(self, d: MarketDataLicenceDecision) -> None:
-        self._validate("market_data_licence", d)
+        self.procedure.validate("market_data_licence", d)
 
     @workflow.signal(name="platform_contract", description="Platform team: the signed platform contract with eligibility confirmed, or reject.")
     async def platform_contract_signal(self, payload: RawValue) -> None:
@@ -441,7 +426,7 @@ class SubscriptionWorkflow:
 
     @platform_contract_update.validator
     def _v_platform_contract(self, d: PlatformContractDecision) -> None:
-        self._validate("platform_contract", d)
+        self.procedure.validate("platform_contract", d)
 
     @workflow.signal(name="final_approval", description="Final approver (not the pre-verification reviewer): approve, which issues the sandbox key, or reject.")
     async def final_approval_signal(self, payload: RawValue) -> None:
@@ -454,7 +439,7 @@ class SubscriptionWorkflow:
 
     @final_approval_update.validator
     def _v_final_approval(self, d: FinalApprovalDecision) -> None:
-        self._validate("final_approval", d)
+        self.procedure.validate("final_approval", d)
 
     @workflow.signal(name="sandbox_testing_complete", description="Applicant: sandbox testing is complete.")
     async def sandbox_testing_complete_signal(self, payload: RawValue) -> None:
@@ -467,7 +452,7 @@ class SubscriptionWorkflow:
 
     @sandbox_testing_complete_update.validator
     def _v_sandbox_testing_complete(self, d: SandboxTestReport) -> None:
-        self._validate("sandbox_testing_complete", d)
+        self.procedure.validate("sandbox_testing_complete", d)
 
     @workflow.signal(name="sandbox_verification", description="Platform team: business-suitability verification: approve, reject or more_testing.")
     async def sandbox_verification_signal(self, payload: RawValue) -> None:
@@ -480,7 +465,7 @@ class SubscriptionWorkflow:
 
     @sandbox_verification_update.validator
     def _v_sandbox_verification(self, d: SandboxVerificationDecision) -> None:
-        self._validate("sandbox_verification", d)
+        self.procedure.validate("sandbox_verification", d)
 
     @workflow.signal(name="production_switch", description="Final approver: the service contract; issues the production key.")
     async def production_switch_signal(self, payload: RawValue) -> None:
@@ -493,7 +478,7 @@ class SubscriptionWorkflow:
 
     @production_switch_update.validator
     def _v_production_switch(self, d: ProductionSwitchDecision) -> None:
-        self._validate("production_switch", d)
+        self.procedure.validate("production_switch", d)
 
     @workflow.signal(name="withdraw", description="Applicant: withdraw the application; issued keys are revoked.")
     async def withdraw_signal(self, payload: RawValue) -> None:
@@ -506,7 +491,7 @@ class SubscriptionWorkflow:
 
     @withdraw_update.validator
     def _v_withdraw(self, d: Withdrawal) -> None:
-        self._validate("withdraw", d)
+        self.procedure.validate("withdraw", d)
 
     @workflow.signal(name="api_withdrawn", description="Sent by a publication workflow: a requested API left the catalogue.")
     async def api_withdrawn_signal(self, payload: RawValue) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.benchmark` (see bench/benchmark.py)."""

@@ -1,0 +1,1279 @@
+"""How fast, how big, how heavy: the subscription lifecycle against a bare workflow of its shape.
+
+    .venv/bin/python -m bench.benchmark            # the full run (~10 minutes on 2 cores)
+    .venv/bin/python -m bench.benchmark --quick    # a smoke run (~1-2 minutes)
+
+In one run it starts what it needs itself (an embedded PostgreSQL, the Temporal dev server and
+the time-skipping test server from their wheels, a local SMTP sink) and prints:
+
+1. throughput: full subscription lifecycles (submission to production, every decision a
+   signal) completed per second by ONE worker process (`python worker.py`), beside the bare
+   workflow of bench/bare.py (as many signals, activities and step changes as a real
+   lifecycle's history shows, doing nothing) run the same way by one worker process of its
+   own; and the ratio (goal >= 0.8). The driver follows each application's history
+   (long-polling the server, which costs the worker nothing) and sends each decision as soon
+   as its step shows there.
+2. latency: from sending a decision to the status query (bare: its query) showing the next
+   step, median and p99, at low concurrency; and, from the throughput runs, the same to the
+   next step appearing in the history under load.
+3. history: events and bytes per completed application; on the time-skipping server, the same
+   when every step waits past its escalation (reminder and escalation fire), checking that the
+   history grows by a constant per step and that waiting longer adds nothing.
+4. memory: the worker's resident set (VmRSS) with N applications open and waiting at
+   pre-verification, for each level of --open.
+5. key verification: `verify_key` per second over the worker's pool settings, beside a raw
+   primary-key lookup of the same keys.
+
+It is a script, not a test: it prints figures (and the checks it makes), then a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import secrets
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import temporalio
+from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.history.v1 import History
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.testing import WorkflowEnvironment
+
+from activities.platform import PlatformActivities
+from bench.bare import READY as BARE_READY
+from bench.bare import BareWorkflow, Plan
+from onboarding import keys, search_attributes
+from onboarding.config import Settings
+from onboarding.db import apply_migrations, create_pool
+from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
+from onboarding.key_verification import verify_key
+from onboarding.logs import configure_logging
+from onboarding.mailsink import start_mail_sink
+from onboarding.models import ApplicationStatus
+from onboarding.submission import prepare_subscription
+from starter import start_application
+from tests import fixtures
+from worker import build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+# embedded-postgres asks platformdirs for a runtime dir that a CI machine does not have.
+warnings.filterwarnings("ignore", module="platformdirs")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+# Full path to production, market data included: seven decisions, every step of the procedure.
+APIS = ["stock-quotes", "account-balance"]
+FINAL_STEP = "in_production"
+
+
+def _script() -> list[tuple[str, str, Callable[[str], dict[str, Any]]]]:
+    d = fixtures.decision
+    return [
+        ("pre_verification", "pre_verification",
+         lambda a: d(fixtures.REVIEWER, outcome="approve", criteria=fixtures.CRITERIA_HOLD)),
+        ("market_data_licence", "market_data_licence",
+         lambda a: d(fixtures.SALES, outcome="concluded", contract=fixtures.contract())),
+        ("platform_contract", "platform_contract",
+         lambda a: d(fixtures.PLATFORM, outcome="signed", eligibility_confirmed=True,
+                     contract=fixtures.contract())),
+        ("final_approval", "final_approval", lambda a: d(fixtures.APPROVER, outcome="approve")),
+        ("sandbox_testing", "sandbox_testing_complete",
+         lambda a: d(a, note="all scenarios pass")),
+        ("sandbox_verification", "sandbox_verification",
+         lambda a: d(fixtures.PLATFORM, outcome="approve")),
+        ("production_switch", "production_switch",
+         lambda a: d(fixtures.APPROVER, outcome="approve", service_contract=fixtures.contract())),
+    ]
+
+
+SCRIPT = _script()
+
+DEFAULTS = dict(applications=300, concurrency=60, latency_applications=40,
+                latency_concurrency=4, open="1000,5000", verifications=20000)
+QUICK = dict(applications=80, concurrency=20, latency_applications=10,
+             latency_concurrency=4, open="100,300", verifications=4000)
+
+
+# --- processes: CPU time and resident memory, from /proc ----------------------------------------
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return text[text.rindex(")") + 2:].split()  # fields from `state` on
+
+
+def cpu_seconds(pid: int, with_reaped_children: bool = False) -> float:
+    f = _stat(pid)
+    if f is None:
+        return 0.0
+    ticks = int(f[11]) + int(f[12])  # utime, stime
+    if with_reaped_children:
+        ticks += int(f[13]) + int(f[14])  # cutime, cstime
+    return ticks / CLK_TCK
+
+
+def children(ppid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (f := _stat(int(entry.name))) and int(f[1]) == ppid:
+            found.append(int(entry.name))
+    return found
+
+
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+class WorkerProcess:
+    """A worker in a process of its own, started and stopped by us (by its pid only)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path, ready: str,
+                 cwd: Path) -> None:
+        self.name, self.log, self.ready_marker = name, log, ready
+        self._log_file = open(log, "wb")
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._log_file,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
+
+    async def ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            if self.ready_marker in self.log.read_text(errors="replace"):
+                return
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        return rss_kib(self.pid)
+
+    async def idle(self, below: float = 0.03, window: float = 2.0, timeout: float = 120) -> None:
+        """Wait until the process uses less than `below` of a core over `window` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            before = self.cpu()
+            await asyncio.sleep(window)
+            if (self.cpu() - before) / window < below:
+                return
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log_file.close()
+
+
+# --- the stack: PostgreSQL, SMTP sink, Temporal dev server ---------------------------------------
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    pg: Any
+    pgdata: Path
+    mail: Any
+    settings: Settings
+    pool: asyncpg.Pool
+    env: WorkflowEnvironment
+    address: str
+    workers: list[WorkerProcess] = field(default_factory=list)
+    worker_env: list[str] = field(default_factory=list)
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    def settings_for(self, task_queue: str) -> Settings:
+        return self.settings.model_copy(update={"temporal_task_queue": task_queue})
+
+    def _env(self, task_queue: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("TEMPORAL_", "DB_", "SMTP_", "LOG_"))
+               and k not in ("DATABASE_URL", "KEY_ISSUANCE_SECRET", "METRICS_PORT")}
+        s = self.settings
+        env.update(
+            PYTHONPATH=str(ROOT),
+            TEMPORAL_ADDRESS=self.address,
+            TEMPORAL_NAMESPACE="default",
+            TEMPORAL_TASK_QUEUE=task_queue,
+            DATABASE_URL=s.database_url.get_secret_value(),
+            KEY_ISSUANCE_SECRET=s.key_issuance_secret.get_secret_value(),
+            SMTP_HOST=s.smtp_host,
+            SMTP_PORT=str(s.smtp_port),
+            METRICS_PORT="0",
+            WORKER_GRACEFUL_SHUTDOWN_SECONDS="5",
+        )
+        for item in self.worker_env:  # --worker-env: KEY=VALUE sets, KEY= unsets
+            key, _, value = item.partition("=")
+            if value:
+                env[key] = value
+            else:
+                env.pop(key, None)
+        return env
+
+    async def product_worker(self, task_queue: str, tag: str) -> WorkerProcess:
+        # `python worker.py` as deployed: JSON logs at INFO (to a file), the default pool.
+        w = WorkerProcess(f"worker ({tag})", [sys.executable, str(ROOT / "worker.py")],
+                          self._env(task_queue), self.tmp / f"worker-{tag}.log",
+                          '"worker started"', self.tmp)
+        self.workers.append(w)
+        await w.ready()
+        await asyncio.sleep(1)  # pollers up
+        return w
+
+    async def bare_worker(self, task_queue: str, tag: str) -> WorkerProcess:
+        w = WorkerProcess(f"bare worker ({tag})", [sys.executable, "-m", "bench.bare"],
+                          self._env(task_queue), self.tmp / f"bare-{tag}.log", BARE_READY,
+                          self.tmp)
+        self.workers.append(w)
+        await w.ready()
+        return w
+
+    def temporal_pid(self) -> int | None:
+        for pid in children(os.getpid()):
+            if comm(pid).startswith("temporal"):
+                return pid
+        return None
+
+    def postgres_pids(self) -> tuple[int | None, list[int]]:
+        try:
+            main = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None, []
+        return main, children(main)
+
+    def cpu(self, worker: WorkerProcess | None) -> dict[str, float]:
+        out = {"driver+smtp sink": time.process_time()}
+        if worker:
+            out["worker"] = worker.cpu()
+        if (pid := self.temporal_pid()) is not None:
+            out["temporal"] = cpu_seconds(pid, with_reaped_children=True)
+        main, kids = self.postgres_pids()
+        if main:
+            out["postgres"] = cpu_seconds(main, True) + sum(cpu_seconds(k) for k in kids)
+        return out
+
+
+async def start_stack(tmp: Path) -> Stack:
+    pgdata = tmp / "pg"
+    pg = start_embedded_postgres(pgdata)
+    try:
+        url = await ensure_database(pg.get_uri(), "bench")
+        mail = start_mail_sink(tmp / "mail", port=free_port())
+        settings = Settings(_env_file=None, database_url=url,
+                            key_issuance_secret=secrets.token_urlsafe(32),
+                            smtp_host="127.0.0.1", smtp_port=mail.port, metrics_port=0,
+                            log_level="WARNING")
+        pool = await create_pool(settings)
+        async with pool.acquire() as conn:
+            await apply_migrations(conn)
+            await fixtures.seed(conn)
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=wheel_binary("temporal"),
+            search_attributes=search_attributes.ALL,
+            data_converter=pydantic_data_converter,
+        )
+    except BaseException:
+        pg.cleanup()
+        raise
+    address = env.client.service_client.config.target_host
+    return Stack(tmp, pg, pgdata, mail, settings, pool, env, address)
+
+
+async def stop_stack(stack: Stack) -> None:
+    for w in stack.workers:
+        w.stop()
+    try:
+        await stack.env.shutdown()
+    finally:
+        await stack.pool.close()
+        stack.mail.stop()
+        stack.pg.cleanup()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- driving applications ------------------------------------------------------------------------
+
+START = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
+UPSERT = EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+SIGNALED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+SCHEDULED = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+WFT_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+WFT_SCHEDULED = EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED
+WFT_DONE = {EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT}
+COMPLETED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
+ACTIVITY_DONE = {EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+                 EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+                 EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+                 EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED}
+ENDED_BADLY = {EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+               EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+               EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+               EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+               EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW}
+
+
+def step_of(event: Any) -> str | None:
+    """The ApplicationStep an upsert event sets, if any."""
+    fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+    payload = fields.indexed_fields.get("ApplicationStep")
+    return json.loads(payload.data) if payload is not None else None
+
+
+@dataclass
+class Kind:
+    """How to start one application of a kind, and read its step from its query."""
+
+    name: str
+    task_queue: str
+    start: Callable[[], Awaitable[tuple[WorkflowHandle, str]]]
+    step_by_query: Callable[[WorkflowHandle], Awaitable[str]]
+    check_result: Callable[[WorkflowHandle], Awaitable[None]]
+
+
+def lifecycle_kind(stack: Stack, task_queue: str) -> Kind:
+    settings = stack.settings_for(task_queue)
+
+    async def start() -> tuple[WorkflowHandle, str]:
+        form = fixtures.subscription_form(apis=APIS)
+        application = prepare_subscription(form, settings)
+        handle = await start_application(stack.client, settings, application)
+        return handle, form["organisation"]["contact_emails"][0]
+
+    async def step(handle: WorkflowHandle) -> str:
+        return (await handle.query("status", result_type=ApplicationStatus)).step
+
+    async def check(handle: WorkflowHandle) -> None:
+        status = await handle.result()
+        applied = [d for d in status.decisions if d.applied]
+        if status.outcome != FINAL_STEP or len(applied) != len(SCRIPT):
+            raise AssertionError(f"{handle.id} ended {status.outcome!r} with "
+                                 f"{len(applied)}/{len(SCRIPT)} decisions applied: {status}")
+
+    return Kind("lifecycle", task_queue, start, step, check)
+
+
+def bare_kind(stack: Stack, task_queue: str, plan: Plan) -> Kind:
+    async def start() -> tuple[WorkflowHandle, str]:
+        handle = await stack.client.start_workflow(
+            BareWorkflow.run, plan, id=f"bare-{uuid.uuid4().hex}", task_queue=task_queue)
+        return handle, "dev@bare.example.com"
+
+    async def step(handle: WorkflowHandle) -> str:
+        return (await handle.query("status"))["step"]
+
+    async def check(handle: WorkflowHandle) -> None:
+        signals = await handle.result()
+        if signals != len(SCRIPT):
+            raise AssertionError(f"{handle.id} counted {signals} signals")
+
+    return Kind("bare", task_queue, start, step, check)
+
+
+@dataclass
+class Driven:
+    handle: WorkflowHandle
+    # Decision sent -> next step in the history (every run), -> in the query (by_query runs).
+    in_history: list[float] = field(default_factory=list)
+    in_query: list[float] = field(default_factory=list)
+    began: float = 0.0
+    ended: float = 0.0
+
+
+async def drive(kind: Kind, by_query: bool = False, timeout: float = 600) -> Driven:
+    """Start one application and take it to the end: each decision as soon as its step shows.
+
+    The step is read from the history, long-polled: no query, no load on the worker. With
+    `by_query`, once the next step is in the history, the query is asked until it shows it too,
+    and that time is recorded as well.
+    """
+    began = time.perf_counter()
+    handle, applicant = await kind.start()
+    run = Driven(handle, began=began)
+    k, sent_at = 0, 0.0
+    async with asyncio.timeout(timeout):
+        async for event in handle.fetch_history_events(wait_new_event=True):
+            if event.event_type == UPSERT:
+                step = step_of(event)
+                expected = SCRIPT[k][0] if k < len(SCRIPT) else FINAL_STEP
+                if step != expected:
+                    continue  # "submitted", or a step the script does not decide
+                if k:
+                    run.in_history.append(time.perf_counter() - sent_at)
+                    if by_query:
+                        while await kind.step_by_query(handle) != step:
+                            await asyncio.sleep(0.002)
+                        run.in_query.append(time.perf_counter() - sent_at)
+                if k < len(SCRIPT):
+                    _, signal_name, payload = SCRIPT[k]
+                    body = payload(applicant)
+                    sent_at = time.perf_counter()
+                    await handle.signal(signal_name, body)
+                    k += 1
+                else:
+                    k += 1  # the final step: nothing more to send
+            elif event.event_type == COMPLETED:
+                break
+            elif event.event_type in ENDED_BADLY:
+                raise AssertionError(f"{handle.id} ended badly: {EventType.Name(event.event_type)}")
+    if k != len(SCRIPT) + 1:
+        raise AssertionError(f"{handle.id} completed after {k} of {len(SCRIPT) + 1} steps")
+    await kind.check_result(handle)
+    run.ended = time.perf_counter()  # the slot is held until here
+    return run
+
+
+@dataclass
+class Batch:
+    kind: str
+    runs: list[Driven]
+    seconds: float
+    cpu: dict[str, float]
+
+    other_cores: float = 0.0
+    concurrency: int = 1
+    halves: list[Batch] = field(default_factory=list)  # when merged from several batches
+
+    @property
+    def rate(self) -> float:
+        return len(self.runs) / self.seconds
+
+    @classmethod
+    def merged(cls, batches: list[Batch]) -> Batch:
+        cpu: Counter = Counter()
+        for b in batches:
+            cpu.update(b.cpu)
+        seconds = sum(b.seconds for b in batches)
+        return cls(batches[0].kind, [r for b in batches for r in b.runs], seconds, dict(cpu),
+                   sum(b.other_cores * b.seconds for b in batches) / seconds,
+                   batches[0].concurrency, list(batches))
+
+    @property
+    def steady_rate(self) -> float:
+        if self.halves:
+            return statistics.mean(b.steady_rate for b in self.halves)
+        return self._steady_rate
+
+    @property
+    def _steady_rate(self) -> float:
+        """Completions per second with `concurrency` in flight, by Little's law: concurrency /
+        mean time in the system, over the applications that started after the first wave and
+        ended before the last start (until then exactly `concurrency` are in flight)."""
+        by_start = sorted(self.runs, key=lambda r: r.began)
+        last_start = by_start[-1].began
+        inside = [r for r in by_start[self.concurrency:] if r.ended <= last_start]
+        if len(inside) < 10:
+            inside = [r for r in by_start if r.ended <= last_start]
+        if len(inside) < 10:
+            return self.rate
+        return self.concurrency / statistics.mean(r.ended - r.began for r in inside)
+
+    def cpu_ms(self, process: str) -> float:
+        return self.cpu.get(process, 0.0) / len(self.runs) * 1000
+
+    def latencies(self, which: str) -> list[float]:
+        return [x for r in self.runs for x in getattr(r, which)]
+
+
+async def drive_many(stack: Stack, kind: Kind, worker: WorkerProcess, n: int, concurrency: int,
+                     by_query: bool = False) -> Batch:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one() -> Driven:
+        async with semaphore:
+            return await drive(kind, by_query=by_query)
+
+    cpu0, busy0 = stack.cpu(worker), machine_busy()
+    began = time.perf_counter()
+    runs = await asyncio.gather(*(one() for _ in range(n)))
+    seconds = time.perf_counter() - began
+    cpu1, busy1 = stack.cpu(worker), machine_busy()
+    cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+    other = max(0.0, (busy1 - busy0) - sum(cpu.values())) / seconds
+    return Batch(kind.name, list(runs), seconds, cpu, other, concurrency)
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all processes), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+# --- history: its shape, size and growth ---------------------------------------------------------
+
+
+def plan_of(events: list[Any]) -> Plan:
+    """What the bare workflow must do to match a lifecycle: for each workflow task that issued
+    commands, how many signals and activity completions it had seen, and its commands (activities
+    scheduled, the step shown)."""
+    plan: Plan = []
+    signals = completed = 0
+    for event in events:
+        if event.event_type == SIGNALED:
+            signals += 1
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            completed += 1
+        elif event.event_type == WFT_COMPLETED:
+            plan.append([signals, completed])
+        elif event.event_type == SCHEDULED:
+            if isinstance(plan[-1][-1], int) and len(plan[-1]) > 2:
+                plan[-1][-1] += 1
+            else:
+                plan[-1].append(1)
+        elif event.event_type == UPSERT and (step := step_of(event)):
+            plan[-1].append(step)
+    return [entry for entry in plan if len(entry) > 2]
+
+
+def history_size(events: list[Any]) -> tuple[int, int]:
+    return len(events), History(events=events).ByteSize()
+
+
+def segment_sizes(events: list[Any]) -> list[int]:
+    """Events before the first signal, then from each signal to the next (or the end)."""
+    sizes = [0]
+    for event in events:
+        if event.event_type == SIGNALED:
+            sizes.append(0)
+        sizes[-1] += 1
+    return sizes
+
+
+def counts(events: list[Any]) -> Counter:
+    return Counter(EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in events)
+
+
+WFT_EVENTS = {WFT_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED} | WFT_DONE
+
+
+def commands_only(events: list[Any]) -> list[Any]:
+    """The events that do not depend on timing: without the workflow-task events (how many
+    workflow tasks it takes depends on how completions happen to be batched)."""
+    return [e for e in events if e.event_type not in WFT_EVENTS]
+
+
+def activity_types(events: list[Any]) -> Counter:
+    return Counter(e.activity_task_scheduled_event_attributes.activity_type.name
+                   for e in events if e.event_type == SCHEDULED)
+
+
+async def history_stats(handles: list[WorkflowHandle]) -> dict[str, float]:
+    sizes = []
+    for h in handles:
+        history = await h.fetch_history()
+        sizes.append((*history_size(list(history.events)), len(history.to_json())))
+    events, proto, js = zip(*sizes)
+    return dict(events=statistics.mean(events), events_min=min(events), n=len(sizes),
+                events_max=max(events), bytes=statistics.mean(proto), json=statistics.mean(js))
+
+
+async def wait_quiet(handle: WorkflowHandle) -> list[Any]:
+    """Until the workflow has nothing in flight: no activity pending, no workflow task open."""
+    last, stable = -1, 0
+    while True:
+        events = list((await handle.fetch_history()).events)
+        kinds = Counter(e.event_type for e in events)
+        activities_open = kinds[SCHEDULED] - sum(kinds[t] for t in ACTIVITY_DONE)
+        tasks_open = kinds[WFT_SCHEDULED] - sum(kinds[t] for t in WFT_DONE)
+        quiet = activities_open == 0 and tasks_open == 0
+        stable = stable + 1 if quiet and len(events) == last else 0
+        if stable >= 2:
+            return events
+        last = len(events)
+        await asyncio.sleep(0.1)
+
+
+async def time_skipping_histories(stack: Stack) -> dict[str, Any]:
+    """Prompt decisions vs every step waiting past its escalation, on the time-skipping server."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=wheel_binary("temporal-test-server"),
+        data_converter=pydantic_data_converter,
+        # The test server does not advertise every capability: keep the SDK's warning quiet.
+        runtime=Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
+            filter=TelemetryFilter(core_level="ERROR", other_level="ERROR")))),
+    )
+    try:
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=env.client.namespace,
+                search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                                   for k in search_attributes.ALL},
+            )
+        )
+        task_queue = f"bench-ts-{uuid.uuid4().hex[:8]}"
+        settings = stack.settings_for(task_queue)
+        deadlines = prepare_subscription(fixtures.subscription_form(apis=APIS), settings).deadlines
+        remind, escalate = deadlines.remind_after_days, deadlines.escalate_after_days
+
+        async def one(waits: list[int]) -> list[Any]:
+            """Each step: sleep through `waits` (days since the step began), then decide."""
+            form = fixtures.subscription_form(apis=APIS)
+            applicant = form["organisation"]["contact_emails"][0]
+            handle = await start_application(env.client, settings,
+                                             prepare_subscription(form, settings))
+            for step, signal_name, payload in SCRIPT:
+                await wait_for_step(handle, step)
+                await wait_quiet(handle)  # each step's events before its decision
+                slept = timedelta()
+                for day in waits:
+                    await env.sleep(timedelta(days=day, hours=1) - slept)
+                    slept = timedelta(days=day, hours=1)
+                    await wait_quiet(handle)
+                await handle.signal(signal_name, payload(applicant))
+            status = await handle.result()
+            assert status.outcome == FINAL_STEP, status
+            return list((await handle.fetch_history()).events)
+
+        worker = build_worker(env.client, settings, PlatformActivities(stack.pool, settings))
+        async with worker:
+            prompt = await one([])
+            longest = await one([remind, escalate])
+            twice = await one([remind, escalate, 2 * escalate])
+    finally:
+        await env.shutdown()
+    return dict(prompt=prompt, longest=longest, twice=twice, remind=remind, escalate=escalate)
+
+
+async def wait_for_step(handle: WorkflowHandle, step: str, timeout: float = 60) -> None:
+    async with asyncio.timeout(timeout):
+        while (await handle.query("status", result_type=ApplicationStatus)).step != step:
+            await asyncio.sleep(0.05)
+
+
+# --- memory: applications open and waiting -------------------------------------------------------
+
+
+async def open_applications(stack: Stack, kind: Kind, worker: WorkerProcess, ids: list[str],
+                            target: int, report: Report) -> float:
+    """Start applications until `target` wait at pre-verification; returns seconds taken."""
+    began = time.perf_counter()
+    semaphore = asyncio.Semaphore(50)
+
+    async def start_one() -> None:
+        async with semaphore:
+            handle, _ = await kind.start()
+            ids.append(handle.id)
+
+    await asyncio.gather(*(start_one() for _ in range(target - len(ids))))
+    last_print = time.monotonic()
+    while True:
+        parked = await stack.pool.fetchval(
+            """SELECT count(*) FROM applications
+               WHERE application_id = ANY($1::text[]) AND current_step = 'pre_verification'""",
+            ids)
+        if parked >= target:
+            break
+        if time.monotonic() - last_print > 15:
+            report.line(f"    ... {parked}/{target} waiting at pre_verification, "
+                        f"worker RSS {worker.rss() / 1024:.0f} MiB")
+            last_print = time.monotonic()
+        await asyncio.sleep(0.5)
+    return time.perf_counter() - began
+
+
+# --- key verification ----------------------------------------------------------------------------
+
+
+async def rate_of(n: int, concurrency: int, call: Callable[[int], Awaitable[None]]) -> float:
+    async def lane(i: int) -> None:
+        for j in range(i, n, concurrency):
+            await call(j)
+
+    began = time.perf_counter()
+    await asyncio.gather(*(lane(i) for i in range(concurrency)))
+    return n / (time.perf_counter() - began)
+
+
+_RAW = """SELECT key_id::text, key_hash, business_registration_number, environment, scopes,
+                 status, expires_at
+          FROM api_keys WHERE key_id = $1"""
+
+
+async def key_rates(stack: Stack, n: int) -> dict[str, float]:
+    secret = stack.settings.key_issuance_secret.get_secret_value()
+    rows = await stack.pool.fetch(
+        "SELECT key_id, issuance_id, environment FROM api_keys WHERE status = 'active'")
+    if not rows:
+        raise RuntimeError("no issued keys to verify")
+    presented = [keys.derive_key(secret, r["issuance_id"], r["environment"]) for r in rows]
+    key_ids = [r["key_id"] for r in rows]
+    # The worker's pool settings (DB_POOL_MIN_SIZE, DB_POOL_MAX_SIZE); concurrency = its size.
+    pool = await create_pool(stack.settings)
+    concurrency = stack.settings.db_pool_max_size
+    try:
+        async def verify(j: int) -> None:
+            verdict = await verify_key(pool, presented[j % len(presented)])
+            if not verdict.valid:
+                raise AssertionError(f"issued key refused: {verdict}")
+
+        async def raw(j: int) -> None:
+            if await pool.fetchrow(_RAW, key_ids[j % len(key_ids)]) is None:
+                raise AssertionError("key row missing")
+
+        await rate_of(1000, concurrency, verify)  # warm both: connections, statements
+        await rate_of(1000, concurrency, raw)
+        # Two rounds, alternating, so that neither gets the machine in a better moment.
+        half = n // 2
+        times = {"verify": 0.0, "raw": 0.0}
+        for count in (half, n - half):
+            for name, call in (("verify", verify), ("raw", raw)):
+                times[name] += count / await rate_of(count, concurrency, call)
+    finally:
+        await pool.close()
+    verify_rate, raw_rate = n / times["verify"], n / times["raw"]
+    return dict(keys=len(rows), concurrency=concurrency, verify=verify_rate, raw=raw_rate)
+
+
+# --- reporting -----------------------------------------------------------------------------------
+
+
+class Report:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str]] = []
+        self.began = time.monotonic()
+
+    def line(self, text: str = "") -> None:
+        print(text, flush=True)
+
+    def phase(self, title: str) -> None:
+        self.line(f"\n[{time.monotonic() - self.began:6.1f}s] {title}")
+
+    def figure(self, name: str, value: str) -> None:
+        self.rows.append((name, value))
+
+    def summary(self, header: list[tuple[str, str]]) -> None:
+        rows = header + [("", "")] + self.rows
+        width = max(len(n) for n, _ in rows)
+        self.line("\n" + "=" * 100)
+        self.line("SUMMARY")
+        self.line("=" * 100)
+        for name, value in rows:
+            self.line(f"{name:<{width}}  {value}" if name else "")
+        self.line("=" * 100)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def cpu_per_app(batch: Batch) -> str:
+    n = len(batch.runs)
+    return ", ".join(f"{k} {v / n * 1000:.0f}" for k, v in sorted(batch.cpu.items(),
+                                                                  key=lambda kv: -kv[1]))
+
+
+def machine() -> list[tuple[str, str]]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except FileNotFoundError:
+        pass
+    mem = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    except (FileNotFoundError, ValueError):
+        pass
+    return [
+        ("machine", f"{os.cpu_count()} cores ({model}){mem}, {platform.system()} "
+                    f"{platform.release()}"),
+        ("python", f"{platform.python_implementation()} {platform.python_version()}, "
+                   f"temporalio {temporalio.__version__}"),
+        ("command", " ".join(shlex.quote(a) for a in [".venv/bin/python", "-m", "bench.benchmark",
+                                                      *sys.argv[1:]])),
+    ]
+
+
+# --- profiling (optional) ------------------------------------------------------------------------
+
+
+PROFILE_RATE = 250  # samples per second
+
+
+class Profiler:
+    """py-spy attached to a worker for the duration of a phase (--profile)."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        spy = Path(sys.executable).parent / "py-spy"
+        if not spy.exists():
+            raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+        self.out = out
+        self.proc = subprocess.Popen(
+            # --gil: only the thread holding the GIL, i.e. where the worker's Python time goes.
+            [str(spy), "record", "--pid", str(pid), "--rate", str(PROFILE_RATE), "--format",
+             "raw", "--gil", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def stacks(self) -> list[tuple[list[str], int]]:
+        found = []
+        if self.out.exists():
+            for line in self.out.read_text().splitlines():
+                frames, _, n = line.rpartition(" ")
+                if frames and n.isdigit():
+                    found.append(([_frame(f) for f in frames.split(";")], int(n)))
+        return found
+
+
+def _frame(frame: str) -> str:
+    # py-spy raw frame: "function (path/to/file.py:line)" -> "function (path/to/file.py)"
+    name, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", f"{ROOT}/", "lib/python3.11/", "lib/python3.12/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{name} ({path})"
+
+
+def _category(frames: list[str]) -> str:
+    for f in frames:
+        if f.startswith("PlatformActivities."):
+            return "activity " + f.split(" ")[0].removeprefix("PlatformActivities.")
+    joined = ";".join(frames)
+    if "_ActivityWorker." in joined:
+        return "activity plumbing (SDK, interceptors, log context)"
+    if "_create_workflow_instance" in joined:
+        return "new workflow instance (sandbox imports the workflow modules)"
+    if "_handle_activation" in joined or "_RunningWorkflow." in joined:
+        if any(f.split(" (")[1].startswith(("workflows/", "bench/bare")) for f in frames
+               if " (" in f and not f.startswith("<module>")):
+            return "workflow code (workflows/*.py, bench/bare.py)"
+        if "_visitor" in joined or "converter" in joined or "serialization_context" in joined:
+            return "payloads: convert, visit, serialization context (SDK)"
+        return "workflow activation (SDK, sandbox)"
+    return "polling, event loop, other"
+
+
+GENERIC = ("asyncio/", "threading.py", "concurrent/futures/", "<frozen runpy>", "selectors.py",
+           "(worker.py)", "(bench/bare.py)", "<module> (<string>)", "contextlib.py")
+
+
+def profile_report(report: Report, life: Profiler, bare: Profiler, n: int) -> None:
+    """Where the lifecycle worker's Python time goes, beside the bare worker's (ms/application)."""
+    per_app = 1000 / PROFILE_RATE / n
+
+    def tables(prof: Profiler) -> tuple[float, Counter, Counter]:
+        total, cats, inclusive = 0, Counter(), Counter()
+        for frames, count in prof.stacks():
+            total += count
+            cats[_category(frames)] += count
+            for name in set(frames):
+                inclusive[name] += count
+        return total * per_app, cats, inclusive
+
+    lt, lc, li = tables(life)
+    bt, bc, bi = tables(bare)
+    report.line(f"  Python time holding the GIL (py-spy --gil, {PROFILE_RATE} Hz), ms per "
+                f"application: lifecycle {lt:.1f}, bare {bt:.1f} (raw stacks: {life.out}, "
+                f"{bare.out})")
+    report.line(f"    {'lifecycle':>9} {'bare':>6}  by category")
+    for name in sorted(set(lc) | set(bc), key=lambda k: -lc.get(k, 0)):
+        report.line(f"    {lc.get(name, 0) * per_app:9.2f} {bc.get(name, 0) * per_app:6.2f}  {name}")
+    report.line(f"    {'lifecycle':>9} {'bare':>6} {'more':>6}  functions (inclusive) where "
+                f"the lifecycle worker spends the most beyond the bare one")
+    rows = sorted(li, key=lambda k: -(li[k] - bi.get(k, 0)))
+    shown = 0
+    for name in rows:
+        if any(g in name for g in GENERIC):
+            continue
+        report.line(f"    {li[name] * per_app:9.2f} {bi.get(name, 0) * per_app:6.2f} "
+                    f"{(li[name] - bi.get(name, 0)) * per_app:+6.2f}  {name}")
+        shown += 1
+        if shown == 30:
+            break
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+PHASES = ("throughput", "latency", "history", "keys", "memory")
+
+
+@dataclass
+class Run:
+    stack: Stack
+    args: argparse.Namespace
+    report: Report
+    life: Kind
+    life_worker: WorkerProcess
+    bare: Kind
+    bare_worker: WorkerProcess
+    completed: dict[str, list[WorkflowHandle]]
+    batches: dict[str, Batch] = field(default_factory=dict)
+
+
+async def main(args: argparse.Namespace) -> None:
+    report = Report()
+    header = machine()
+    for name, value in header:
+        report.line(f"{name}: {value}")
+    report.line(f"load average before the run: {Path('/proc/loadavg').read_text().strip()}")
+    with tempfile.TemporaryDirectory(prefix="onboarding-bench-") as tmp_name:
+        report.phase("starting PostgreSQL (embedded), SMTP sink, Temporal dev server")
+        stack = await start_stack(Path(tmp_name))
+        stack.worker_env = args.worker_env
+        # This process's own logs (the time-skipping phase runs a worker in it): warnings only.
+        configure_logging(stack.settings.model_copy(update={"log_format": "console"}))
+        try:
+            run = await calibrate(stack, args, report)
+            if "throughput" not in args.skip:
+                await throughput(run)
+            if "latency" not in args.skip:
+                await latency(run)
+            if "history" not in args.skip:
+                await history(run)
+            if "keys" not in args.skip:
+                await key_verification(run)
+            # The memory phase gets the machine to itself: a fresh worker, nothing else running.
+            run.life_worker.stop()
+            run.bare_worker.stop()
+            if "memory" not in args.skip and args.open_levels:
+                await memory(run)
+        finally:
+            await stop_stack(stack)
+    report.line(f"\nload average after the run: {Path('/proc/loadavg').read_text().strip()}")
+    report.summary(header)
+
+
+async def calibrate(stack: Stack, args: argparse.Namespace, report: Report) -> Run:
+    """One real lifecycle: its history is the shape the bare workflow repeats."""
+    report.phase("calibration: one full lifecycle; its history gives the bare workflow's shape")
+    life_q = f"bench-life-{uuid.uuid4().hex[:8]}"
+    life_worker = await stack.product_worker(life_q, "lifecycle")
+    life = lifecycle_kind(stack, life_q)
+    first = await drive(life)
+    events = list((await first.handle.fetch_history()).events)
+    plan = plan_of(events)
+    n_signals = sum(e.event_type == SIGNALED for e in events)
+    n_activities = sum(e.event_type == SCHEDULED for e in events)
+    n_steps = sum(isinstance(op, str) for entry in plan for op in entry[2:])
+    report.line(f"  a lifecycle: {n_signals} signals, {n_activities} activities "
+                f"(ActivityTaskScheduled), {n_steps} step changes, {len(events)} events")
+    report.line("  its activities: " + ", ".join(f"{name} {count}" for name, count
+                                                 in activity_types(events).most_common()))
+    report.line("  the bare workflow's plan, [signals, completions seen, *commands] per workflow "
+                "task:")
+    for start in range(0, len(plan), 6):
+        report.line("    " + " ".join(str(entry).replace(" ", "") for entry in plan[start:start + 6]))
+    bare_q = f"bench-bare-{uuid.uuid4().hex[:8]}"
+    bare_worker = await stack.bare_worker(bare_q, "bare")
+    bare = bare_kind(stack, bare_q, plan)
+    check = await drive(bare)
+    bare_events = list((await check.handle.fetch_history()).events)
+    b_signals = sum(e.event_type == SIGNALED for e in bare_events)
+    b_activities = sum(e.event_type == SCHEDULED for e in bare_events)
+    same = (b_signals, b_activities) == (n_signals, n_activities)
+    report.line(f"  bare workflow: {b_signals} signals, {b_activities} activities, "
+                f"{len(bare_events)} events -> {'the same shape' if same else 'MISMATCH'}")
+    if not same:
+        raise SystemExit("the bare workflow does not match the lifecycle's shape")
+    report.figure("lifecycle shape", f"{n_signals} signals, {n_activities} activities, "
+                                     f"{n_steps} step changes per application")
+    return Run(stack, args, report, life, life_worker, bare, bare_worker,
+               completed={"lifecycle": [first.handle], "bare": [check.handle]})
+
+
+async def throughput(run: Run) -> None:
+    report, n, c = run.report, run.args.applications, run.args.concurrency
+    warm = min(c, 20)
+    report.phase(f"1. throughput: {n} applications of each kind, {c} in flight, one worker "
+                 f"process each (after {warm} to warm up)")
+    await drive_many(run.stack, run.bare, run.bare_worker, warm, warm)
+    await drive_many(run.stack, run.life, run.life_worker, warm, warm)
+    profiles: dict[str, Profiler] = {}
+    # The server slows a little as its store fills with finished workflows: two halves each,
+    # in the order bare, lifecycle, lifecycle, bare, so that neither kind gains by its place.
+    halves: dict[str, list[Batch]] = {"bare": [], "lifecycle": []}
+    for kind, worker in ((run.bare, run.bare_worker), (run.life, run.life_worker),
+                         (run.life, run.life_worker), (run.bare, run.bare_worker)):
+        count = n // 2 if not halves[kind.name] else n - n // 2
+        profiler = None
+        if run.args.profile and not halves[kind.name]:
+            Path(run.args.profile).mkdir(parents=True, exist_ok=True)
+            profiler = Profiler(worker.pid, Path(run.args.profile) / f"worker-{kind.name}.txt")
+        batch = await drive_many(run.stack, kind, worker, count, c)
+        if profiler:
+            profiler.stop()
+            profiles[kind.name] = profiler
+        halves[kind.name].append(batch)
+        run.completed[kind.name] += [r.handle for r in batch.runs]
+        report.line(f"  {kind.name:9}: {batch.rate:5.2f} applications/s overall ({count} in "
+                    f"{batch.seconds:.1f} s), {batch.steady_rate:5.2f}/s with {c} in flight; "
+                    f"CPU ms per application: {cpu_per_app(batch)}; other processes "
+                    f"{batch.other_cores:.2f} cores")
+    for name, batches in halves.items():
+        run.batches[name] = Batch.merged(batches)
+    life, bare = run.batches["lifecycle"], run.batches["bare"]
+    ratio = life.steady_rate / bare.steady_rate
+    verdict = "meets" if ratio >= 0.8 else "MISSES"
+    report.line(f"  ratio lifecycle/bare: {ratio:.2f} ({verdict} the goal >= 0.8); overall "
+                f"{life.rate / bare.rate:.2f}")
+    worker_ratio = bare.cpu_ms("worker") / life.cpu_ms("worker")
+    report.line(f"  worker CPU per application: lifecycle {life.cpu_ms('worker'):.0f} ms, bare "
+                f"{bare.cpu_ms('worker'):.0f} ms -> a worker-bound ratio of {worker_ratio:.2f}")
+    report.line(f"  CPU ms per application, both halves: lifecycle: {cpu_per_app(life)}; "
+                f"bare: {cpu_per_app(bare)}")
+    for batch in (life, bare):
+        lat = batch.latencies("in_history")
+        report.line(f"  {batch.kind:9}: decision -> next step in the history, under load: "
+                    f"median {ms(statistics.median(lat))}, p99 {ms(pct(lat, 0.99))} "
+                    f"({len(lat)} decisions)")
+    report.figure("1. lifecycles/s, one worker",
+                  f"{life.steady_rate:.2f}/s ({c} in flight; {life.rate:.2f}/s over all {n})")
+    report.figure("   bare workflows/s, one worker",
+                  f"{bare.steady_rate:.2f}/s ({bare.rate:.2f}/s over all {n})")
+    report.figure("   ratio lifecycle/bare", f"{ratio:.2f} ({verdict} the goal >= 0.8)")
+    report.figure("   CPU ms per application",
+                  f"lifecycle: {cpu_per_app(life)}; bare: {cpu_per_app(bare)}")
+    report.figure("   worker CPU ratio bare/lifecycle", f"{worker_ratio:.2f} (the throughput "
+                  f"ratio if the worker alone were the bottleneck)")
+    if profiles:
+        profile_report(report, profiles["lifecycle"], profiles["bare"], n // 2)
+
+
+async def latency(run: Run) -> None:
+    report, n, c = run.report, run.args.latency_applications, run.args.latency_concurrency
+    report.phase(f"2. latency: decision -> the status query shows the next step "
+                 f"({n} applications, {c} in flight)")
+    for kind, worker in ((run.life, run.life_worker), (run.bare, run.bare_worker)):
+        batch = await drive_many(run.stack, kind, worker, n, c, by_query=True)
+        run.completed[kind.name] += [r.handle for r in batch.runs]
+        lat, hist = batch.latencies("in_query"), batch.latencies("in_history")
+        med, p99 = statistics.median(lat), pct(lat, 0.99)
+        report.line(f"  {kind.name:9}: median {ms(med)}, p99 {ms(p99)} ({len(lat)} decisions); "
+                    f"to the history: median {ms(statistics.median(hist))}, p99 "
+                    f"{ms(pct(hist, 0.99))}")
+        per_step = [statistics.median(x) for x in zip(*(r.in_query for r in batch.runs))]
+        report.line(f"             median per decision: "
+                    f"{', '.join(f'{SCRIPT[i][1]} {ms(v)}' for i, v in enumerate(per_step))}")
+        label = "2. latency, lifecycle" if kind is run.life else "   latency, bare"
+        report.figure(label, f"median {ms(med)}, p99 {ms(p99)} to the query "
+                             f"({len(lat)} decisions, {c} in flight); to the history: median "
+                             f"{ms(statistics.median(hist))}, p99 {ms(pct(hist, 0.99))}")
+    for name, batch in run.batches.items():
+        lat = batch.latencies("in_history")
+        report.figure(f"   under load, {name}",
+                      f"median {ms(statistics.median(lat))}, p99 {ms(pct(lat, 0.99))} "
+                      f"(to the history, {run.args.concurrency} in flight)")
+
+
+async def history(run: Run) -> None:
+    report = run.report
+    report.phase("3. history per completed application")
+    life = await history_stats(run.completed["lifecycle"][-30:])
+    bare = await history_stats(run.completed["bare"][-30:])
+    report.line(f"  dev server, lifecycle: {life['events']:.0f} events (min {life['events_min']}, "
+                f"max {life['events_max']}), {life['bytes'] / 1024:.1f} KiB protobuf, "
+                f"{life['json'] / 1024:.1f} KiB JSON (mean of {life['n']})")
+    report.line(f"  dev server, bare:      {bare['events']:.0f} events, "
+                f"{bare['bytes'] / 1024:.1f} KiB protobuf, {bare['json'] / 1024:.1f} KiB JSON")
+    report.line("  time-skipping server: decisions at once; every step waiting past its "
+                "escalation; every step waiting twice that")
+    ts = await time_skipping_histories(run.stack)
+    runs = ("prompt", "longest", "twice")
+    sizes = {k: history_size(ts[k]) for k in runs}
+    # Per step: the events before the first decision, then after each decision.
+    segs = {k: segment_sizes(ts[k]) for k in runs}
+    cmd_segs = {k: segment_sizes(commands_only(ts[k])) for k in runs}
+    extra = [b - a for a, b in zip(cmd_segs["prompt"], cmd_segs["longest"])]
+    extra_all = [b - a for a, b in zip(segs["prompt"], segs["longest"])]
+    waiting = extra[:len(SCRIPT)]  # the seven steps that wait on a person
+    # Bounded: waiting longer than the escalation adds no event at all (bar workflow-task
+    # batching), and waiting to the escalation adds a few events per step, the same each time.
+    same_when_twice = counts(commands_only(ts["twice"])) == counts(commands_only(ts["longest"]))
+    bounded = same_when_twice
+    labels = {"prompt": "decided at once",
+              "longest": f"each step waits {ts['escalate']}d 1h (reminder on day "
+                         f"{ts['remind']}, escalation on day {ts['escalate']})",
+              "twice": f"each step waits {2 * ts['escalate']}d 1h"}
+    for k, label in labels.items():
+        report.line(f"    {label}: {sizes[k][0]} events, {sizes[k][1] / 1024:.1f} KiB protobuf; "
+                    f"per step {segs[k]}")
+    diff = counts(ts["longest"])
+    diff.subtract(counts(ts["prompt"]))
+    per_type = ", ".join(f"{k.lower()} {v:+d}" for k, v in sorted(diff.items()) if v)
+    report.line(f"    waiting to escalation adds, per step, {waiting} events without workflow-task "
+                f"events ({extra_all[:len(SCRIPT)]} with them); in all: {per_type}")
+    report.line(f"    i.e. {sum(waiting) / len(SCRIPT):.1f} events per step without workflow-task "
+                f"events, {sum(extra_all[:len(SCRIPT)]) / len(SCRIPT):.1f} with them")
+    report.line("    (per waiting step: the reminder and escalation timers fire, 5 activities run "
+                "(2 records, 3 notices); a step waiting on the applicant also starts its lapse "
+                "timer; a timer cancelled when a decision arrives counts in the next step)")
+    report.line(f"    waiting twice as long: {sizes['twice'][0] - sizes['longest'][0]:+d} events "
+                f"({'the same events but for workflow-task batching' if same_when_twice else 'MORE EVENTS'})"
+                f" -> {'bounded' if bounded else 'NOT bounded'}")
+    report.figure("3. history per application",
+                  f"{life['events']:.0f} events, {life['bytes'] / 1024:.1f} KiB protobuf "
+                  f"(bare: {bare['events']:.0f} events, {bare['bytes'] / 1024:.1f} KiB)")
+    report.figure("   every step waits past escalation",
+                  f"{sizes['longest'][0]} events, {sizes['longest'][1] / 1024:.1f} KiB (decided "
+                  f"at once, same server: {sizes['prompt'][0]} events, "
+                  f"{sizes['prompt'][1] / 1024:.1f} KiB)")
+    report.figure("   growth while waiting",
+                  f"+{min(extra_all[:len(SCRIPT)])}..{max(extra_all[:len(SCRIPT)])} events per "
+                  f"step, once (reminder + escalation); waiting {2 * ts['escalate']} days instead: "
+                  f"{sizes['twice'][0] - sizes['longest'][0]:+d} events, "
+                  f"{'none but workflow-task batching: bounded' if bounded else 'MORE: NOT bounded'}")
+
+
+async def key_verification(run: Run) -> None:
+    report, n = run.report, run.args.verifications
+    report.phase(f"5. key verification: {n} verifications of issued keys")
+    k = await key_rates(run.stack, n)
+    ratio = k["verify"] / k["raw"]
+    report.line(f"  verify_key: {k['verify']:7.0f}/s   raw primary-key lookup: {k['raw']:7.0f}/s"
+                f"   ratio {ratio:.2f}   ({k['keys']} keys, {k['concurrency']} at a time = "
+                f"DB_POOL_MAX_SIZE)")
+    report.figure("5. verify_key/s", f"{k['verify']:.0f}/s ({k['keys']} keys, "
+                                     f"{k['concurrency']} at a time)")
+    report.figure("   raw key_id lookup/s", f"{k['raw']:.0f}/s")
+    report.figure("   ratio verify/raw", f"{ratio:.2f}")
+
+
+async def memory(run: Run) -> None:
+    report, stack, levels_wanted = run.report, run.stack, run.args.open_levels
+    report.phase(f"4. worker memory, applications open and waiting at pre_verification: "
+                 f"{', '.join(map(str, levels_wanted))}")
+    mem_q = f"bench-mem-{uuid.uuid4().hex[:8]}"
+    worker = await stack.product_worker(mem_q, "memory")
+    kind = lifecycle_kind(stack, mem_q)
+    await worker.idle()
+    levels = [(0, worker.rss())]
+    report.line(f"  fresh worker, nothing open: {levels[0][1] / 1024:6.0f} MiB")
+    ids: list[str] = []
+    for level in levels_wanted:
+        took = await open_applications(stack, kind, worker, ids, level, report)
+        await worker.idle()
+        levels.append((level, worker.rss()))
+        report.line(f"  {level:6} open:           {levels[-1][1] / 1024:6.0f} MiB "
+                    f"(opened in {took:.0f} s, {(level - levels[-2][0]) / took:.0f}/s)")
+    parts = []
+    for (a, ra), (b, rb) in itertools.pairwise(levels):
+        parts.append(f"{a}->{b}: {(rb - ra) / 1024 / ((b - a) / 1000):+.0f} MiB")
+    report.line(f"  growth per 1,000 open: {'; '.join(parts)}")
+    report.line("  (the SDK keeps at most max_cached_workflows=1000 workflows in a worker's "
+                "memory by default; beyond that, waiting workflows are evicted, and replayed "
+                "from their history when their next decision arrives)")
+    report.figure("4. worker RSS, applications open",
+                  ", ".join(f"{lv}: {r / 1024:.0f} MiB" for lv, r in levels))
+    report.figure("   growth per 1,000 open", "; ".join(parts))
+    worker.stop()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.benchmark",
+        description="Throughput, latency, history size, worker memory and key verification "
+                    "of the onboarding platform, against servers it starts itself.")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a smoke run (~1-2 minutes): {QUICK}")
+    parser.add_argument("--applications", type=int,
+                        help=f"lifecycles (and bare workflows) for throughput "
+                             f"(default {DEFAULTS['applications']})")
+    parser.add_argument("--concurrency", type=int,
+                        help=f"applications in flight at once (default {DEFAULTS['concurrency']})")
+    parser.add_argument("--latency-applications", type=int,
+                        help=f"applications for the latency phase "
+                             f"(default {DEFAULTS['latency_applications']})")
+    parser.add_argument("--latency-concurrency", type=int,
+                        help=f"in flight during the latency phase "
+                             f"(default {DEFAULTS['latency_concurrency']})")
+    parser.add_argument("--open", help=f"levels of open applications for the memory phase, "
+                                       f"comma-separated (default {DEFAULTS['open']})")
+    parser.add_argument("--verifications", type=int,
+                        help=f"key verifications (default {DEFAULTS['verifications']})")
+    parser.add_argument("--skip", default="", help=f"phases to leave out, comma-separated: "
+                                                   f"{', '.join(PHASES)}")
+    parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="set (KEY=VALUE) or unset (KEY=) a variable for the worker "
+                             "processes, e.g. LOG_LEVEL=WARNING; repeatable")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="attach py-spy to each worker during the throughput phase "
+                             "(`.venv/bin/pip install py-spy` first) and print where time goes")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else DEFAULTS
+    for key, value in base.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.open_levels = sorted(int(x) for x in args.open.split(",") if x.strip())
+    args.skip = {x.strip() for x in args.skip.split(",") if x.strip()}
+    if unknown := args.skip - set(PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    return args
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    asyncio.run(main(arguments))
+    sys.stdout.flush()
+    os._exit(0)  # the SDK's runtime threads can abort interpreter teardown (see starter.py)

@@ -52,7 +52,7 @@ class BareWorkflow:
         running: list[asyncio.Task[None]] = []
         for signals, completed, *commands in plan:
             await workflow.wait_condition(
-                lambda: self.signals >= signals and self.completed >= completed)
+                lambda s=signals, c=completed: self.signals >= s and self.completed >= c)
             for command in commands:
                 if isinstance(command, str):
                     self.step = command

@@ -117,7 +117,6 @@ class Procedure:
         # The step's expected decision kind, and the decision that settled it.
         self._expected: dict[str, Check] = {}
         self._settled: Decision | None = None
-        self._settled_kind = ""
         self._ended: ApplicationEnded | None = None
         self._seen: set[str] = set()
         self._lock = asyncio.Lock()
@@ -239,15 +238,15 @@ class Procedure:
 
     async def wait_for(
         self, step: str, waiting_on: Role, checks: dict[str, Check], with_deadlines: bool = True
-    ) -> tuple[str, Decision]:
+    ) -> Decision:
         """Enter `step` and wait until a decision of one of the `checks`' kinds is applied.
 
-        Returns the kind and the decision. Raises ApplicationEnded when the application is
+        Returns the decision. Raises ApplicationEnded when the application is
         withdrawn or lapses meanwhile.
         """
         # The step takes its decisions and has its deadlines as soon as the status shows it:
         # set them before `enter` awaits its record, or a decision arriving meanwhile is refused.
-        self._expected, self._settled, self._settled_kind = checks, None, ""
+        self._expected, self._settled = checks, None
         since = workflow.now()  # what `enter` sets as waiting_since: no await in between
         days = self.deadlines
         self.due = [
@@ -275,7 +274,7 @@ class Procedure:
                 if self._ended:
                     raise self._ended
                 assert self._settled is not None
-                return self._settled_kind, self._settled
+                return self._settled
         finally:
             self._expected, self.due = {}, []
 
@@ -401,7 +400,7 @@ class Procedure:
                     self._ended = ApplicationEnded("withdrawn", step, decision.decided_by,
                                                    decision.note)
                 else:
-                    self._settled, self._settled_kind = decision, kind
+                    self._settled = decision
             else:
                 workflow.logger.info("decision refused", extra={"decision_id": decision.decision_id,
                                                                 "kind": kind, "reason": reason})

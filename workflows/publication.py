@@ -100,7 +100,7 @@ class PublicationWorkflow:
     async def pre_review(self) -> None:
         p = self.procedure
         while True:
-            _, d = await p.wait_for(Step.PRE_REVIEW, Role.PLATFORM_TEAM,
+            d = await p.wait_for(Step.PRE_REVIEW, Role.PLATFORM_TEAM,
                                     {"pre_review": needs_note_unless_approved})
             assert isinstance(d, PreReviewDecision)
             if d.outcome == "approve":
@@ -110,7 +110,7 @@ class PublicationWorkflow:
             await p.notify(f"changes/{d.decision_id}", "changes_requested",
                            {"step": Step.PRE_REVIEW, "note": d.note},
                            recipients=p.applicant_contacts)
-            _, r = await p.wait_for(Step.CHANGES_REQUESTED, Role.APPLICANT,
+            r = await p.wait_for(Step.CHANGES_REQUESTED, Role.APPLICANT,
                                     {"revise_specification": always})
             assert isinstance(r, RevisedSpecification)
             # _spec_is_valid stored the revised document's summary when it checked it.
@@ -125,7 +125,7 @@ class PublicationWorkflow:
         p = self.procedure
         while True:
             await p.wait_for(Step.API_TESTING, Role.APPLICANT, {"api_test_report": always})
-            _, d = await p.wait_for(Step.API_TEST_REVIEW, Role.PLATFORM_TEAM,
+            d = await p.wait_for(Step.API_TEST_REVIEW, Role.PLATFORM_TEAM,
                                     {"api_testing": needs_note_unless_approved})
             assert isinstance(d, ApiTestingDecision)
             if d.outcome == "approve":
@@ -148,7 +148,7 @@ class PublicationWorkflow:
     async def production(self) -> None:
         p = self.procedure
         # Months may pass: no reminders, nobody to chase; a subscription's launch ends the wait.
-        _, d = await p.wait_for(Step.WAITING_FOR_SERVICE, Role.PLATFORM_WORKFLOW,
+        d = await p.wait_for(Step.WAITING_FOR_SERVICE, Role.PLATFORM_WORKFLOW,
                                 {"service_launched": always}, with_deadlines=False)
         assert isinstance(d, ServiceLaunched)
         # From here a real service depends on the API: a withdrawal comes too late.

@@ -150,7 +150,7 @@ class SubscriptionWorkflow:
         p = self.procedure
         self.catalogue = await self._look_up(self.application.requested_apis)
         while True:
-            _, d = await p.wait_for(Step.PRE_VERIFICATION, Role.PRE_VERIFICATION_REVIEWER,
+            d = await p.wait_for(Step.PRE_VERIFICATION, Role.PRE_VERIFICATION_REVIEWER,
                                     {"pre_verification": _pre_verification})
             assert isinstance(d, PreVerificationDecision)
             self.pre_verifiers.add(d.decided_by.lower())
@@ -161,7 +161,7 @@ class SubscriptionWorkflow:
             await p.notify(f"changes/{d.decision_id}", "changes_requested",
                            {"step": Step.PRE_VERIFICATION, "note": d.note},
                            recipients=p.applicant_contacts)
-            _, r = await p.wait_for(Step.CHANGES_REQUESTED, Role.APPLICANT,
+            r = await p.wait_for(Step.CHANGES_REQUESTED, Role.APPLICANT,
                                     {"resubmit": always})
             assert isinstance(r, Resubmission)
             self.application = self.application.model_copy(
@@ -186,14 +186,14 @@ class SubscriptionWorkflow:
             await p.record("market_data_licence_on_file", "succeeded",
                            details=on_file.model_dump(mode="json"))
             return
-        _, d = await p.wait_for(Step.MARKET_DATA_LICENCE, Role.MARKET_DATA_SALES,
+        d = await p.wait_for(Step.MARKET_DATA_LICENCE, Role.MARKET_DATA_SALES,
                                 {"market_data_licence": _licence})
         assert isinstance(d, MarketDataLicenceDecision)
         if d.outcome == "reject":
             raise ApplicationEnded("rejected", Step.MARKET_DATA_LICENCE, d.decided_by, d.note)
 
     async def platform_contract(self) -> None:
-        _, d = await self.procedure.wait_for(Step.PLATFORM_CONTRACT, Role.PLATFORM_TEAM,
+        d = await self.procedure.wait_for(Step.PLATFORM_CONTRACT, Role.PLATFORM_TEAM,
                                              {"platform_contract": _platform_contract})
         assert isinstance(d, PlatformContractDecision)
         if d.outcome == "reject":
@@ -201,7 +201,7 @@ class SubscriptionWorkflow:
 
     async def final_approval(self) -> None:
         p = self.procedure
-        _, d = await p.wait_for(Step.FINAL_APPROVAL, Role.FINAL_APPROVER,
+        d = await p.wait_for(Step.FINAL_APPROVAL, Role.FINAL_APPROVER,
                                 {"final_approval": needs_note_unless_approved})
         assert isinstance(d, FinalApprovalDecision)
         if d.outcome == "reject":
@@ -216,7 +216,7 @@ class SubscriptionWorkflow:
         while True:
             await p.wait_for(Step.SANDBOX_TESTING, Role.APPLICANT,
                              {"sandbox_testing_complete": always})
-            _, d = await p.wait_for(Step.SANDBOX_VERIFICATION, Role.PLATFORM_TEAM,
+            d = await p.wait_for(Step.SANDBOX_VERIFICATION, Role.PLATFORM_TEAM,
                                     {"sandbox_verification": needs_note_unless_approved})
             assert isinstance(d, SandboxVerificationDecision)
             if d.outcome == "approve":
@@ -228,7 +228,7 @@ class SubscriptionWorkflow:
 
     async def production(self) -> None:
         p = self.procedure
-        _, d = await p.wait_for(Step.PRODUCTION_SWITCH, Role.FINAL_APPROVER,
+        d = await p.wait_for(Step.PRODUCTION_SWITCH, Role.FINAL_APPROVER,
                                 {"production_switch": _production_switch})
         assert isinstance(d, ProductionSwitchDecision)
         if d.outcome == "reject":

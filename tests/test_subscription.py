@@ -911,6 +911,9 @@ async def test_a_malformed_decision_is_refused_on_the_record_naming_the_field(
     assert "(payload)" in reasons[3]
     assert final.outcome == "rejected"  # the workflow was never wedged
     refused = await pool.fetch(
-        "SELECT reason FROM audit_log WHERE application_id = $1 AND outcome = 'refused'",
+        # In the order the workflow wrote them (its entry counter ends the entry id): the
+        # activities that insert them may reach the database in another order.
+        """SELECT reason FROM audit_log WHERE application_id = $1 AND outcome = 'refused'
+           ORDER BY split_part(entry_id, '/', 3)::int""",
         application.application_id)
     assert [r["reason"] for r in refused] == reasons

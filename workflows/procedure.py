@@ -169,6 +169,7 @@ class Procedure:
         with_step: bool = False,
     ) -> None:
         self._entries += 1
+        self._describe()
         info = workflow.info()
         await workflow.execute_activity_method(
             PlatformActivities.record_progress,
@@ -217,6 +218,32 @@ class Procedure:
             summary=f"notice {template}",
             **ACTIVITY,
         )
+
+    def _describe(self) -> None:
+        """The summary the Temporal UI shows on the application's page ("current details").
+
+        Refreshed whenever something goes on the record. It issues no command, so it is safe
+        to change without versioning; it is a payload, so the codec encrypts it like the rest.
+        """
+        lines = [f"**{self.kind.capitalize()} application of {self.organisation_name}** "
+                 f"({self.organisation_id})", ""]
+        if self.outcome:
+            lines.append(f"Outcome: **{self.outcome.replace('_', ' ')}**")
+        else:
+            waiting = self.waiting_on.replace("_", " ") if self.waiting_on else "the platform"
+            lines.append(f"Step: **{self.step.replace('_', ' ')}**, waiting on {waiting} "
+                         f"since {self.waiting_since:%Y-%m-%d %H:%M} UTC")
+        if self.due:
+            lines.append(f"Next deadline: {self.due[0].kind} on {self.due[0].due_at:%Y-%m-%d}")
+        if self.decisions:
+            last = self.decisions[-1]
+            verdict = "applied" if last.applied else f"refused: {last.reason[:200]}"
+            lines.append(f"Last decision: {last.kind} by {last.decided_by or 'unknown'} "
+                         f"({verdict})")
+        for key in self.keys.values():
+            lines.append(f"{key.environment.capitalize()} key {key.display_prefix}…, "
+                         f"{key.status}, valid until {key.expires_at:%Y-%m-%d}")
+        workflow.set_current_details("\n".join(lines))
 
     def _show(self) -> None:
         workflow.upsert_search_attributes(

@@ -81,6 +81,7 @@ DECISIONS: dict[str, dict[str, type[Decision]]] = {
 }
 QUERY_TIMEOUT = timedelta(seconds=10)
 UPDATE_TIMEOUT = 60  # seconds
+PLATFORM_BUSY_WAIT = 30  # seconds a decision waits for the platform to finish the step before
 
 
 class Kind(StrEnum):
@@ -369,6 +370,8 @@ def show(application_id: Annotated[str, typer.Argument(
     for label, value in [
         ("application", s.application_id), ("kind", s.kind), ("step", s.step),
         ("outcome", s.outcome or "open"), ("waiting on", s.waiting_on or "nobody"),
+        ("takes", ", ".join(s.takes) or ("-" if s.outcome else "nothing yet: the platform is "
+                                          "working on the step")),
         ("since", f"{_when(s.waiting_since)} ({_days(now - s.waiting_since)})"),
         ("deadlines", ", ".join(f"{d.kind} {_when(d.due_at)}" for d in s.deadlines) or "-"),
         ("keys", ", ".join(f"{k.environment} {k.display_prefix}… {k.status}, expires "
@@ -410,13 +413,36 @@ def build_decision(application_id: str, name: str, base: dict[str, Any],
         _fail(f"{name} not sent, the decision is malformed:\n{problems}", 2)
 
 
+async def _until_waiting_on_a_person(client: Client, application_id: str) -> None:
+    """Between two steps the platform works for a moment (records, contracts, keys, notices)
+    and the application takes no decision. Wait that out, so that decisions taken one after
+    another (a script, or commands pasted together) each meet the step they are meant for.
+    After PLATFORM_BUSY_WAIT seconds the decision is sent anyway and the workflow says why it
+    does not apply."""
+    told = False
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + PLATFORM_BUSY_WAIT
+    while loop.time() < give_up:
+        status = await _status_of(client, application_id)
+        if status.takes or status.outcome:
+            return
+        if not told:
+            typer.echo(f"the platform is still working on step {status.step}; waiting…",
+                       err=True)
+            told = True
+        await asyncio.sleep(0.2)
+
+
 def send_decision(application_id: str, name: str, decision: Decision) -> DecisionOutcome:
     """Send as the update `name`; print the answer. Exit 1 when refused on the record, 2 when
     the workflow's validator rejected it (it then is not recorded)."""
     settings = get_settings()
 
     async def send() -> DecisionOutcome:
-        handle = (await connect(settings)).get_workflow_handle(application_id)
+        client = await connect(settings)
+        if name != "withdraw":
+            await _until_waiting_on_a_person(client, application_id)
+        handle = client.get_workflow_handle(application_id)
         async with asyncio.timeout(UPDATE_TIMEOUT):
             return await handle.execute_update(name, decision, result_type=DecisionOutcome)
 

@@ -318,6 +318,8 @@ class ApplicationStatus(Model):
     reviewer_flags: list[str] = []
     # Requested APIs whose provider withdrew them while this application was open.
     withdrawn_apis: list[str] = []
+    # The decisions the current step takes (besides withdraw); empty while the platform works.
+    takes: list[str] = []
 
 
 # --- activity inputs and outputs -------------------------------------------------------------

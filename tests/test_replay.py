@@ -2,6 +2,9 @@
 
 A failure here means a change to a workflow would break applications already running in
 production: guard the change with `workflow.patched(...)` rather than re-recording.
+
+They replay through the worker's encrypting converter: the saved histories were recorded in the
+clear, before payload encryption, and must still read (onboarding.codec passes them through).
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from onboarding.codec import data_converter, new_payload_key
+from onboarding.config import Settings
 from worker import WORKFLOW_RUNNER, WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -25,7 +29,8 @@ def test_there_are_saved_histories_to_replay():
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_saved_history_replays(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter,
+    settings = Settings(_env_file=None, payload_encryption_keys=new_payload_key("replay"))
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=data_converter(settings),
                         workflow_runner=WORKFLOW_RUNNER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None

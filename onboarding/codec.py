@@ -1,0 +1,181 @@
+"""Payloads encrypted before they leave the process, so that Temporal's database holds no
+readable organisation or contact data.
+
+Everything the platform hands Temporal passes through the data converter built here: workflow
+inputs and results, signals, updates, queries, activity arguments and results, workflow
+summaries, and failure messages and stack traces (which may quote an organisation). Each
+payload becomes one AES-256-GCM ciphertext of the whole original payload (its metadata too),
+tagged with the id of the key that encrypted it, as in Temporal's encryption samples:
+
+    metadata  encoding: binary/encrypted, encryption-key-id: <id>
+    data      12-byte random nonce + ciphertext (with its 16-byte tag)
+
+Keys come from PAYLOAD_ENCRYPTION_KEYS, by id: the current one encrypts, all of them decrypt,
+so a key is rotated without losing the histories written under the one before (README).
+A payload that is not `binary/encrypted` passes through unchanged: histories recorded before
+encryption, and `temporal workflow signal --input ...` sent without the codec server, still
+read. One that cannot be decrypted is an error naming its key id, never silently passed on.
+
+What Temporal must read itself stays in the clear: workflow ids and search attributes (the
+business registration number among them, a public registry identifier), signal and activity
+names, timestamps.
+
+A client without keys (a reviewer's laptop) uses the codec server instead
+(`onboarding.codec_server`, at TEMPORAL_CODEC_ENDPOINT), as the Web UI and the CLI do. One with
+neither reads what is in the clear and sends nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+
+import aiohttp
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    PayloadCodec,
+)
+
+from onboarding.config import Settings, payload_keys
+
+ENCRYPTED = b"binary/encrypted"
+KEY_ID = "encryption-key-id"
+# Random 96-bit nonces are safe for 2**32 payloads under one key (NIST SP 800-38D), far beyond
+# what the platform writes before a key is rotated.
+NONCE_SIZE = 12
+
+
+class PayloadEncryptionError(Exception):
+    """A payload that cannot be decrypted here, or that would leave unencrypted. The message
+    names the key id or the variable to set, never the payload's contents."""
+
+
+class PayloadEncryption(PayloadCodec):
+    """AES-256-GCM under the current key; decrypts under any key it holds, by id."""
+
+    def __init__(self, keys: Mapping[str, bytes], current_key_id: str) -> None:
+        if current_key_id not in keys:
+            raise ValueError(f"the current key id {current_key_id!r} is not among the keys")
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self._current = current_key_id
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        cipher = self._ciphers[self._current]
+        encoded = []
+        for payload in payloads:
+            nonce = os.urandom(NONCE_SIZE)
+            encoded.append(Payload(
+                metadata={"encoding": ENCRYPTED, KEY_ID: self._current.encode()},
+                data=nonce + cipher.encrypt(nonce, payload.SerializeToString(), None),
+            ))
+        return encoded
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return [self._decrypt(p) if p.metadata.get("encoding") == ENCRYPTED else p
+                for p in payloads]
+
+    def _decrypt(self, payload: Payload) -> Payload:
+        key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise PayloadEncryptionError(
+                f"payload encrypted under key id {key_id!r}, which is not in "
+                f"PAYLOAD_ENCRYPTION_KEYS (it holds {', '.join(self._ciphers)})")
+        nonce, ciphertext = payload.data[:NONCE_SIZE], payload.data[NONCE_SIZE:]
+        try:
+            return Payload.FromString(cipher.decrypt(nonce, ciphertext, None))
+        except (InvalidTag, ValueError):
+            raise PayloadEncryptionError(
+                f"payload under key id {key_id!r} fails authentication: altered, or encrypted "
+                "with another key of the same id") from None
+
+
+class CodecServerClient(PayloadCodec):
+    """Encrypts and decrypts through the codec server, for clients that hold no keys."""
+
+    def __init__(self, endpoint: str, auth_token: str | None = None) -> None:
+        self._endpoint = endpoint.rstrip("/")
+        self._headers = {"Content-Type": "application/json"}
+        if auth_token:
+            self._headers["Authorization"] = f"Bearer {auth_token}"
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return await self._call("encode", payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return await self._call("decode", payloads)
+
+    async def _call(self, operation: str, payloads: Sequence[Payload]) -> list[Payload]:
+        url = f"{self._endpoint}/{operation}"
+        body = json_format.MessageToJson(Payloads(payloads=payloads))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+            async with session.post(url, data=body, headers=self._headers) as response:
+                text = await response.text()
+                if response.status != 200:
+                    raise PayloadEncryptionError(
+                        f"the codec server at {url} answered {response.status}: {text[:200]}")
+        return list(json_format.Parse(text, Payloads()).payloads)
+
+
+class WithoutKeys(PayloadCodec):
+    """A process with neither keys nor a codec server: it reads what is in the clear (search
+    attributes, plaintext histories), and refuses to send anything, which would reach Temporal
+    unencrypted."""
+
+    _SET_ONE = "set PAYLOAD_ENCRYPTION_KEYS, or TEMPORAL_CODEC_ENDPOINT to use the codec server"
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        if payloads:
+            raise PayloadEncryptionError(f"refusing to send payloads to Temporal unencrypted: "
+                                         f"{self._SET_ONE}")
+        return []
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        if any(p.metadata.get("encoding") == ENCRYPTED for p in payloads):
+            raise PayloadEncryptionError(f"the payloads are encrypted: {self._SET_ONE}")
+        return list(payloads)
+
+
+def payload_encryption(settings: Settings) -> PayloadEncryption:
+    """The keys of PAYLOAD_ENCRYPTION_KEYS, encrypting under the one PAYLOAD_ENCRYPTION_KEY_ID
+    names, else the first."""
+    if not settings.payload_encryption_keys:
+        raise ValueError("PAYLOAD_ENCRYPTION_KEYS is not set")
+    keys = payload_keys(settings.payload_encryption_keys.get_secret_value())
+    return PayloadEncryption(keys, settings.payload_encryption_key_id or next(iter(keys)))
+
+
+def payload_codec(settings: Settings) -> PayloadCodec:
+    """The keys when this process has them, else the codec server when one is configured."""
+    if settings.payload_encryption_keys:
+        return payload_encryption(settings)
+    if settings.temporal_codec_endpoint:
+        token = settings.codec_auth_token
+        return CodecServerClient(settings.temporal_codec_endpoint,
+                                 token.get_secret_value() if token else None)
+    return WithoutKeys()
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """Pydantic models in and out of every workflow, activity, signal, update and query,
+    encrypted on their way to Temporal."""
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=payload_codec(settings),
+        # Failure messages and stack traces go into an encrypted payload too.
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+def new_payload_key(key_id: str) -> str:
+    """A fresh PAYLOAD_ENCRYPTION_KEYS entry: `<key_id>:<32 random bytes, base64>`."""
+    return f"{key_id}:{base64.b64encode(secrets.token_bytes(32)).decode()}"

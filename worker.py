@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.audit import AuditActivityFailures
+from activities.heartbeat import Heartbeats
 from activities.platform import PlatformActivities
 from onboarding.config import Settings, get_settings
 from onboarding.db import create_pool
@@ -41,7 +42,7 @@ def build_worker(client: Client, settings: Settings, activities: PlatformActivit
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
         activities=activities.all(),
-        interceptors=[ActivityLogContext(), AuditActivityFailures(activities.pool)],
+        interceptors=[ActivityLogContext(), AuditActivityFailures(activities.pool), Heartbeats()],
         workflow_runner=WORKFLOW_RUNNER,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
     )
@@ -61,6 +62,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     log = get_logger("worker")
     if not settings.key_issuance_secret:
         raise SystemExit("KEY_ISSUANCE_SECRET is not set: the worker cannot issue API keys")
+    if not settings.payload_encryption_keys:
+        raise SystemExit("PAYLOAD_ENCRYPTION_KEYS is not set: the worker would hand Temporal "
+                         "organisation and contact data unencrypted")
     client = await connect(settings, runtime=runtime_for(settings))
     pool = await create_pool(settings)
     try:

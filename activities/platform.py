@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 from temporalio import activity
@@ -51,6 +52,20 @@ log = get_logger("activities")
 _KEY_COLUMNS = "key_id, environment, display_prefix, scopes, expires_at, status"
 
 
+def _storable(value: Any) -> Any:
+    """`value` as PostgreSQL can keep it: its text cannot hold a NUL character, so each becomes
+    U+FFFD. What people send (a decision's note, the fields of a refused payload) reaches the
+    audit log and the outbox this way, instead of failing the write on every retry and so
+    holding the application up for good."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
 def _key_summary(row: asyncpg.Record) -> KeySummary:
     return KeySummary(
         key_id=str(row["key_id"]),
@@ -77,8 +92,8 @@ async def _audit(
         """INSERT INTO audit_log (entry_id, application_id, workflow_id, actor, action, outcome,
                                   reason, details)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (entry_id) DO NOTHING""",
-        entry_id, application_id, info.workflow_id, actor, action, outcome, reason or None,
-        details or {},
+        entry_id, application_id, info.workflow_id, _storable(actor), action, outcome,
+        _storable(reason) or None, _storable(details or {}),
     )
 
 
@@ -94,7 +109,8 @@ async def _upsert_organisation(conn: asyncpg.Connection, org: Organisation) -> N
                contact_emails = excluded.contact_emails,
                updated_at = now()""",
         org.business_registration_number, org.corporate_registration_number,
-        org.legal_name, org.representative, [str(e) for e in org.contact_emails],
+        _storable(org.legal_name), _storable(org.representative),
+        [str(e) for e in org.contact_emails],
     )
 
 
@@ -136,7 +152,7 @@ class PlatformActivities:
     async def look_up_staff_roles(self, lookup: StaffLookup) -> StaffRoles:
         rows = await self.pool.fetch(
             "SELECT role FROM staff_roles WHERE lower(staff_id) = lower($1) ORDER BY role",
-            lookup.staff_id,
+            _storable(lookup.staff_id),  # with a NUL, nobody's: no roles
         )
         return StaffRoles(roles=[r["role"] for r in rows])
 
@@ -281,9 +297,10 @@ class PlatformActivities:
                 """INSERT INTO audit_log (entry_id, application_id, workflow_id, actor, action,
                                           outcome, reason, details)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (entry_id) DO NOTHING""",
-                record.entry_id, record.application_id, record.workflow_id, record.actor,
-                record.action, record.outcome, record.reason or None,
-                json.loads(json.dumps(record.details, default=str)),
+                record.entry_id, record.application_id, record.workflow_id,
+                _storable(record.actor), record.action, record.outcome,
+                _storable(record.reason) or None,
+                _storable(json.loads(json.dumps(record.details, default=str))),
             )
             if record.step is not None:
                 await conn.execute(
@@ -308,6 +325,12 @@ class PlatformActivities:
     @activity.defn
     async def record_contract(self, record: ContractRecord) -> None:
         terms = record.terms
+        if "\x00" in terms.contract_number:  # an identifier: refused, not altered
+            raise ApplicationError(
+                "contract_number: contains a NUL character, which cannot be recorded",
+                type="UnstorableText",
+                non_retryable=True,
+            )
         async with self.pool.acquire() as conn, conn.transaction():
             existing = await conn.fetchrow(
                 """SELECT business_registration_number, application_id FROM contracts
@@ -476,14 +499,15 @@ class PlatformActivities:
             log.warning("notice has no recipients", notice_id=notice.notice_id,
                         template=notice.template, role=notice.recipient_role)
             return
-        subject, body = notices.render(notice.template, notice.language, notice.context)
+        context = _storable(notice.context)
+        subject, body = notices.render(notice.template, notice.language, context)
         async with self.pool.acquire() as conn, conn.transaction():
             written = await conn.fetchval(
                 """INSERT INTO notices (notice_id, application_id, template, language,
                        recipients, context) VALUES ($1, $2, $3, $4, $5, $6)
                    ON CONFLICT (notice_id) DO NOTHING RETURNING true""",
                 notice.notice_id, notice.application_id, notice.template, notice.language,
-                recipients, notice.context,
+                recipients, context,
             )
             if written:
                 await _audit(

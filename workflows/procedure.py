@@ -49,9 +49,12 @@ with workflow.unsafe.imports_passed_through():
     )
 
 # Activities that only read or record retry for as long as it takes (a database restart must
-# not fail an application); each attempt is bounded.
+# not fail an application); each attempt is bounded. The worker heartbeats for every running
+# attempt (activities/heartbeat.py): an attempt on a worker that died is retried elsewhere after
+# the heartbeat timeout, not after its start-to-close timeout.
 ACTIVITY = dict(
     start_to_close_timeout=timedelta(seconds=30),
+    heartbeat_timeout=timedelta(seconds=10),
     retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
 )
 

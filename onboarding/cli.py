@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 import starter
 from onboarding import search_attributes as sa
+from onboarding.codec import PayloadEncryptionError
 from onboarding.config import Settings, get_settings
 from onboarding.models import (
     ApiTestingDecision,
@@ -180,6 +181,8 @@ def _run(settings: Settings, work: Any) -> Any:
             _fail(f"no answer from Temporal in time: is a worker running on task queue "
                   f"{settings.temporal_task_queue}? ({err.message})")
         _fail(f"Temporal refused: {err.message}")
+    except PayloadEncryptionError as err:
+        _fail(f"cannot encrypt or decrypt: {err}")
     except RuntimeError as err:
         if not str(err).startswith("Failed client connect"):
             raise

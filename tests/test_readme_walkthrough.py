@@ -1,0 +1,207 @@
+"""The README's walkthrough, run as a new user would run it: `make up`'s stack, then every
+command of the walkthrough's `sh` blocks, in order, in a shell.
+
+- The stack is `python -m onboarding.devstack` (what `make up` runs once the virtual
+  environment exists), in a scratch directory holding the project's `examples/`, `starter.py`
+  and `Makefile`, with its own ports so that it runs beside anything else on the machine: the
+  README's fixed dev ports are rewritten to them.
+- A comment line right under a command is what the command prints: it must appear in its
+  output. Every command must succeed.
+- `temporal workflow signal` and `update` lines are sent when the application takes that
+  decision, as a person reading the UI's summary would; `openapi-onboarding decide` waits by
+  itself.
+- At the end both subscriptions and the publication are in production, both keys of each
+  subscription were mailed into the stack's Maildir, and Ctrl-C stops the whole stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from pathlib import Path
+
+
+from onboarding.config import Settings
+from onboarding.models import ApplicationStatus
+from onboarding.temporal_client import connect
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DEV_PORTS = {"temporal": 7233, "ui": 8233, "codec": 8081}
+
+
+@dataclass
+class Command:
+    line: str
+    expected: list[str] = field(default_factory=list)
+
+
+def walkthrough_commands(readme: str) -> list[Command]:
+    """Every line of the `sh` blocks from "## Walkthrough" up to the next top-level section."""
+    section = readme[readme.index("\n## Walkthrough"):]
+    section = section[:section.index("\n## ", 1)]
+    commands: list[Command] = []
+    for block in re.findall(r"```sh\n(.*?)```", section, flags=re.S):
+        previous_was_command = False
+        for line in block.splitlines():
+            if not line.strip():
+                previous_was_command = False
+            elif line.startswith("#"):
+                if previous_was_command:
+                    commands[-1].expected.append(line.lstrip("# ").strip())
+            else:
+                commands.append(Command(line))
+                previous_was_command = True
+    return commands
+
+
+def test_the_walkthrough_is_read_as_commands_and_expected_output():
+    commands = walkthrough_commands(README.read_text())
+    lines = [c.line for c in commands]
+    assert lines[0] == "source .venv/bin/activate"
+    assert any(line.startswith("openapi-onboarding decide $W production_switch") for line in lines)
+    assert any(line.startswith("temporal workflow signal --workflow-id $H") for line in lines)
+    submitted = [c for c in commands if c.line.startswith(("openapi-onboarding submit",
+                                                           "python starter.py"))]
+    assert len(submitted) == 4 and all(c.expected[0].startswith("submitted: ") for c in submitted)
+
+
+# --- the stack ---------------------------------------------------------------------------------
+
+
+class Stack:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ports = {"temporal": free_port(), "ui": free_port(), "codec": free_port()}
+        self.env = {
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("TEMPORAL_", "DATABASE_URL", "PAYLOAD_", "CODEC_"))},
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "TEMPORAL_ADDRESS": f"127.0.0.1:{self.ports['temporal']}",
+            "TEMPORAL_UI_PORT": str(self.ports["ui"]),
+            "CODEC_SERVER_PORT": str(self.ports["codec"]),
+            "DEV_MAIL_PORT": str(free_port()),
+            "METRICS_PORT": "0",
+            "COLUMNS": "160",
+        }
+        self.process: subprocess.Popen | None = None
+        self.log = workdir / "devstack.log"
+
+    def start(self) -> None:
+        for name in ("examples", "starter.py", "Makefile"):
+            (self.workdir / name).symlink_to(ROOT / name)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "onboarding.devstack"], cwd=self.workdir, env=self.env,
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while "Open API onboarding platform is up" not in self.output():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the dev stack did not come up:\n{self.output()}")
+            time.sleep(0.2)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def settings(self) -> Settings:
+        """What a second terminal in the scratch directory reads (`.data/dev.env`)."""
+        cwd = Path.cwd()
+        os.chdir(self.workdir)
+        try:
+            return Settings(_env_file=(".data/dev.env",),
+                            temporal_address=self.env["TEMPORAL_ADDRESS"])
+        finally:
+            os.chdir(cwd)
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise AssertionError(f"Ctrl-C did not stop the dev stack:\n{self.output()}") from None
+
+    def rewrite_ports(self, line: str) -> str:
+        for name, port in DEV_PORTS.items():
+            line = line.replace(f"localhost:{port}", f"127.0.0.1:{self.ports[name]}")
+        return line
+
+
+# --- running the walkthrough -------------------------------------------------------------------
+
+ASSIGNMENT = re.compile(r"^(?:export\s+)?([A-Z_][A-Z0-9_]*)=(\S+)$")
+SENT_BY_TEMPORAL_CLI = re.compile(
+    r"^temporal workflow (?:signal|update execute) --workflow-id (\S+) --name (\S+)")
+
+
+async def status(client, application_id: str) -> ApplicationStatus:
+    return await client.get_workflow_handle(application_id).query(
+        "status", result_type=ApplicationStatus)
+
+
+async def until_it_takes(client, application_id: str, decision: str) -> None:
+    """What a person does before sending a signal: look until the step takes the decision."""
+    last = None
+    async with asyncio.timeout(60):
+        while True:
+            last = await status(client, application_id)
+            if decision in last.takes:
+                return
+            await asyncio.sleep(0.2)
+
+
+def mail_text(path: Path) -> str:
+    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    return "\n".join(part.get_content() for part in message.walk()
+                     if part.get_content_maintype() == "text")
+
+
+def run_in_shell(line: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", line], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+async def test_the_readme_walkthrough_runs_from_submission_to_production(tmp_path):
+    commands = walkthrough_commands(README.read_text())
+    stack = Stack(tmp_path)
+    await asyncio.to_thread(stack.start)
+    try:
+        client = await connect(stack.settings())
+        env = dict(stack.env)
+        for command in commands:
+            line = stack.rewrite_ports(command.line)
+            if line == "source .venv/bin/activate":
+                continue  # the test's interpreter is the virtual environment's
+            if assignment := ASSIGNMENT.match(line):
+                env[assignment[1]] = assignment[2]
+                continue
+            if sent := SENT_BY_TEMPORAL_CLI.match(line):
+                application_id = env.get(sent[1].removeprefix("$"), sent[1])
+                await until_it_takes(client, application_id, sent[2])
+            done = await asyncio.to_thread(run_in_shell, line, env, tmp_path)
+            shown = f"$ {command.line}\n{done.stdout}{done.stderr}"
+            assert done.returncode == 0, shown
+            for expected in command.expected:
+                assert expected in done.stdout, shown
+
+        ids = {name: env[name] for name in ("W", "H", "P", "B")}
+        final = {name: await status(client, i) for name, i in ids.items()}
+        for name, s in final.items():
+            assert s.step == "in_production" and s.outcome == "in_production", (name, s)
+        for name in ("W", "H", "B"):
+            assert sorted(k.environment for k in final[name].keys) == ["production", "sandbox"]
+            prefixes = [k.display_prefix for k in final[name].keys]
+            mail = "\n".join(mail_text(p) for p in (tmp_path / ".data" / "mail" / "new").iterdir())
+            assert all(prefix in mail for prefix in prefixes), (name, prefixes)
+    finally:
+        code = await asyncio.to_thread(stack.stop)
+    assert code == 0, stack.output()
+    assert "dev stack stopped" in stack.output()

@@ -20,6 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.audit import AuditActivityFailures
 from activities.heartbeat import Heartbeats
 from activities.platform import PlatformActivities
+from onboarding.codec import for_worker
 from onboarding.config import Settings, get_settings
 from onboarding.db import create_pool
 from onboarding.logs import ActivityLogContext, configure_logging, get_logger
@@ -37,6 +38,8 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 
 def build_worker(client: Client, settings: Settings, activities: PlatformActivities) -> Worker:
+    # The client's connection, with the worker's tolerance of undecryptable payloads.
+    client = Client(**{**client.config(), "data_converter": for_worker(client.data_converter)})
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,

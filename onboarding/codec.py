@@ -46,6 +46,9 @@ from temporalio.converter import (
 )
 
 from onboarding.config import Settings, payload_keys
+from onboarding.logs import get_logger
+
+log = get_logger("codec")
 
 ENCRYPTED = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -62,11 +65,22 @@ class PayloadEncryptionError(Exception):
 class PayloadEncryption(PayloadCodec):
     """AES-256-GCM under the current key; decrypts under any key it holds, by id."""
 
-    def __init__(self, keys: Mapping[str, bytes], current_key_id: str) -> None:
+    def __init__(self, keys: Mapping[str, bytes], current_key_id: str, *,
+                 pass_undecryptable: bool = False) -> None:
         if current_key_id not in keys:
             raise ValueError(f"the current key id {current_key_id!r} is not among the keys")
+        self._keys = dict(keys)
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self._current = current_key_id
+        self._pass_undecryptable = pass_undecryptable
+
+    def for_worker(self) -> PayloadEncryption:
+        """The same keys, but a payload that cannot be decrypted is passed on as it is (and
+        logged with the reason) instead of raising. In a worker a raise would fail every
+        workflow task of the application, so that one bad signal (sent with another key, or
+        altered) would wedge it; passed on, the workflow refuses it on the record as a
+        malformed decision. Anything else left encrypted fails to decode, visibly, as before."""
+        return PayloadEncryption(self._keys, self._current, pass_undecryptable=True)
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         cipher = self._ciphers[self._current]
@@ -80,8 +94,17 @@ class PayloadEncryption(PayloadCodec):
         return encoded
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        return [self._decrypt(p) if p.metadata.get("encoding") == ENCRYPTED else p
+        return [self._decrypt_or_pass(p) if p.metadata.get("encoding") == ENCRYPTED else p
                 for p in payloads]
+
+    def _decrypt_or_pass(self, payload: Payload) -> Payload:
+        try:
+            return self._decrypt(payload)
+        except PayloadEncryptionError as err:
+            if not self._pass_undecryptable:
+                raise
+            log.warning("payload cannot be decrypted: passed on encrypted", reason=str(err))
+            return payload
 
     def _decrypt(self, payload: Payload) -> Payload:
         key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
@@ -174,6 +197,14 @@ def data_converter(settings: Settings) -> DataConverter:
         # Failure messages and stack traces go into an encrypted payload too.
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
+
+
+def for_worker(converter: DataConverter) -> DataConverter:
+    """`converter` as a worker uses it (see PayloadEncryption.for_worker)."""
+    codec = converter.payload_codec
+    if not isinstance(codec, PayloadEncryption):
+        return converter
+    return dataclasses.replace(converter, payload_codec=codec.for_worker())
 
 
 def new_payload_key(key_id: str) -> str:

@@ -32,6 +32,7 @@ from onboarding.codec import (
     PayloadEncryptionError,
     WithoutKeys,
     data_converter,
+    for_worker,
     new_payload_key,
 )
 from onboarding.codec_server import start_codec_server
@@ -106,6 +107,20 @@ async def test_an_altered_payload_is_an_error_naming_its_key_id():
     for unreadable in (altered, same_id_other_key, Payload(metadata=written.metadata, data=b"")):
         with pytest.raises(PayloadEncryptionError, match="key id 'k1' fails authentication"):
             await data_converter(settings).decode([unreadable])
+
+
+async def test_a_worker_passes_an_undecryptable_payload_on_for_the_workflow_to_refuse():
+    """In a worker a raise would fail every workflow task of the application (one bad signal
+    would wedge it); the payload goes on encrypted, and the workflow refuses it on the record."""
+    written, = await data_converter(keyring("other")).encode(["Kim Minsu"])
+    settings = keyring("k1")
+    worker = for_worker(data_converter(settings))
+
+    assert await worker.payload_codec.decode([written]) == [written]
+    readable, = await data_converter(settings).encode(["Kim Minsu"])
+    assert await worker.decode([readable]) == ["Kim Minsu"]
+    with pytest.raises(PayloadEncryptionError):  # everywhere else it is an error
+        await data_converter(settings).decode([written])
 
 
 async def test_payloads_in_the_clear_pass_through():

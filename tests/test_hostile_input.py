@@ -298,8 +298,27 @@ async def test_payloads_no_typed_client_sends_are_refused_on_the_record(target: 
     with pytest.raises(WorkflowUpdateFailedError):  # the update's validator refuses it
         await target.handle.execute_update("final_approval", decision(SALES, outcome="approve"),
                                            result_type=DecisionOutcome)
-    # A name no handler has: the SDK keeps it unread; the application goes on undisturbed.
-    await target.handle.signal("pre_verificaton", well_formed)
+    await target.check_the_record_and_carry_on()
+
+
+async def test_a_signal_no_handler_takes_is_refused_on_the_record(target: Target):
+    """A misspelt decision is not kept unread by the SDK: whoever sent it sees it refused."""
+    await target.handle.signal("pre_verificaton", decision(REVIEWER, outcome="approve",
+                                                           criteria=CRITERIA_HOLD))
+    target.sent += 1
+    last = (await target.recorded(target.sent)).decisions[-1]
+    assert (last.kind, last.applied, last.decided_by) == ("pre_verificaton", False, REVIEWER)
+    assert last.reason.startswith("pre_verificaton is not a decision of a subscription "
+                                  "application (this step takes pre_verification")
+    audited = None
+    async with asyncio.timeout(WAIT):  # the status shows it as the audit record is written
+        while audited is None:
+            audited = await target.pool.fetchval(
+                """SELECT reason FROM audit_log WHERE application_id = $1
+                     AND action = 'pre_verificaton' AND outcome = 'refused'""",
+                target.application.application_id)
+            await asyncio.sleep(0.02)
+    assert audited == last.reason
     await target.check_the_record_and_carry_on()
 
 
@@ -337,10 +356,6 @@ async def test_the_cli_sends_what_is_not_json(target: Target, dev_server):
     await target.check_the_record_and_carry_on()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "finding: a signal whose payload claims `binary/encrypted` but does not decrypt makes the "
-    "codec raise while the SDK decodes the activation: every workflow task fails, the "
-    "application answers no query and takes no decision until terminated"))
 async def test_a_payload_claiming_to_be_encrypted_is_refused_on_the_record(target: Target,
                                                                            dev_server):
     if dev_server.client.data_converter.payload_codec is None:
@@ -361,6 +376,7 @@ async def test_a_payload_claiming_to_be_encrypted_is_refused_on_the_record(targe
         assert await workflow_task_failures(target.handle) == 0
         last = (await target.recorded(target.sent)).decisions[-1]
         assert not last.applied and last.reason.startswith("malformed pre_verification: ")
+        assert "encrypted under key id 'test', which the platform cannot decrypt" in last.reason
     except BaseException:
         await target.handle.terminate("wedged by an undecryptable signal (test)")
         raise

@@ -78,6 +78,28 @@ async def withdrawn_after_sandbox_key(handle, form) -> None:
     await drive.signal_at(handle, "sandbox_testing", "withdraw", d(applicant, note="project stopped"))
 
 
+async def misspelt_signal_then_production(handle, form) -> None:
+    """A reviewer misspells a signal's name (released before such signals were recorded)."""
+    applicant = form["organisation"]["contact_emails"][0]
+    d = fixtures.decision
+    await drive.wait_for_step(handle, "pre_verification")
+    await handle.signal("pre_verificaton", d(fixtures.REVIEWER, outcome="approve",
+                                             criteria=fixtures.CRITERIA_HOLD))
+    for step, kind, payload in [
+        ("pre_verification", "pre_verification",
+         d(fixtures.REVIEWER, outcome="approve", criteria=fixtures.CRITERIA_HOLD)),
+        ("platform_contract", "platform_contract",
+         d(fixtures.PLATFORM, outcome="signed", eligibility_confirmed=True,
+           contract=fixtures.contract())),
+        ("final_approval", "final_approval", d(fixtures.APPROVER, outcome="approve")),
+        ("sandbox_testing", "sandbox_testing_complete", d(applicant)),
+        ("sandbox_verification", "sandbox_verification", d(fixtures.PLATFORM, outcome="approve")),
+        ("production_switch", "production_switch",
+         d(fixtures.APPROVER, outcome="approve", service_contract=fixtures.contract())),
+    ]:
+        await drive.signal_at(handle, step, kind, payload)
+
+
 def subscription(apis: list[str], drive_it):
     async def scenario(client, settings, name: str) -> dict[str, WorkflowHandle]:
         form = fixtures.subscription_form(apis=apis)
@@ -143,6 +165,8 @@ SCENARIOS = {
     "subscription_withdrawn_after_sandbox_key": subscription(
         ["account-balance"], withdrawn_after_sandbox_key),
     "publication_production_via_subscription": publication_to_production,
+    "subscription_misspelt_signal_before_unknown_signals_were_recorded": subscription(
+        ["account-balance"], misspelt_signal_then_production),
 }
 
 

@@ -17,7 +17,8 @@ Deterministic: it talks to the world only through activities.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
@@ -344,7 +345,12 @@ class Procedure:
         being dropped by the SDK with only a log line.
         """
         data: Any = None
+        metadata = payload.payload.metadata
         try:
+            if metadata.get("encoding") == b"binary/encrypted":  # the worker could not decrypt it
+                key_id = metadata.get("encryption-key-id", b"").decode(errors="replace")[:40]
+                raise ValueError(f"encrypted under key id {key_id!r}, which the platform cannot "
+                                 "decrypt (another key, or altered)")
             data = workflow.payload_converter().from_payload(payload.payload)
             return model.model_validate(data)
         except ValidationError as err:
@@ -354,8 +360,28 @@ class Procedure:
             )
         except Exception as err:  # not decodable at all
             problem = f"(payload): cannot be read: {err}"
+        await self._refuse_unread(kind, data, f"malformed {kind}: {problem}")
+        return None
+
+    async def refuse_unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """A signal no handler takes (a misspelt decision, say) is refused on the record, so
+        that whoever sent it sees it was not applied, instead of the SDK keeping it unread."""
+        # Applications started before this was deployed kept such signals unread: their
+        # histories must replay as they were written.
+        if not workflow.patched("refuse-unknown-signals"):
+            return
+        data: Any = None
+        with contextlib.suppress(Exception):
+            data = workflow.payload_converter().from_payload(args[0].payload) if args else None
+        kinds = ", ".join(self._expected) or "no decision now"
+        await self._refuse_unread(
+            name[:100], data,
+            f"{name[:100]} is not a decision of a {self.kind} application (this step takes "
+            f"{kinds}; see the signal names in the UI or `openapi-onboarding --help`)")
+
+    async def _refuse_unread(self, kind: str, data: Any, reason: str) -> None:
         fields = data if isinstance(data, dict) else {}
-        reason = f"malformed {kind}: {problem}"[:2000]
+        reason = reason[:2000]
         async with self._lock:  # on the record in the order received, like every decision
             self.decisions.append(
                 DecisionRecord(
@@ -372,7 +398,6 @@ class Procedure:
             await self.record(kind, "refused",
                               actor=str(fields.get("decided_by") or "unknown")[:200],
                               reason=reason)
-        return None
 
     def validate(self, kind: str, decision: Decision) -> None:
         """An update validator: refuse, before anything is written, what would not apply."""

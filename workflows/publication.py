@@ -19,6 +19,8 @@ subscription process (`workflows/procedure.py`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError
@@ -308,6 +310,10 @@ class PublicationWorkflow:
     async def service_launched_signal(self, payload: RawValue) -> None:
         if d := await self.procedure.parse("service_launched", ServiceLaunched, payload):
             await self._decide("service_launched", d)
+
+    @workflow.signal(dynamic=True, description="Any other signal: not a decision of this process, refused on the record.")
+    async def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        await self.procedure.refuse_unknown_signal(name, args)
 
     @workflow.signal(name="withdraw", description="Provider: withdraw the API before production; it leaves the catalogue.")
     async def withdraw_signal(self, payload: RawValue) -> None:

@@ -18,6 +18,7 @@ in rejection; a step waiting on the applicant lapses when left idle.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio import workflow
@@ -479,6 +480,10 @@ class SubscriptionWorkflow:
     @production_switch_update.validator
     def _v_production_switch(self, d: ProductionSwitchDecision) -> None:
         self.procedure.validate("production_switch", d)
+
+    @workflow.signal(dynamic=True, description="Any other signal: not a decision of this process, refused on the record.")
+    async def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        await self.procedure.refuse_unknown_signal(name, args)
 
     @workflow.signal(name="withdraw", description="Applicant: withdraw the application; issued keys are revoked.")
     async def withdraw_signal(self, payload: RawValue) -> None:

@@ -6,6 +6,7 @@ A refusal names each field and the rule it breaks, and nothing is started.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -59,7 +60,35 @@ def application_id_for(business_registration_number: str, service_name: str) -> 
     return f"subscription-{business_registration_number}-{digest[:12]}"
 
 
+# C0 control characters other than tab, line feed and carriage return, and DEL. NUL cannot
+# be stored in PostgreSQL text at all; the others have no place in names and descriptions and
+# would reach notices and the reviewers' screens.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _control_characters(value: Any, path: str = "") -> list[Refusal]:
+    """Every text in the submission (keys too) holding a control character, by its path."""
+    if isinstance(value, str):
+        found = _CONTROL.search(value)
+        return [Refusal(path or "(submission)", "control_characters",
+                        f"contains the control character U+{ord(found.group()):04X}")] if found else []
+    if isinstance(value, dict):
+        refusals = []
+        for key, item in value.items():
+            shown = _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", str(key))
+            where = f"{path}.{shown}".lstrip(".")
+            if isinstance(key, str) and _CONTROL.search(key):
+                refusals += _control_characters(key, f"{where} (the name)")
+            refusals += _control_characters(item, where)
+        return refusals
+    if isinstance(value, list):
+        return [r for i, v in enumerate(value) for r in _control_characters(v, f"{path}.{i}")]
+    return []
+
+
 def _form(model: type[F], raw: dict[str, Any]) -> F:
+    if refusals := _control_characters(raw)[:20]:
+        raise SubmissionRefused(refusals)
     try:
         return model.model_validate(raw)
     except ValidationError as err:

@@ -55,7 +55,7 @@ from onboarding.models import (
     SubscriptionApplication,
     Withdrawal,
 )
-from onboarding.submission import prepare_subscription
+from onboarding.submission import SubmissionRefused, prepare_subscription
 from tests import drive, fixtures
 from tests.fixtures import CRITERIA_HOLD, REVIEWER, REVIEWER_AND_APPROVER, SALES, decision
 from tests.test_subscription import applicant, approval
@@ -411,14 +411,32 @@ async def test_decisions_for_a_closed_application_change_nothing(target: Target)
 # --- a submission ------------------------------------------------------------------------------
 
 
-async def test_a_submission_carrying_nul_characters_is_recorded(dev_server, run_worker, settings,
-                                                                 pool, task_queue):
-    """Submission checks shapes and registration numbers, not characters: a NUL in a name
-    reaches the activities, which must record it (as U+FFFD) rather than fail forever."""
+def test_a_submission_carrying_control_characters_is_refused_naming_each_field(settings):
     form = fixtures.subscription_form(["account-balance"])
     form["organisation"]["legal_name"] = "Null\x00 Byte Co., Ltd."
-    form["service"]["name"] = "Robo\x00advisor"
-    application = prepare_subscription(form, settings)
+    form["service"]["name"] = "Robo\x1b[31madvisor"
+    form["service"]["description"] = "Two lines\nand a\ttab are fine"
+    with pytest.raises(SubmissionRefused) as refused:
+        prepare_subscription(form, settings)
+    assert [(r.field, r.rule, r.message) for r in refused.value.refusals] == [
+        ("organisation.legal_name", "control_characters",
+         "contains the control character U+0000"),
+        ("service.name", "control_characters", "contains the control character U+001B"),
+    ]
+
+
+async def test_an_application_started_past_the_submission_checks_with_nul_is_recorded(
+    dev_server, run_worker, settings, pool, task_queue
+):
+    """A service starting a workflow with the SDK directly skips the submission checks: a NUL
+    in a name reaches the activities, which must record it (as U+FFFD) rather than fail
+    forever and hold the application up."""
+    checked = prepare_subscription(fixtures.subscription_form(["account-balance"]), settings)
+    application = checked.model_copy(update={
+        "organisation": checked.organisation.model_copy(
+            update={"legal_name": "Null\x00 Byte Co., Ltd."}),
+        "service": checked.service.model_copy(update={"name": "Robo\x00advisor"}),
+    })
     async with run_worker(dev_server.client):
         handle = await starter.start_application(
             dev_server.client, settings.model_copy(update={"temporal_task_queue": task_queue}),

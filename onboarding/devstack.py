@@ -7,7 +7,7 @@
 3. The migrations, and a demo catalogue and staff roster (`onboarding/dev_seed.sql`).
 4. A local SMTP server keeping every notice and delivered key in `.data/mail/`.
 5. The codec server on :8081 (localhost only), for the Web UI and the `temporal` CLI.
-6. The worker, with readable logs.
+6. The worker, with readable logs, and the key verification endpoint on :8090 (localhost).
 
 `.data/dev.env` is written for other terminals (starter.py, the reviewer's commands): it holds
 the embedded database's URL and the payload encryption keys. The key-issuance secret and the
@@ -31,6 +31,7 @@ from pathlib import Path
 import asyncpg
 from pydantic import SecretStr
 
+from onboarding import gateway
 from onboarding import search_attributes as sa
 from onboarding.codec import new_payload_key
 from onboarding.codec_server import start_codec_server
@@ -122,6 +123,7 @@ def banner(settings: Settings) -> str:
     Temporal Web UI   {ui}/namespaces/{settings.temporal_namespace}/workflows
     Temporal server   {settings.temporal_address}   (namespace {settings.temporal_namespace})
     Codec server      {codec_endpoint(settings)}   (decrypts payloads for the UI and the CLI)
+    Key verification  http://localhost:{settings.gateway_port}/v1/keys/verify   (for the API gateway)
     Mailbox           {settings.data_dir}/mail/new   (notices and delivered keys)
     Environment       {settings.data_dir}/dev.env    (read by starter.py)
 
@@ -147,9 +149,12 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    if _port_open("127.0.0.1", settings.codec_server_port):
-        raise SystemExit(f"something already listens on port {settings.codec_server_port}: "
-                         "stop it, or set CODEC_SERVER_PORT")
+    for port, variable in ((settings.codec_server_port, "CODEC_SERVER_PORT"),
+                           (settings.gateway_port, "GATEWAY_PORT"),
+                           (settings.dev_mail_port, "DEV_MAIL_PORT")):
+        if _port_open("127.0.0.1", port):
+            raise SystemExit(f"something already listens on port {port}: stop it, or set "
+                             f"{variable}")
     keys = settings.payload_encryption_keys or SecretStr(
         payload_encryption_keys(settings.data_dir))
     temporal = start_temporal(settings)
@@ -192,7 +197,9 @@ async def main() -> None:
         (settings.data_dir / "dev.env").write_text(dev_env)
         (settings.data_dir / "dev.env").chmod(0o600)
         print(banner(settings), file=sys.stderr, flush=True)
-        await run_worker(worker_settings, stop)
+        async with asyncio.TaskGroup() as platform:  # one failing stops the other
+            platform.create_task(run_worker(worker_settings, stop))
+            platform.create_task(gateway.serve(worker_settings, stop))
     finally:
         log.info("stopping the dev stack")
         if mail:

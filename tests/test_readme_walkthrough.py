@@ -6,7 +6,8 @@ command of the walkthrough's `sh` blocks, in order, in a shell.
   and `Makefile`, with its own ports so that it runs beside anything else on the machine: the
   README's fixed dev ports are rewritten to them.
 - A comment line right under a command is what the command prints: it must appear in its
-  output. Every command must succeed.
+  output (up to a trailing ` ...`). Every command must succeed.
+- A variable a line sets (`W=...`, `KEY=$(...)`) is kept for the lines after it.
 - `temporal workflow signal` and `update` lines are sent when the application takes that
   decision, as a person reading the UI's summary would; `openapi-onboarding decide` waits by
   itself.
@@ -35,7 +36,7 @@ from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-DEV_PORTS = {"temporal": 7233, "ui": 8233, "codec": 8081}
+DEV_PORTS = {"temporal": 7233, "ui": 8233, "codec": 8081, "gateway": 8090}
 
 
 @dataclass
@@ -80,7 +81,8 @@ def test_the_walkthrough_is_read_as_commands_and_expected_output():
 class Stack:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.ports = {"temporal": free_port(), "ui": free_port(), "codec": free_port()}
+        self.ports = {"temporal": free_port(), "ui": free_port(), "codec": free_port(),
+                      "gateway": free_port()}
         self.env = {
             **{k: v for k, v in os.environ.items()
                if not k.startswith(("TEMPORAL_", "DATABASE_URL", "PAYLOAD_", "CODEC_"))},
@@ -88,6 +90,7 @@ class Stack:
             "TEMPORAL_ADDRESS": f"127.0.0.1:{self.ports['temporal']}",
             "TEMPORAL_UI_PORT": str(self.ports["ui"]),
             "CODEC_SERVER_PORT": str(self.ports["codec"]),
+            "GATEWAY_PORT": str(self.ports["gateway"]),
             "DEV_MAIL_PORT": str(free_port()),
             "METRICS_PORT": "0",
             "COLUMNS": "160",
@@ -137,7 +140,7 @@ class Stack:
 
 # --- running the walkthrough -------------------------------------------------------------------
 
-ASSIGNMENT = re.compile(r"^(?:export\s+)?([A-Z_][A-Z0-9_]*)=(\S+)$")
+ASSIGNMENT = re.compile(r"^(?:export\s+)?([A-Z_][A-Z0-9_]*)=")
 SENT_BY_TEMPORAL_CLI = re.compile(
     r"^temporal workflow (?:signal|update execute) --workflow-id (\S+) --name (\S+)")
 
@@ -180,8 +183,12 @@ async def test_the_readme_walkthrough_runs_from_submission_to_production(tmp_pat
             line = stack.rewrite_ports(command.line)
             if line == "source .venv/bin/activate":
                 continue  # the test's interpreter is the virtual environment's
-            if assignment := ASSIGNMENT.match(line):
-                env[assignment[1]] = assignment[2]
+            if assignment := ASSIGNMENT.match(line):  # keep the variable for what follows
+                name = assignment[1]
+                done = await asyncio.to_thread(
+                    run_in_shell, f'{line}\nprintf %s "${name}"', env, tmp_path)
+                assert done.returncode == 0 and done.stdout, f"$ {line}\n{done.stderr}"
+                env[name] = done.stdout
                 continue
             if sent := SENT_BY_TEMPORAL_CLI.match(line):
                 application_id = env.get(sent[1].removeprefix("$"), sent[1])
@@ -190,7 +197,7 @@ async def test_the_readme_walkthrough_runs_from_submission_to_production(tmp_pat
             shown = f"$ {command.line}\n{done.stdout}{done.stderr}"
             assert done.returncode == 0, shown
             for expected in command.expected:
-                assert expected in done.stdout, shown
+                assert expected.removesuffix(" ...") in done.stdout, shown
 
         ids = {name: env[name] for name in ("W", "H", "P", "B")}
         final = {name: await status(client, i) for name, i in ids.items()}

@@ -12,6 +12,11 @@ WORKDIR /app
 # dependencies; worker.py also stays here to be run as a script.
 COPY . .
 RUN pip install --no-cache-dir .
+# Bytecode for the code that runs from /app (worker.py imports workflows/ and onboarding/ from
+# here, not from site-packages), which nothing would write otherwise (PYTHONDONTWRITEBYTECODE,
+# and /app is read-only to the worker). The workflow sandbox imports the workflow modules anew
+# for every workflow it runs: without bytecode, it compiles them from source each time.
+RUN python -m compileall -q /app
 
 # Runs unprivileged; the code under /app stays owned by root, so read-only to the process.
 RUN useradd --system --uid 10001 --user-group --create-home app

@@ -70,8 +70,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                          "organisation and contact data unencrypted")
     client = await connect(settings, runtime=runtime_for(settings))
     pool = await create_pool(settings)
+    activities = PlatformActivities(pool, settings)
     try:
-        worker = build_worker(client, settings, PlatformActivities(pool, settings))
+        worker = build_worker(client, settings, activities)
         log.info(
             "worker started",
             temporal=settings.temporal_address,
@@ -83,6 +84,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             await stop.wait()
             log.info("worker stopping: letting running activities finish")
     finally:
+        await activities.aclose()
         await pool.close()
     log.info("worker stopped")
 

@@ -118,6 +118,12 @@ class PlatformActivities:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
         self.settings = settings
+        self.mailer = notices.Mailer(settings)
+
+    async def aclose(self) -> None:
+        """Close what the activities keep open between runs (SMTP connections); the pool is
+        the caller's."""
+        await self.mailer.aclose()
 
     # --- catalogue, staff, applications --------------------------------------------------
 
@@ -292,22 +298,22 @@ class PlatformActivities:
 
     @activity.defn
     async def record_progress(self, record: ProgressRecord) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                """INSERT INTO audit_log (entry_id, application_id, workflow_id, actor, action,
+        # One statement, so one round trip (the most frequent activity): the entry and the
+        # step change commit together, as a transaction of two statements would.
+        await self.pool.execute(
+            """WITH entry AS (
+                   INSERT INTO audit_log (entry_id, application_id, workflow_id, actor, action,
                                           outcome, reason, details)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (entry_id) DO NOTHING""",
-                record.entry_id, record.application_id, record.workflow_id,
-                _storable(record.actor), record.action, record.outcome,
-                _storable(record.reason) or None,
-                _storable(json.loads(json.dumps(record.details, default=str))),
-            )
-            if record.step is not None:
-                await conn.execute(
-                    """UPDATE applications SET current_step = $2, status = coalesce($3, status),
-                           updated_at = now() WHERE application_id = $1""",
-                    record.application_id, record.step, record.status,
-                )
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (entry_id) DO NOTHING)
+               UPDATE applications SET current_step = $9, status = coalesce($10, status),
+                   updated_at = now()
+               WHERE application_id = $2 AND $9::text IS NOT NULL""",
+            record.entry_id, record.application_id, record.workflow_id,
+            _storable(record.actor), record.action, record.outcome,
+            _storable(record.reason) or None,
+            _storable(json.loads(json.dumps(record.details, default=str))),
+            record.step, record.status,
+        )
 
     # --- contracts and licences ----------------------------------------------------------
 
@@ -419,9 +425,9 @@ class PlatformActivities:
                      "display_prefix": summary.display_prefix, "scopes": issuance.scopes},
                 )
             summary = _key_summary(row)
-        delivered = await self.pool.fetchval(
-            "SELECT status = 'sent' FROM notices WHERE notice_id = $1", notice_id
-        )
+            delivered = await conn.fetchval(
+                "SELECT status = 'sent' FROM notices WHERE notice_id = $1", notice_id
+            )
         if not delivered:
             if not self.settings.smtp_host:
                 # The key can only reach the applicant by mail; wait (retrying) for SMTP.
@@ -437,11 +443,10 @@ class PlatformActivities:
                     "expires_at": summary.expires_at.date().isoformat(),
                 },
             )
-            await notices.send_mail(
-                self.settings,
+            await self.mailer.send(
                 notices.build_message(
                     self.settings, notice_id, issuance.recipients, subject, body
-                ),
+                )
             )
             await self._mark_sent(notice_id, issuance.application_id, "api_key_delivery")
         log.info("api key issued", key_id=summary.key_id, environment=summary.environment,
@@ -475,71 +480,82 @@ class PlatformActivities:
 
     @activity.defn
     async def send_notice(self, notice: Notice) -> None:
-        recipients = list(notice.recipients)
-        if notice.recipient_role:
-            recipients += [
-                r["staff_id"]
-                for r in await self.pool.fetch(
-                    "SELECT staff_id FROM staff_roles WHERE role = $1 ORDER BY staff_id",
-                    notice.recipient_role.value,
-                )
-            ]
-        if notice.to_member_companies:
-            recipients += [
-                r["contact"]
-                for r in await self.pool.fetch(
-                    """SELECT DISTINCT unnest(o.contact_emails) AS contact
-                       FROM organisations o JOIN api_catalogue c
-                         ON c.provider_business_registration_number = o.business_registration_number
-                       WHERE c.stage <> 'withdrawn'"""
-                )
-            ]
-        recipients = sorted(set(recipients))
-        if not recipients:
-            log.warning("notice has no recipients", notice_id=notice.notice_id,
-                        template=notice.template, role=notice.recipient_role)
-            return
-        context = _storable(notice.context)
-        subject, body = notices.render(notice.template, notice.language, context)
-        async with self.pool.acquire() as conn, conn.transaction():
-            written = await conn.fetchval(
-                """INSERT INTO notices (notice_id, application_id, template, language,
-                       recipients, context) VALUES ($1, $2, $3, $4, $5, $6)
-                   ON CONFLICT (notice_id) DO NOTHING RETURNING true""",
+        # Lookups and the outbox write on one connection, the outbox write as one statement:
+        # round trips are most of an activity's cost to the worker and to PostgreSQL.
+        async with self.pool.acquire() as conn:
+            recipients = list(notice.recipients)
+            if notice.recipient_role:
+                recipients += [
+                    r["staff_id"]
+                    for r in await conn.fetch(
+                        "SELECT staff_id FROM staff_roles WHERE role = $1 ORDER BY staff_id",
+                        notice.recipient_role.value,
+                    )
+                ]
+            if notice.to_member_companies:
+                recipients += [
+                    r["contact"]
+                    for r in await conn.fetch(
+                        """SELECT DISTINCT unnest(o.contact_emails) AS contact
+                           FROM organisations o JOIN api_catalogue c
+                             ON c.provider_business_registration_number =
+                                o.business_registration_number
+                           WHERE c.stage <> 'withdrawn'"""
+                    )
+                ]
+            recipients = sorted(set(recipients))
+            if not recipients:
+                log.warning("notice has no recipients", notice_id=notice.notice_id,
+                            template=notice.template, role=notice.recipient_role)
+                return
+            context = _storable(notice.context)
+            subject, body = notices.render(notice.template, notice.language, context)
+            # Written (and its queueing audited) once; the status of the notice as it now
+            # stands. A statement does not see its own inserts: a new notice's status comes
+            # from `written`, an existing one's from the table.
+            status = await conn.fetchval(
+                """WITH written AS (
+                       INSERT INTO notices (notice_id, application_id, template, language,
+                           recipients, context) VALUES ($1, $2, $3, $4, $5, $6)
+                       ON CONFLICT (notice_id) DO NOTHING RETURNING status),
+                   queued AS (
+                       INSERT INTO audit_log (entry_id, application_id, workflow_id, actor,
+                                              action, outcome, details)
+                       SELECT $7::text, $2, $8::text, 'platform', 'notice_queued', 'succeeded',
+                              $9::jsonb
+                       FROM written ON CONFLICT (entry_id) DO NOTHING)
+                   SELECT status FROM written
+                   UNION ALL SELECT status FROM notices WHERE notice_id = $1""",
                 notice.notice_id, notice.application_id, notice.template, notice.language,
-                recipients, context,
+                recipients, context, f"{notice.notice_id}/queued", activity.info().workflow_id,
+                _storable({"notice_id": notice.notice_id, "template": notice.template,
+                           "recipients": recipients}),
             )
-            if written:
-                await _audit(
-                    conn, f"{notice.notice_id}/queued", notice.application_id, "notice_queued",
-                    "succeeded", {"notice_id": notice.notice_id, "template": notice.template,
-                                  "recipients": recipients},
-                )
-        status = await self.pool.fetchval(
-            "SELECT status FROM notices WHERE notice_id = $1", notice.notice_id
-        )
         if status == "sent":
             return
         if not self.settings.smtp_host:
             log.info("notice kept in the outbox: SMTP is not configured",
                      notice_id=notice.notice_id, template=notice.template)
             return
-        await notices.send_mail(
-            self.settings,
-            notices.build_message(self.settings, notice.notice_id, recipients, subject, body),
+        await self.mailer.send(
+            notices.build_message(self.settings, notice.notice_id, recipients, subject, body)
         )
         await self._mark_sent(notice.notice_id, notice.application_id, notice.template)
 
     async def _mark_sent(self, notice_id: str, application_id: str, template: str) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            updated = await conn.fetchval(
-                """UPDATE notices SET status = 'sent', sent_at = now(), attempts = attempts + 1
-                   WHERE notice_id = $1 AND status = 'pending' RETURNING true""",
-                notice_id,
-            )
-            if updated:
-                await _audit(conn, f"{notice_id}/sent", application_id, "notice_sent",
-                             "succeeded", {"notice_id": notice_id, "template": template})
+        # Marked sent and audited once, in one statement (one round trip).
+        await self.pool.execute(
+            """WITH sent AS (
+                   UPDATE notices SET status = 'sent', sent_at = now(), attempts = attempts + 1
+                   WHERE notice_id = $1 AND status = 'pending' RETURNING notice_id)
+               INSERT INTO audit_log (entry_id, application_id, workflow_id, actor, action,
+                                      outcome, details)
+               SELECT $2::text, $3::text, $4::text, 'platform', 'notice_sent', 'succeeded',
+                      $5::jsonb FROM sent
+               ON CONFLICT (entry_id) DO NOTHING""",
+            notice_id, f"{notice_id}/sent", application_id, activity.info().workflow_id,
+            _storable({"notice_id": notice_id, "template": template}),
+        )
         log.info("notice sent", notice_id=notice_id, template=template)
 
     def all(self) -> list:

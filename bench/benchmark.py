@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import itertools
 import json
 import os
@@ -351,6 +352,16 @@ async def stop_stack(stack: Stack) -> None:
         await stack.pool.close()
         stack.mail.stop()
         stack.pg.cleanup()
+
+
+def compile_bytecode() -> None:
+    """The project's bytecode on disk, as the image has it (Dockerfile): the workflow sandbox
+    imports the workflow modules anew for every workflow it runs, and where no bytecode can be
+    read (PYTHONDONTWRITEBYTECODE, as on CI machines and in the image) compiles them from
+    source each time."""
+    for package in ("activities", "bench", "onboarding", "workflows"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+    compileall.compile_file(ROOT / "worker.py", quiet=1)
 
 
 def free_port() -> int:
@@ -697,11 +708,14 @@ async def time_skipping_histories(stack: Stack) -> dict[str, Any]:
             assert status.outcome == FINAL_STEP, status
             return list((await handle.fetch_history()).events)
 
-        worker = build_worker(env.client, settings, PlatformActivities(stack.pool, settings))
-        async with worker:
-            prompt = await one([])
-            longest = await one([remind, escalate])
-            twice = await one([remind, escalate, 2 * escalate])
+        activities = PlatformActivities(stack.pool, settings)
+        try:
+            async with build_worker(env.client, settings, activities):
+                prompt = await one([])
+                longest = await one([remind, escalate])
+                twice = await one([remind, escalate, 2 * escalate])
+        finally:
+            await activities.aclose()
     finally:
         await env.shutdown()
     return {"prompt": prompt, "longest": longest, "twice": twice, "remind": remind,
@@ -999,6 +1013,7 @@ async def main(args: argparse.Namespace) -> None:
     report.line(f"load average before the run: {Path('/proc/loadavg').read_text().strip()}")
     with tempfile.TemporaryDirectory(prefix="onboarding-bench-") as tmp_name:
         report.phase("starting PostgreSQL (embedded), SMTP sink, Temporal dev server")
+        compile_bytecode()
         stack = await start_stack(Path(tmp_name))
         stack.worker_env = args.worker_env
         # This process's own logs (the time-skipping phase runs a worker in it): warnings only.
@@ -1308,21 +1323,24 @@ async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[str]
     acts, env = PlatformActivities(stack.pool, stack.settings), ActivityEnvironment()
     secret = stack.settings.key_issuance_secret.get_secret_value()
     issued = []
-    for _ in range(applications):
-        app = prepare_subscription(fixtures.subscription_form(apis=APIS), stack.settings)
-        await env.run(acts.record_application,
-                      ApplicationRecord(application=app, workflow_id=app.application_id))
-        for environment in ("sandbox", "production"):
-            issuance_id = f"{app.application_id}/key/{environment}"
-            await env.run(acts.issue_api_key, KeyIssuance(
-                issuance_id=issuance_id, application_id=app.application_id,
-                business_registration_number=app.organisation.business_registration_number,
-                environment=environment, scopes=APIS, valid_days=30,
-                recipients=[str(app.organisation.contact_emails[0])], language="en"))
-            issued.append(keys.derive_key(secret, issuance_id, environment))
-        if revoke:
-            await env.run(acts.revoke_api_keys, KeyRevocation(application_id=app.application_id,
-                                                             reason="benchmark"))
+    try:
+        for _ in range(applications):
+            app = prepare_subscription(fixtures.subscription_form(apis=APIS), stack.settings)
+            await env.run(acts.record_application,
+                          ApplicationRecord(application=app, workflow_id=app.application_id))
+            for environment in ("sandbox", "production"):
+                issuance_id = f"{app.application_id}/key/{environment}"
+                await env.run(acts.issue_api_key, KeyIssuance(
+                    issuance_id=issuance_id, application_id=app.application_id,
+                    business_registration_number=app.organisation.business_registration_number,
+                    environment=environment, scopes=APIS, valid_days=30,
+                    recipients=[str(app.organisation.contact_emails[0])], language="en"))
+                issued.append(keys.derive_key(secret, issuance_id, environment))
+            if revoke:
+                await env.run(acts.revoke_api_keys,
+                              KeyRevocation(application_id=app.application_id, reason="benchmark"))
+    finally:
+        await acts.aclose()
     return issued
 
 

@@ -172,12 +172,15 @@ def run_worker(settings: Settings, pool: asyncpg.Pool, task_queue: str):
 
     @asynccontextmanager
     async def _run(client: Client, activities: PlatformActivities | None = None):
+        own = activities is None
+        activities = activities or PlatformActivities(pool, settings)
         worker: Worker = build_worker(
-            client,
-            settings.model_copy(update={"temporal_task_queue": task_queue}),
-            activities or PlatformActivities(pool, settings),
-        )
-        async with worker:
-            yield worker
+            client, settings.model_copy(update={"temporal_task_queue": task_queue}), activities)
+        try:
+            async with worker:
+                yield worker
+        finally:
+            if own:
+                await activities.aclose()
 
     return _run

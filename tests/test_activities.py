@@ -10,12 +10,14 @@ import asyncio
 import re
 import socket
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date
 from email.message import Message
 
 import aiosmtplib
 import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -36,9 +38,11 @@ from onboarding.models import (
     StaffLookup,
     SubscriptionApplication,
 )
+from onboarding.notices import Mailer, build_message
 from onboarding.submission import prepare_subscription
 from starter import start_application
 from tests import drive, fixtures
+from tests.conftest import Inbox, free_port
 
 
 def run(method, arg):
@@ -53,8 +57,10 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def acts(pool, settings) -> PlatformActivities:
-    return PlatformActivities(pool, settings)
+async def acts(pool, settings) -> AsyncIterator[PlatformActivities]:
+    acts = PlatformActivities(pool, settings)
+    yield acts
+    await acts.aclose()
 
 
 async def new_application(acts: PlatformActivities, apis: list[str] | None = None
@@ -340,6 +346,49 @@ async def test_without_smtp_a_notice_stays_pending_in_the_outbox(acts, pool, set
     assert len(inbox.with_notice(notice.notice_id)) == 1
 
 
+class RefusingInbox(Inbox):
+    """An SMTP server of the test's own: answers the next `refuse` messages with 451."""
+
+    refuse = 0
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        if self.refuse:
+            self.refuse -= 1
+            return "451 try again later"
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_send_that_fails_leaves_the_notice_pending_and_the_retry_sends_the_same_mail(
+        acts, pool, settings):
+    """Connections are kept between notices; a send that fails on one still fails the attempt,
+    leaving the notice pending, and the retry sends the same message (same Message-ID) once."""
+    inbox = RefusingInbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    sender = PlatformActivities(pool, settings.model_copy(update={"smtp_port": smtp.port}))
+    try:
+        app = await new_application(acts)
+        first, second = received_notice(app), received_notice(app)
+        await run(sender.send_notice, first)
+        inbox.refuse = 1
+        with pytest.raises(aiosmtplib.SMTPDataError):
+            await run(sender.send_notice, second)
+        row = await notice_row(pool, second.notice_id)
+        assert (row["status"], row["attempts"], row["sent_at"]) == ("pending", 0, None)
+
+        await run(sender.send_notice, second)
+        await run(sender.send_notice, second)  # and a retry after that sends nothing more
+    finally:
+        await sender.aclose()
+        smtp.stop()
+    assert [len(inbox.with_notice(n.notice_id)) for n in (first, second)] == [1, 1]
+    [mail] = inbox.with_notice(second.notice_id)
+    assert mail["Message-ID"] == build_message(settings, second.notice_id, [], "", "")["Message-ID"]
+    assert (await notice_row(pool, second.notice_id))["status"] == "sent"
+    actions = await audit_actions(pool, app.application_id)
+    assert (actions.count("notice_queued"), actions.count("notice_sent")) == (2, 2)
+
+
 # --- contracts and licences -----------------------------------------------------------------------
 
 
@@ -509,6 +558,7 @@ async def test_a_failed_activity_attempt_is_on_the_audit_log(dev_server, run_wor
                     application.application_id):
                 await asyncio.sleep(0.1)
         broken_then_fixed.settings = settings  # SMTP is back
+        broken_then_fixed.mailer = Mailer(settings)
         await drive.wait_for_step(handle, "pre_verification")
     failed = await pool.fetch(
         "SELECT action, reason, details FROM audit_log WHERE application_id = $1 AND outcome = 'failed'",

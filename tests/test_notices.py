@@ -1,12 +1,21 @@
-"""Notice templates: every notice exists in Korean and English with the same placeholders."""
+"""Notice templates: every notice exists in Korean and English with the same placeholders; and
+their delivery over SMTP connections kept open between notices."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from email import message_from_bytes
+from email.message import EmailMessage, Message
 
+import aiosmtplib
 import pytest
+from aiosmtpd.controller import Controller
 
-from onboarding.notices import TEMPLATES, render
+from onboarding import notices
+from onboarding.config import Settings
+from onboarding.notices import MAX_CONNECTIONS, TEMPLATES, Mailer, build_message, render
+from tests.conftest import free_port
 
 
 def placeholders(text: str) -> set[str]:
@@ -28,3 +37,114 @@ def test_both_languages_take_the_same_placeholders_and_render(name):
 def test_a_missing_placeholder_is_an_error_not_a_blank():
     with pytest.raises(KeyError):
         render("api_key_delivery", "en", {"application_id": "x"})
+
+
+# --- delivery: SMTP connections kept open between notices ---------------------------------------
+
+
+class Server:
+    """An SMTP server of the test's own, that can be restarted on its port, and that tells the
+    connections messages came over apart (by the client's address and port)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[tuple[tuple[str, int], Message]] = []
+        self.refuse_data = 0  # answer this many DATA commands with 451
+        self.refuse_noop = False
+        self.controller: Controller | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        if self.refuse_data:
+            self.refuse_data -= 1
+            return "451 try again later"
+        self.received.append((session.peer, message_from_bytes(envelope.content)))
+        return "250 OK"
+
+    async def handle_NOOP(self, server, session, envelope, arg) -> str:
+        return "421 closing this connection" if self.refuse_noop else "250 OK"
+
+    @property
+    def connections(self) -> set[tuple[str, int]]:
+        return {peer for peer, _ in self.received}
+
+    def subjects(self) -> list[str]:
+        return [m["Subject"] for _, m in self.received]
+
+
+@pytest.fixture
+def server():
+    server = Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def mailer(server):
+    mailer = Mailer(Settings(_env_file=None, smtp_host="127.0.0.1", smtp_port=server.port,
+                             smtp_timeout_seconds=5))
+    yield mailer
+    await mailer.aclose()
+
+
+def message(mailer: Mailer, n: int) -> EmailMessage:
+    return build_message(mailer.settings, f"test/{n}", ["dev@example.com"], f"notice {n}", "body")
+
+
+async def test_notices_one_after_another_share_one_connection(server, mailer):
+    for n in range(3):
+        await mailer.send(message(mailer, n))
+    assert server.subjects() == ["notice 0", "notice 1", "notice 2"]
+    assert len(server.connections) == 1
+
+
+async def test_notices_at_once_take_a_few_connections_at_most(server, mailer):
+    await asyncio.gather(*(mailer.send(message(mailer, n)) for n in range(20)))
+    assert sorted(server.subjects()) == sorted(f"notice {n}" for n in range(20))
+    assert 1 <= len(server.connections) <= MAX_CONNECTIONS
+
+
+async def test_a_connection_the_server_closed_is_replaced_before_it_carries_a_notice(
+        server, mailer):
+    await mailer.send(message(mailer, 1))
+    server.stop()  # closes its connections: the mailer's idle one with them
+    server.start()
+    await asyncio.sleep(0.1)
+    await mailer.send(message(mailer, 2))
+    assert server.subjects() == ["notice 1", "notice 2"]
+    assert len(server.connections) == 2
+
+
+async def test_a_connection_idle_for_a_while_that_fails_its_noop_is_replaced(
+        server, mailer, monkeypatch):
+    await mailer.send(message(mailer, 1))
+    monkeypatch.setattr(notices, "CHECK_AFTER_IDLE_SECONDS", 0)
+    server.refuse_noop = True
+    await mailer.send(message(mailer, 2))
+    assert server.subjects() == ["notice 1", "notice 2"]
+    assert len(server.connections) == 2
+
+
+async def test_a_failed_send_raises_and_the_next_one_goes_out_on_a_new_connection(
+        server, mailer):
+    await mailer.send(message(mailer, 1))
+    server.refuse_data = 1
+    with pytest.raises(aiosmtplib.SMTPDataError):
+        await mailer.send(message(mailer, 2))  # nothing resent here: the activity retries
+    await mailer.send(message(mailer, 2))
+    assert server.subjects() == ["notice 1", "notice 2"]
+    assert len(server.connections) == 2
+
+
+async def test_closing_the_mailer_quits_its_connections(server, mailer):
+    await mailer.send(message(mailer, 1))
+    [(smtp, _)] = mailer._idle
+    await mailer.aclose()
+    assert not smtp.is_connected and mailer._idle == []

@@ -9,7 +9,6 @@ lets running activities finish (up to WORKER_GRACEFUL_SHUTDOWN_SECONDS) before e
 from __future__ import annotations
 
 import asyncio
-import signal
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -21,9 +20,10 @@ from activities.audit import AuditActivityFailures
 from activities.heartbeat import Heartbeats
 from activities.platform import PlatformActivities
 from onboarding.codec import for_worker
-from onboarding.config import Settings, get_settings
+from onboarding.config import Settings
 from onboarding.db import create_pool
-from onboarding.logs import ActivityLogContext, configure_logging, get_logger
+from onboarding.logs import ActivityLogContext, get_logger
+from onboarding.service import run_until_stopped
 from onboarding.temporal_client import connect
 from workflows.publication import PublicationWorkflow
 from workflows.subscription import SubscriptionWorkflow
@@ -90,17 +90,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging(settings)
-
-    async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop)
-
-    asyncio.run(_main())
+    run_until_stopped(run_worker)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import signal
 
 from aiohttp import web
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from onboarding.codec import PayloadEncryption, PayloadEncryptionError, payload_encryption
-from onboarding.config import Settings, get_settings
-from onboarding.logs import configure_logging, get_logger
+from onboarding.config import Settings
+from onboarding.logs import get_logger
+from onboarding.service import run_until_stopped
 
 log = get_logger("codec_server")
 
@@ -130,23 +130,17 @@ async def start_codec_server(settings: Settings) -> web.AppRunner:
     return runner
 
 
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    runner = await start_codec_server(settings)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        log.info("codec server stopped")
+
+
 def main() -> None:
-    settings = get_settings()
-    configure_logging(settings)
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        runner = await start_codec_server(settings)
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-            log.info("codec server stopped")
-
-    asyncio.run(serve())
+    run_until_stopped(serve)
 
 
 if __name__ == "__main__":

@@ -40,16 +40,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from onboarding.config import Settings, get_settings
+from onboarding.config import Settings
 from onboarding.db import create_pool
 from onboarding.key_verification import MAX_KEY_LENGTH, verify_key
-from onboarding.logs import configure_logging, get_logger
+from onboarding.logs import get_logger
+from onboarding.service import run_until_stopped
 
 KEY_HEADER = "X-Api-Key"
 SHUTDOWN_GRACE_SECONDS = 10  # a verification takes milliseconds
@@ -150,17 +150,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging(settings)
-
-    async def _main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
-
-    asyncio.run(_main())
+    run_until_stopped(serve)
 
 
 if __name__ == "__main__":

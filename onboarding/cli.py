@@ -416,7 +416,7 @@ def build_decision(application_id: str, name: str, base: dict[str, Any],
         _fail(f"{name} not sent, the decision is malformed:\n{problems}", 2)
 
 
-async def _until_waiting_on_a_person(client: Client, application_id: str) -> None:
+async def _until_the_step_takes_decisions(client: Client, application_id: str) -> None:
     """Between two steps the platform works for a moment (records, contracts, keys, notices)
     and the application takes no decision. Wait that out, so that decisions taken one after
     another (a script, or commands pasted together) each meet the step they are meant for.
@@ -444,7 +444,7 @@ def send_decision(application_id: str, name: str, decision: Decision) -> Decisio
     async def send() -> DecisionOutcome:
         client = await connect(settings)
         if name != "withdraw":
-            await _until_waiting_on_a_person(client, application_id)
+            await _until_the_step_takes_decisions(client, application_id)
         handle = client.get_workflow_handle(application_id)
         async with asyncio.timeout(UPDATE_TIMEOUT):
             return await handle.execute_update(name, decision, result_type=DecisionOutcome)

@@ -78,13 +78,9 @@ async def withdrawn_after_sandbox_key(handle, form) -> None:
     await drive.signal_at(handle, "sandbox_testing", "withdraw", d(applicant, note="project stopped"))
 
 
-async def misspelt_signal_then_production(handle, form) -> None:
-    """A reviewer misspells a signal's name (released before such signals were recorded)."""
-    applicant = form["organisation"]["contact_emails"][0]
+async def approve_to_production(handle, applicant: str) -> None:
+    """Every step approved, in turn, from pre-verification (no market data) to production."""
     d = fixtures.decision
-    await drive.wait_for_step(handle, "pre_verification")
-    await handle.signal("pre_verificaton", d(fixtures.REVIEWER, outcome="approve",
-                                             criteria=fixtures.CRITERIA_HOLD))
     for step, kind, payload in [
         ("pre_verification", "pre_verification",
          d(fixtures.REVIEWER, outcome="approve", criteria=fixtures.CRITERIA_HOLD)),
@@ -98,6 +94,16 @@ async def misspelt_signal_then_production(handle, form) -> None:
          d(fixtures.APPROVER, outcome="approve", service_contract=fixtures.contract())),
     ]:
         await drive.signal_at(handle, step, kind, payload)
+
+
+async def misspelt_signal_then_production(handle, form) -> None:
+    """A reviewer misspells a signal's name (released before such signals were recorded)."""
+    applicant = form["organisation"]["contact_emails"][0]
+    d = fixtures.decision
+    await drive.wait_for_step(handle, "pre_verification")
+    await handle.signal("pre_verificaton", d(fixtures.REVIEWER, outcome="approve",
+                                             criteria=fixtures.CRITERIA_HOLD))
+    await approve_to_production(handle, applicant)
 
 
 def subscription(apis: list[str], drive_it):
@@ -139,19 +145,7 @@ async def publication_to_production(client, settings, name: str) -> dict[str, Wo
     sub_form = fixtures.subscription_form(apis=[api_id])
     sub = await start_application(client, settings, prepare_subscription(sub_form, settings))
     applicant = sub_form["organisation"]["contact_emails"][0]
-    for step, kind, payload in [
-        ("pre_verification", "pre_verification",
-         d(fixtures.REVIEWER, outcome="approve", criteria=fixtures.CRITERIA_HOLD)),
-        ("platform_contract", "platform_contract",
-         d(fixtures.PLATFORM, outcome="signed", eligibility_confirmed=True,
-           contract=fixtures.contract())),
-        ("final_approval", "final_approval", d(fixtures.APPROVER, outcome="approve")),
-        ("sandbox_testing", "sandbox_testing_complete", d(applicant)),
-        ("sandbox_verification", "sandbox_verification", d(fixtures.PLATFORM, outcome="approve")),
-        ("production_switch", "production_switch",
-         d(fixtures.APPROVER, outcome="approve", service_contract=fixtures.contract())),
-    ]:
-        await drive.signal_at(sub, step, kind, payload)
+    await approve_to_production(sub, applicant)
     await drive.result(sub)
     status = await drive.result(handle)
     assert status.outcome == "in_production", status

@@ -41,37 +41,15 @@ from temporalio.service import RPCError
 
 import starter
 from onboarding.embedded import wheel_binary
-from onboarding.models import (
-    ApplicationStatus,
-    DecisionOutcome,
-    FinalApprovalDecision,
-    MarketDataLicenceDecision,
-    PlatformContractDecision,
-    PreVerificationDecision,
-    ProductionSwitchDecision,
-    Resubmission,
-    SandboxTestReport,
-    SandboxVerificationDecision,
-    SubscriptionApplication,
-    Withdrawal,
-)
+from onboarding.cli import DECISIONS
+from onboarding.models import ApplicationStatus, DecisionOutcome, SubscriptionApplication
 from onboarding.submission import SubmissionRefused, prepare_subscription
 from tests import drive, fixtures
 from tests.fixtures import CRITERIA_HOLD, REVIEWER, REVIEWER_AND_APPROVER, SALES, decision
 from tests.test_subscription import applicant, approval
 from workflows.subscription import _pre_verification
 
-MODELS = {
-    "pre_verification": PreVerificationDecision,
-    "resubmit": Resubmission,
-    "market_data_licence": MarketDataLicenceDecision,
-    "platform_contract": PlatformContractDecision,
-    "final_approval": FinalApprovalDecision,
-    "sandbox_testing_complete": SandboxTestReport,
-    "sandbox_verification": SandboxVerificationDecision,
-    "production_switch": ProductionSwitchDecision,
-    "withdraw": Withdrawal,
-}
+MODELS = DECISIONS["subscription"]
 STEP_OF = {"sandbox_testing_complete": "sandbox_testing"}
 WAIT = 30
 

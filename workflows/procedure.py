@@ -159,8 +159,12 @@ class Procedure:
             outcome=self.outcome,
             reviewer_flags=self.reviewer_flags,
             withdrawn_apis=list(self.withdrawn_apis),
-            takes=[] if self._settled or self._ended or self.outcome else list(self._expected),
+            takes=self._takes(),
         )
+
+    def _takes(self) -> list[str]:
+        """The decisions the current step takes (withdraw aside); none while the platform works."""
+        return [] if self._settled or self._ended or self.outcome else list(self._expected)
 
     async def record(
         self,
@@ -238,7 +242,7 @@ class Procedure:
             waiting = self.waiting_on.replace("_", " ") if self.waiting_on else "the platform"
             lines.append(f"Step: **{self.step.replace('_', ' ')}**, waiting on {waiting} "
                          f"since {self.waiting_since:%Y-%m-%d %H:%M} UTC")
-        takes = self.status().takes
+        takes = self._takes()
         if takes:
             lines.append("Takes the decision " + " or ".join(f"`{t}`" for t in takes)
                          + " (a signal or update of that name)")

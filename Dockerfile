@@ -1,5 +1,5 @@
 # The onboarding platform's image: workers by default, migrations with
-# `python -m onboarding.migrate` (see docker-compose.yml).
+# `python -m onboarding.core.migrate` (see docker-compose.yml).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -27,18 +27,18 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from onboarding import search_attributes as sa
-from onboarding.config import Settings, get_settings
-from onboarding.db import create_pool
-from onboarding.models import PublicationApplication, SubscriptionApplication
-from onboarding.submission import (
+from onboarding.core.config import Settings, get_settings
+from onboarding.core.db import create_pool
+from onboarding.domain.admission import (
     SubmissionRefused,
     check_api_id_free,
     check_catalogue,
     prepare_publication,
     prepare_subscription,
 )
-from onboarding.temporal_client import connect
+from onboarding.domain.models import PublicationApplication, SubscriptionApplication
+from onboarding.temporal import search_attributes as sa
+from onboarding.temporal.client import connect
 from workflows.publication import PublicationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 

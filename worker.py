@@ -19,12 +19,12 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.audit import AuditActivityFailures
 from activities.heartbeat import Heartbeats
 from activities.platform import PlatformActivities
-from onboarding.codec import for_worker
-from onboarding.config import Settings
-from onboarding.db import create_pool
-from onboarding.logs import ActivityLogContext, get_logger
-from onboarding.service import run_until_stopped
-from onboarding.temporal_client import connect
+from onboarding.core.config import Settings
+from onboarding.core.db import create_pool
+from onboarding.core.logs import ActivityLogContext, get_logger
+from onboarding.core.service import run_until_stopped
+from onboarding.temporal.client import connect
+from onboarding.temporal.codec import for_worker
 from workflows.publication import PublicationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 

@@ -13,7 +13,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
-from onboarding.logs import get_logger
+from onboarding.core.logs import get_logger
 
 log = get_logger("audit")
 

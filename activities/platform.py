@@ -16,10 +16,11 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from onboarding import keys, notices
-from onboarding.config import Settings
-from onboarding.logs import get_logger
-from onboarding.models import (
+from onboarding.core.config import Settings
+from onboarding.core.logs import get_logger
+from onboarding.domain import keys, notices
+from onboarding.domain.admission import specification_too_large
+from onboarding.domain.models import (
     ApiFacts,
     ApiPublication,
     ApiWithdrawal,
@@ -44,8 +45,8 @@ from onboarding.models import (
     StaffLookup,
     StaffRoles,
 )
-from onboarding.openapi import SpecFindings, check_openapi
-from onboarding.submission import specification_too_large
+from onboarding.domain.openapi import SpecFindings, check_openapi
+from onboarding.mail.mailer import Mailer, build_message
 
 log = get_logger("activities")
 
@@ -118,7 +119,7 @@ class PlatformActivities:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
         self.settings = settings
-        self.mailer = notices.Mailer(settings)
+        self.mailer = Mailer(settings)
 
     async def aclose(self) -> None:
         """Close what the activities keep open between runs (SMTP connections); the pool is
@@ -444,7 +445,7 @@ class PlatformActivities:
                 },
             )
             await self.mailer.send(
-                notices.build_message(
+                build_message(
                     self.settings, notice_id, issuance.recipients, subject, body
                 )
             )
@@ -538,7 +539,7 @@ class PlatformActivities:
                      notice_id=notice.notice_id, template=notice.template)
             return
         await self.mailer.send(
-            notices.build_message(self.settings, notice.notice_id, recipients, subject, body)
+            build_message(self.settings, notice.notice_id, recipients, subject, body)
         )
         await self._mark_sent(notice.notice_id, notice.application_id, notice.template)
 

@@ -84,8 +84,8 @@ async def serve() -> None:
     from temporalio.client import Client
     from temporalio.worker import Worker
 
-    from onboarding.codec import data_converter
-    from onboarding.config import Settings
+    from onboarding.core.config import Settings
+    from onboarding.temporal.codec import data_converter
 
     # Payloads encrypted as the platform's are (PAYLOAD_ENCRYPTION_KEYS): the comparison is of
     # the procedure, not of the data converter.

@@ -30,9 +30,10 @@ their own) and prints:
    pre-verification, for each level of --open.
 5. key verification: `verify_key` per second with the worker's pool settings and as many at a
    time as the pool holds, beside a raw primary-key lookup of the same keys.
-6. gateway: the key verification endpoint (`python -m onboarding.gateway`) over HTTP, one
-   request at a time, valid, revoked and unknown keys shuffled together: median and p99 of
-   each, and the same for `verify_key` in this process (--verifications requests in all).
+6. gateway: the key verification endpoint (`python -m onboarding.services.key_verification`)
+   over HTTP, one request at a time, valid, revoked and unknown keys shuffled together: median
+   and p99 of each, and the same for `verify_key` in this process (--verifications requests in
+   all).
    Alone, without the workflows: --skip throughput,latency,history,keys,memory.
 
 It is a script, not a test: it prints figures (and the checks it makes), then a summary.
@@ -78,17 +79,18 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.platform import PlatformActivities
 from bench.bare import READY as BARE_READY
 from bench.bare import BareWorkflow, Plan
-from onboarding import keys, search_attributes
-from onboarding.codec import data_converter, new_payload_key
-from onboarding.config import Settings
-from onboarding.db import apply_migrations, create_pool
-from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
-from onboarding.key_verification import verify_key
-from onboarding.logs import configure_logging
-from onboarding.mailsink import start_mail_sink
-from onboarding.models import (ApplicationRecord, ApplicationStatus, KeyIssuance,
+from onboarding.core.config import Settings
+from onboarding.core.db import apply_migrations, create_pool
+from onboarding.core.logs import configure_logging
+from onboarding.devstack.embedded import ensure_database, start_embedded_postgres, wheel_binary
+from onboarding.devstack.mailsink import start_mail_sink
+from onboarding.domain import keys
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import (ApplicationRecord, ApplicationStatus, KeyIssuance,
                                KeyRevocation)
-from onboarding.submission import prepare_subscription
+from onboarding.store.keys import verify_key
+from onboarding.temporal import search_attributes
+from onboarding.temporal.codec import data_converter, new_payload_key
 from starter import start_application
 from tests import fixtures
 from worker import build_worker
@@ -1311,7 +1313,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# --- 6. the key verification endpoint over HTTP (onboarding/gateway.py) -------------------------
+# --- 6. the key verification endpoint over HTTP (onboarding/services/key_verification.py) ---
 
 GATEWAY_KEYS = 10  # applications with a sandbox and a production key each; as many revoked
 KINDS = ("valid", "revoked", "unknown")
@@ -1345,8 +1347,9 @@ async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[str]
 
 
 async def gateway_timings(stack: Stack, n: int) -> dict[str, Any]:
-    """`python -m onboarding.gateway` as deployed (JSON logs at INFO, to a file), asked n times
-    one request at a time: valid, revoked and never-issued keys in one shuffled order, so that
+    """`python -m onboarding.services.key_verification` as deployed (JSON logs at INFO, to a
+    file), asked n times one request at a time: valid, revoked and never-issued keys in one
+    shuffled order, so that
     no kind gets the machine in a better moment; then `verify_key` in this process the same
     way, to tell the database and Python part from HTTP."""
     secret = stack.settings.key_issuance_secret.get_secret_value()
@@ -1362,7 +1365,7 @@ async def gateway_timings(stack: Stack, n: int) -> dict[str, Any]:
         return presented[kind][i % len(presented[kind])]
 
     port = free_port()
-    gateway = WorkerProcess("gateway", [sys.executable, "-m", "onboarding.gateway"],
+    gateway = WorkerProcess("gateway", [sys.executable, "-m", "onboarding.services.key_verification"],
                             {**stack._env("unused"), "GATEWAY_PORT": str(port)},
                             stack.tmp / "gateway.log", '"gateway started"', stack.tmp)
     stack.workers.append(gateway)

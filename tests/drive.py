@@ -7,7 +7,7 @@ from typing import Any
 
 from temporalio.client import WorkflowHandle
 
-from onboarding.models import ApplicationStatus
+from onboarding.domain.models import ApplicationStatus
 
 TIMEOUT = 30
 

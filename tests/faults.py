@@ -29,10 +29,10 @@ from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
 import worker
-from onboarding import search_attributes as sa
-from onboarding.config import Settings
-from onboarding.embedded import wheel_binary
-from onboarding.temporal_client import connect
+from onboarding.core.config import Settings
+from onboarding.devstack.embedded import wheel_binary
+from onboarding.temporal import search_attributes as sa
+from onboarding.temporal.client import connect
 from tests.conftest import free_port, notice_id
 
 WORKER_SCRIPT = Path(worker.__file__).resolve()

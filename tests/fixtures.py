@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from onboarding.registration import business_check_digit
+from onboarding.domain.registration import business_check_digit
 
 REVIEWER = "reviewer@operator.example.com"
 SALES = "sales@operator.example.com"

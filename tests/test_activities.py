@@ -23,8 +23,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.platform import PlatformActivities
-from onboarding import keys
-from onboarding.models import (
+from onboarding.domain import keys
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import (
     ApplicationRecord,
     CatalogueLookup,
     ContractRecord,
@@ -38,8 +39,7 @@ from onboarding.models import (
     StaffLookup,
     SubscriptionApplication,
 )
-from onboarding.notices import Mailer, build_message
-from onboarding.submission import prepare_subscription
+from onboarding.mail.mailer import Mailer, build_message
 from starter import start_application
 from tests import drive, fixtures
 from tests.conftest import Inbox, free_port

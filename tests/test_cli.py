@@ -17,10 +17,10 @@ from typer.testing import CliRunner, Result
 
 import starter
 from activities.platform import PlatformActivities
-from onboarding import cli
-from onboarding.config import get_settings
-from onboarding.models import ApplicationStatus, KeyIssuance, KeySummary
-from onboarding.submission import prepare_subscription
+from onboarding.cli import app as cli
+from onboarding.core.config import get_settings
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import ApplicationStatus, KeyIssuance, KeySummary
 from tests import drive, fixtures
 from tests.fixtures import APPROVER, PLATFORM, REVIEWER, SALES
 

@@ -1,4 +1,5 @@
-"""Payload encryption (onboarding.codec) and the codec server (onboarding.codec_server).
+"""Payload encryption (onboarding.temporal.codec) and the codec server
+(onboarding.services.codec_server).
 
 The codec on its own: round trip, rotation, what it refuses. Then the promise it exists for:
 an application driven on the dev server leaves a history in which Temporal holds no readable
@@ -26,7 +27,12 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Replayer
 
-from onboarding.codec import (
+from onboarding.core.config import Settings, payload_keys
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import ApplicationStatus, SubscriptionApplication
+from onboarding.services.codec_server import start_codec_server
+from onboarding.temporal.client import connect
+from onboarding.temporal.codec import (
     CodecServerClient,
     PayloadEncryption,
     PayloadEncryptionError,
@@ -35,11 +41,6 @@ from onboarding.codec import (
     for_worker,
     new_payload_key,
 )
-from onboarding.codec_server import start_codec_server
-from onboarding.config import Settings, payload_keys
-from onboarding.models import ApplicationStatus, SubscriptionApplication
-from onboarding.submission import prepare_subscription
-from onboarding.temporal_client import connect
 from starter import start_application
 from tests import drive, fixtures
 from tests.conftest import free_port

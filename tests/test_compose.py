@@ -2,7 +2,7 @@
 
 There is no Docker engine where the tests run, so the stack is never started here. Instead these
 tests check what can go wrong without one: the settings the platform's containers receive are
-real fields of `onboarding.config.Settings` and pass its validation, the services refer to each
+real fields of `onboarding.core.config.Settings` and pass its validation, the services refer to each
 other correctly, and the shell and SQL the stack runs at start-up (search-attribute registration,
 database creation) behave, run here against stand-ins or an embedded PostgreSQL. If the
 `docker compose` client is installed, it validates the file too.
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the project need not be installed to run its tests
     sys.path.insert(0, str(ROOT))
 
-from onboarding.config import Settings  # noqa: E402
+from onboarding.core.config import Settings  # noqa: E402
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -52,8 +52,8 @@ REQUIRED_SERVICES = {
     "codec-server",
 }
 # Services running the platform's own code, configured through x-platform-env.
-PLATFORM_SERVICES = ("worker", "migrate", "gateway")
-# Every service configured by onboarding.config.Settings.
+PLATFORM_SERVICES = ("worker", "migrate", "key-verification")
+# Every service configured by onboarding.core.config.Settings.
 SETTINGS_SERVICES = (*PLATFORM_SERVICES, "codec-server")
 # Without these the worker cannot start (or would talk to a dev server on localhost);
 # worker.py exits at once without KEY_ISSUANCE_SECRET or PAYLOAD_ENCRYPTION_KEYS.
@@ -63,7 +63,7 @@ SETTINGS_ENV_NAMES = {name.upper() for name in Settings.model_fields}
 
 # The platform's custom search attributes, hard-coded so that this file's checks of
 # temporal-setup do not hinge on importing the code. test_expected_search_attributes_are_the_codes
-# ties the list to onboarding.search_attributes.ALL, so an attribute added there and not
+# ties the list to onboarding.temporal.search_attributes.ALL, so an attribute added there and not
 # registered by temporal-setup fails.
 EXPECTED_SEARCH_ATTRIBUTES = {
     "ApplicationKind": "Keyword",
@@ -300,7 +300,7 @@ def test_platform_env_sets_only_settings_fields(services, name):
     unknown = environment(services[name]).keys() - SETTINGS_ENV_NAMES
     # Settings ignores unknown variables (extra="ignore"), so a typo would go unnoticed.
     assert not unknown, (
-        f"{name} sets {sorted(unknown)}, which onboarding.config.Settings does not read"
+        f"{name} sets {sorted(unknown)}, which onboarding.core.config.Settings does not read"
     )
 
 
@@ -461,7 +461,7 @@ def test_temporal_setup_registers_exactly_the_platforms_search_attributes(servic
 def test_expected_search_attributes_are_the_codes():
     from temporalio.api.enums.v1 import IndexedValueType
 
-    from onboarding import search_attributes
+    from onboarding.temporal import search_attributes
 
     def cli_type(key) -> str:
         """INDEXED_VALUE_TYPE_KEYWORD_LIST -> KeywordList, as the CLI spells it."""
@@ -527,11 +527,14 @@ def test_platform_services_are_built_from_the_dockerfile(services):
         assert (ROOT / context / dockerfile).resolve() == DOCKERFILE
     assert services["worker"]["command"] in (["python", "worker.py"], "python worker.py")
     assert services["migrate"]["command"] in (
-        ["python", "-m", "onboarding.migrate"],
-        "python -m onboarding.migrate",
+        ["python", "-m", "onboarding.core.migrate"],
+        "python -m onboarding.core.migrate",
     )
     assert services["codec-server"]["build"] == services["worker"]["build"]
-    assert services["codec-server"]["command"] == ["python", "-m", "onboarding.codec_server"]
+    assert services["codec-server"]["command"] == [
+        "python", "-m", "onboarding.services.codec_server"]
+    assert services["key-verification"]["command"] == [
+        "python", "-m", "onboarding.services.key_verification"]
 
 
 def _dockerfile_instructions() -> list[tuple[str, str]]:

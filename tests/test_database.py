@@ -18,13 +18,13 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.platform import PlatformActivities
-from onboarding.db import Migration, MigrationMismatch, apply_migrations, bundled_migrations
-from onboarding.embedded import ensure_database
-from onboarding.models import ApplicationRecord, SubscriptionApplication
-from onboarding.submission import prepare_subscription
+from onboarding.core.db import Migration, MigrationMismatch, apply_migrations, bundled_migrations
+from onboarding.devstack.embedded import ensure_database
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import ApplicationRecord, SubscriptionApplication
 from tests import fixtures
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "onboarding" / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "onboarding" / "core" / "migrations"
 EXPECTED_TABLES = {
     "organisations", "staff_roles", "api_catalogue", "applications", "contracts", "api_keys",
     "notices", "audit_log", "schema_migrations", "api_versions",

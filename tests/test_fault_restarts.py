@@ -25,12 +25,12 @@ from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle
 
 import starter
-from onboarding.config import Settings
-from onboarding.db import apply_migrations
-from onboarding.embedded import ensure_database, start_embedded_postgres
-from onboarding.models import ApplicationStatus, SubscriptionApplication
-from onboarding.submission import prepare_subscription
-from onboarding.temporal_client import connect
+from onboarding.core.config import Settings
+from onboarding.core.db import apply_migrations
+from onboarding.devstack.embedded import ensure_database, start_embedded_postgres
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import ApplicationStatus, SubscriptionApplication
+from onboarding.temporal.client import connect
 from tests import drive, fixtures
 from tests.faults import DevServer, WorkerProcess, record_of_a_whole_run, steps_on_record
 from tests.test_subscription import PATH, approval, drive_to

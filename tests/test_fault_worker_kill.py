@@ -31,9 +31,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 import starter
-from onboarding.models import ApplicationStatus, SubscriptionApplication
-from onboarding.submission import prepare_subscription
-from onboarding.temporal_client import connect
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import ApplicationStatus, SubscriptionApplication
+from onboarding.temporal.client import connect
 from tests import fixtures
 from tests.conftest import Inbox, free_port, notice_id
 from tests.faults import (

@@ -1,5 +1,5 @@
 """The key verification endpoint as the API gateway sees it: over HTTP, against the real
-database, and as the process the cluster runs (`python -m onboarding.gateway`)."""
+database, and as the process the cluster runs (`python -m onboarding.services.key_verification`)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from onboarding.db import create_pool
-from onboarding.gateway import create_runner
-from onboarding.logs import configure_logging
-from onboarding.models import KeyRevocation
+from onboarding.core.db import create_pool
+from onboarding.core.logs import configure_logging
+from onboarding.domain.models import KeyRevocation
+from onboarding.services.key_verification import create_runner
 from tests.conftest import free_port
 from tests.test_key_verification import issue_key
 
@@ -30,7 +30,8 @@ class Gateway:
     """The app on a free local port, and a client session to ask it."""
 
     def __init__(self, pool) -> None:
-        self.runner = create_runner(pool)  # as `python -m onboarding.gateway` runs it
+        # As `python -m onboarding.services.key_verification` runs it.
+        self.runner = create_runner(pool)
         self.port = free_port()
 
     async def __aenter__(self) -> Gateway:
@@ -195,7 +196,7 @@ async def test_the_process_answers_and_finishes_requests_in_flight_on_sigterm(
     env = {**os.environ, "DATABASE_URL": settings.database_url.get_secret_value(),
            "GATEWAY_PORT": str(port), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "onboarding.gateway", cwd=ROOT, env=env,
+        sys.executable, "-m", "onboarding.services.key_verification", cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:

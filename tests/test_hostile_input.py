@@ -40,10 +40,10 @@ from temporalio.common import RawValue
 from temporalio.service import RPCError
 
 import starter
-from onboarding.embedded import wheel_binary
-from onboarding.cli import DECISIONS
-from onboarding.models import ApplicationStatus, DecisionOutcome, SubscriptionApplication
-from onboarding.submission import SubmissionRefused, prepare_subscription
+from onboarding.cli.app import DECISIONS
+from onboarding.devstack.embedded import wheel_binary
+from onboarding.domain.admission import SubmissionRefused, prepare_subscription
+from onboarding.domain.models import ApplicationStatus, DecisionOutcome, SubscriptionApplication
 from tests import drive, fixtures
 from tests.fixtures import CRITERIA_HOLD, REVIEWER, REVIEWER_AND_APPROVER, SALES, decision
 from tests.test_subscription import applicant, approval

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from temporalio.testing import ActivityEnvironment
 
 from activities.platform import PlatformActivities
-from onboarding.key_verification import verify_key
-from onboarding.models import ApplicationRecord, KeyIssuance, KeyRevocation
-from onboarding.submission import prepare_subscription
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import ApplicationRecord, KeyIssuance, KeyRevocation
+from onboarding.store.keys import verify_key
 from tests import fixtures
 
 

@@ -12,9 +12,10 @@ import aiosmtplib
 import pytest
 from aiosmtpd.controller import Controller
 
-from onboarding import notices
-from onboarding.config import Settings
-from onboarding.notices import MAX_CONNECTIONS, TEMPLATES, Mailer, build_message, render
+from onboarding.core.config import Settings
+from onboarding.domain.notices import TEMPLATES, render
+from onboarding.mail import mailer as smtp
+from onboarding.mail.mailer import MAX_CONNECTIONS, Mailer, build_message
 from tests.conftest import free_port
 
 
@@ -125,7 +126,7 @@ async def test_a_connection_the_server_closed_is_replaced_before_it_carries_a_no
 async def test_a_connection_idle_for_a_while_that_fails_its_noop_is_replaced(
         server, mailer, monkeypatch):
     await mailer.send(message(mailer, 1))
-    monkeypatch.setattr(notices, "CHECK_AFTER_IDLE_SECONDS", 0)
+    monkeypatch.setattr(smtp, "CHECK_AFTER_IDLE_SECONDS", 0)
     server.refuse_noop = True
     await mailer.send(message(mailer, 2))
     assert server.subjects() == ["notice 1", "notice 2"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from onboarding.openapi import (
+from onboarding.domain.openapi import (
     MAX_LISTED,
     SpecFindings,
     SpecSummary,
@@ -68,7 +68,7 @@ def test_example_specification_is_accepted_with_its_summary() -> None:
 
 
 def test_example_is_a_publication_form_like_the_subscription_example() -> None:
-    from onboarding.models import PublicationForm
+    from onboarding.domain.models import PublicationForm
 
     publication = example()
     subscription = json.loads((EXAMPLES / "subscription.json").read_text(encoding="utf-8"))

@@ -22,10 +22,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 import starter
-from onboarding import search_attributes as sa
-from onboarding.models import ApplicationStatus, DecisionOutcome, PublicationApplication
-from onboarding.openapi import canonical_json
-from onboarding.submission import (
+from onboarding.domain.admission import (
     MAX_SPECIFICATION_BYTES,
     SubmissionRefused,
     check_api_id_free,
@@ -33,6 +30,9 @@ from onboarding.submission import (
     prepare_publication,
     prepare_subscription,
 )
+from onboarding.domain.models import ApplicationStatus, DecisionOutcome, PublicationApplication
+from onboarding.domain.openapi import canonical_json
+from onboarding.temporal import search_attributes as sa
 from tests import drive, fixtures
 from tests.conftest import notice_id
 from tests.fixtures import BANK_PROVIDER, MARKET_DATA_PROVIDER, PLATFORM, decision

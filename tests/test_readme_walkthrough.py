@@ -29,9 +29,9 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 
-from onboarding.config import Settings
-from onboarding.models import ApplicationStatus
-from onboarding.temporal_client import connect
+from onboarding.core.config import Settings
+from onboarding.domain.models import ApplicationStatus
+from onboarding.temporal.client import connect
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

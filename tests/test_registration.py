@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onboarding.registration import (
+from onboarding.domain.registration import (
     CHECK_DIGIT_FLAG,
     FOREIGN_CORPORATION_FLAG,
     BusinessRegistrationNumber,

@@ -4,7 +4,8 @@ A failure here means a change to a workflow would break applications already run
 production: guard the change with `workflow.patched(...)` rather than re-recording.
 
 They replay through the worker's encrypting converter: the saved histories were recorded in the
-clear, before payload encryption, and must still read (onboarding.codec passes them through).
+clear, before payload encryption, and must still read (onboarding.temporal.codec passes them
+through).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from onboarding.codec import data_converter, new_payload_key
-from onboarding.config import Settings
+from onboarding.core.config import Settings
+from onboarding.temporal.codec import data_converter, new_payload_key
 from worker import WORKFLOW_RUNNER, WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from temporalio.client import WorkflowHandle
 
-from onboarding.submission import prepare_subscription
+from onboarding.domain.admission import prepare_subscription
 from starter import start_application
 from tests import drive, fixtures
 

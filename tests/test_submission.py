@@ -8,7 +8,7 @@ import json
 import pytest
 
 import starter
-from onboarding.submission import (
+from onboarding.domain.admission import (
     SubmissionRefused,
     application_id_for,
     check_catalogue,

@@ -21,8 +21,8 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 import starter
 from activities.platform import PlatformActivities
-from onboarding import search_attributes as sa
-from onboarding.models import (
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import (
     ApplicationStatus,
     DeadlinePolicy,
     DecisionOutcome,
@@ -32,7 +32,7 @@ from onboarding.models import (
     ProgressRecord,
     SubscriptionApplication,
 )
-from onboarding.submission import prepare_subscription
+from onboarding.temporal import search_attributes as sa
 from tests import drive, fixtures
 from tests.conftest import notice_id
 from tests.fixtures import (

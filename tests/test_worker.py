@@ -9,8 +9,8 @@ import urllib.request
 
 from pydantic import SecretStr
 
-from onboarding.logs import configure_logging
-from onboarding.submission import prepare_subscription
+from onboarding.core.logs import configure_logging
+from onboarding.domain.admission import prepare_subscription
 from starter import start_application
 from tests import drive, fixtures
 from tests.conftest import free_port

@@ -30,8 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from activities.platform import PlatformActivities
-    from onboarding import search_attributes as sa
-    from onboarding.models import (
+    from onboarding.domain.models import (
         ApiWithdrawn,
         ApplicationStatus,
         Deadline,
@@ -48,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         StaffLookup,
         SubscriptionApplication,
     )
+    from onboarding.temporal import search_attributes as sa
 
 # Activities that only read or record retry for as long as it takes (a database restart must
 # not fail an application); each attempt is bounded. The worker heartbeats for every running

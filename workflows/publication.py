@@ -27,7 +27,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
-    from onboarding.models import (
+    from onboarding.domain.models import (
         ApiPublication,
         ApiTestingDecision,
         ApiTestReport,

@@ -27,7 +27,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
-    from onboarding.models import (
+    from onboarding.domain.models import (
         ApiWithdrawn,
         ApplicationRecord,
         ApplicationStatus,
@@ -62,7 +62,7 @@ from workflows.procedure import (
 )
 
 # Key issuance waits (retrying) for SMTP and the database as long as it takes; a key is never
-# lost and never issued twice (see onboarding/keys.py).
+# lost and never issued twice (see onboarding/domain/keys.py).
 KEY_ACTIVITY = dict(ACTIVITY, start_to_close_timeout=timedelta(minutes=2))
 
 

@@ -6,8 +6,8 @@ from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
-from onboarding.codec import data_converter
-from onboarding.config import Settings
+from onboarding.core.config import Settings
+from onboarding.temporal.codec import data_converter
 
 
 def _tls(settings: Settings) -> TLSConfig | bool:
@@ -27,7 +27,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         # Pydantic models in and out of every workflow, activity, signal, update and query,
-        # encrypted on their way to Temporal (onboarding.codec).
+        # encrypted on their way to Temporal (onboarding.temporal.codec).
         data_converter=data_converter(settings),
         tls=_tls(settings) if not api_key else (_tls(settings) or True),
         api_key=api_key,

@@ -3,7 +3,7 @@
 Every workflow, signal, update, query and activity takes exactly one of these models, so a
 field can be added (with a default) without breaking the histories of running applications.
 Validators here check shape only. Eligibility rules (registration numbers, catalogue) are
-checked at submission by `onboarding.submission`, not on every decode: a rule that changes
+checked at submission by `onboarding.domain.admission`, not on every decode: a rule that changes
 later must not make an old history unreadable on replay.
 """
 
@@ -50,7 +50,7 @@ class Role(StrEnum):
 
 class Organisation(Model):
     legal_name: Text
-    # Checked and normalised at submission (onboarding.registration), digits only after that.
+    # Checked and normalised at submission (onboarding.domain.registration), digits only after that.
     business_registration_number: Annotated[str, Field(max_length=20)]
     corporate_registration_number: Annotated[str, Field(max_length=20)]
     representative: Text

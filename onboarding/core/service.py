@@ -7,8 +7,8 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 
-from onboarding.config import Settings, get_settings
-from onboarding.logs import configure_logging
+from onboarding.core.config import Settings, get_settings
+from onboarding.core.logs import configure_logging
 
 
 def run_until_stopped(serve: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:

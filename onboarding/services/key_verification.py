@@ -1,15 +1,16 @@
 """The key verification endpoint, asked by the API gateway for every call it lets through.
 
-    python -m onboarding.gateway        (DATABASE_URL, GATEWAY_BIND, GATEWAY_PORT, LOG_*)
+    python -m onboarding.services.key_verification
+                            (DATABASE_URL, GATEWAY_BIND, GATEWAY_PORT, LOG_*)
 
     POST /v1/keys/verify    the key in the X-Api-Key header; 200 with the verdict
     GET  /healthz           200 when the database answers, else 503
 
-The answer is `onboarding.key_verification.KeyVerdict` as JSON: `valid`, `reason` ("" when
+The answer is `onboarding.store.keys.KeyVerdict` as JSON: `valid`, `reason` ("" when
 valid; "unknown key", "revoked" or "expired"), `organisation` {business_registration_number,
 name}, `environment`, `apis`, `key_id`, `expires_at`. A refusal grants nothing (organisation,
 environment and APIs are null or empty). Why refusals name their reason, and how the answer
-takes the same time whether a key exists or not: see onboarding/key_verification.py. Anything
+takes the same time whether a key exists or not: see onboarding/store/keys.py. Anything
 but a 200 with `valid: true` (a 400, a 503 when the database is down) means: refuse the call.
 
 Decisions:
@@ -33,7 +34,7 @@ Decisions:
 - SIGTERM or SIGINT stops accepting connections, lets requests in flight finish (up to
   SHUTDOWN_GRACE_SECONDS), then closes the pool.
 - The endpoint has no login of its own: it must be reachable by the gateway only (see
-  GATEWAY_BIND in onboarding/config.py).
+  GATEWAY_BIND in onboarding/core/config.py).
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ import asyncpg
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from onboarding.config import Settings
-from onboarding.db import create_pool
-from onboarding.key_verification import MAX_KEY_LENGTH, verify_key
-from onboarding.logs import get_logger
-from onboarding.service import run_until_stopped
+from onboarding.core.config import Settings
+from onboarding.core.db import create_pool
+from onboarding.core.logs import get_logger
+from onboarding.core.service import run_until_stopped
+from onboarding.store.keys import MAX_KEY_LENGTH, verify_key
 
 KEY_HEADER = "X-Api-Key"
 SHUTDOWN_GRACE_SECONDS = 10  # a verification takes milliseconds

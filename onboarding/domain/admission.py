@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import BaseModel, ValidationError
 
-from onboarding.config import Settings
-from onboarding.models import (
+from onboarding.core.config import Settings
+from onboarding.domain.models import (
     DeadlinePolicy,
     KeyValidity,
     Organisation,
@@ -24,8 +24,8 @@ from onboarding.models import (
     SubscriptionApplication,
     SubscriptionForm,
 )
-from onboarding.openapi import SpecFindings, canonical_json, check_openapi
-from onboarding.registration import (
+from onboarding.domain.openapi import SpecFindings, canonical_json, check_openapi
+from onboarding.domain.registration import (
     RegistrationNumberError,
     check_business_registration_number,
     check_corporate_registration_number,

@@ -47,9 +47,9 @@ class Settings(BaseSettings):
     # Worker
     worker_graceful_shutdown_seconds: int = Field(30, ge=0)
 
-    # Key verification endpoint (`python -m onboarding.gateway`), asked by the API gateway. It
-    # has no login of its own: bind it where only the gateway reaches it (compose: 0.0.0.0 on
-    # the internal network, not published).
+    # Key verification endpoint (`python -m onboarding.services.key_verification`), asked by
+    # the API gateway. It has no login of its own: bind it where only the gateway reaches it
+    # (compose: 0.0.0.0 on the internal network, not published).
     gateway_bind: str = "127.0.0.1"
     gateway_port: int = Field(8090, ge=1, le=65535)
 
@@ -74,13 +74,14 @@ class Settings(BaseSettings):
     escalate_after_days: int = Field(21, ge=1)
     lapse_after_days: int = Field(90, ge=1)
 
-    # Payload encryption (onboarding.codec): organisation and contact data travel in workflow
-    # inputs, decisions and results; Temporal stores them encrypted with AES-256-GCM.
+    # Payload encryption (onboarding.temporal.codec): organisation and contact data travel in
+    # workflow inputs, decisions and results; Temporal stores them encrypted with AES-256-GCM.
     # `id:base64key,id:base64key`: the current key (PAYLOAD_ENCRYPTION_KEY_ID, else the first)
     # encrypts, every key listed decrypts, so a key is rotated without losing older histories.
     payload_encryption_keys: SecretStr | None = None
     payload_encryption_key_id: str | None = None
-    # The codec server (`python -m onboarding.codec_server`) decrypts for the Web UI and the CLI.
+    # The codec server (`python -m onboarding.services.codec_server`) decrypts for the Web UI
+    # and the CLI.
     codec_server_host: str = "127.0.0.1"
     codec_server_port: int = Field(8081, ge=1, le=65535)
     # When set, the codec server wants `Authorization: Bearer <token>`, and clients send it.

@@ -3,7 +3,7 @@
 Reviewers find the applications waiting on them (`queue`), read one (`show`) and take their
 decision (`decide`, `withdraw`), each sent as the workflow's update of the same name so the
 answer is immediate. Applicants' files are submitted with `submit`. Everything goes through
-`onboarding.temporal_client.connect(get_settings())`, with the worker's settings.
+`onboarding.temporal.client.connect(get_settings())`, with the worker's settings.
 """
 
 from __future__ import annotations
@@ -33,10 +33,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 import starter
-from onboarding import search_attributes as sa
-from onboarding.codec import PayloadEncryptionError
-from onboarding.config import Settings, get_settings
-from onboarding.models import (
+from onboarding.core.config import Settings, get_settings
+from onboarding.domain.admission import SubmissionRefused
+from onboarding.domain.models import (
     ApiTestingDecision,
     ApiTestReport,
     ApplicationStatus,
@@ -56,8 +55,9 @@ from onboarding.models import (
     SandboxVerificationDecision,
     Withdrawal,
 )
-from onboarding.submission import SubmissionRefused
-from onboarding.temporal_client import connect
+from onboarding.temporal import search_attributes as sa
+from onboarding.temporal.client import connect
+from onboarding.temporal.codec import PayloadEncryptionError
 
 # The decisions people take, by workflow kind: the update's name and the model it takes.
 DECISIONS: dict[str, dict[str, type[Decision]]] = {
@@ -91,7 +91,7 @@ class Kind(StrEnum):
 
 
 class WaitingRole(StrEnum):
-    """The roles (onboarding.models.Role) a step can wait on."""
+    """The roles (onboarding.domain.models.Role) a step can wait on."""
 
     applicant = Role.APPLICANT.value
     pre_verification_reviewer = Role.PRE_VERIFICATION_REVIEWER.value

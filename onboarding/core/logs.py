@@ -21,7 +21,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from onboarding.config import Settings
+from onboarding.core.config import Settings
 
 
 def _lift_temporal_context(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:

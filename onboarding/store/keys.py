@@ -1,6 +1,6 @@
 """Key verification for the API gateway: is this presented key valid, and for what?
 
-Only the key's SHA-256 is on record (onboarding/keys.py), so a presented key is hashed and
+Only the key's SHA-256 is on record (onboarding/domain/keys.py), so a presented key is hashed and
 looked up by its hash, in the unique index on `api_keys.key_hash`.
 
 Timing. Whether a key exists must not show in how long the answer takes, beyond what the
@@ -40,8 +40,8 @@ from typing import Literal
 
 import asyncpg
 
-from onboarding.keys import key_hash
-from onboarding.models import Environment, Model
+from onboarding.domain.keys import key_hash
+from onboarding.domain.models import Environment, Model
 
 # Issued keys are 57 characters; anything this long cannot be one. Hashing at most this much
 # bounds the work whatever is presented.

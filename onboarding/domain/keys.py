@@ -13,7 +13,7 @@ import base64
 import hashlib
 import hmac
 
-from onboarding.models import Environment
+from onboarding.domain.models import Environment
 
 _PREFIX = {"sandbox": "cmsb", "production": "cmpr"}
 DISPLAY_PREFIX_LENGTH = 12

@@ -1,8 +1,8 @@
 """The codec server: decrypts payloads for the Temporal Web UI and the `temporal` CLI, so that
-authorised reviewers read what Temporal stores encrypted (onboarding.codec), and clients
+authorised reviewers read what Temporal stores encrypted (onboarding.temporal.codec), and clients
 without keys (a reviewer's laptop) encrypt through it.
 
-    python -m onboarding.codec_server     (PAYLOAD_ENCRYPTION_KEYS, CODEC_*: see README)
+    python -m onboarding.services.codec_server     (PAYLOAD_ENCRYPTION_KEYS, CODEC_*: see README)
 
 Temporal's remote codec protocol: `POST /encode` and `POST /decode`, also under a prefix
 (`/default/decode`: only the last part of the path counts), with `{"payloads": [...]}` in
@@ -24,10 +24,10 @@ from aiohttp import web
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from onboarding.codec import PayloadEncryption, PayloadEncryptionError, payload_encryption
-from onboarding.config import Settings
-from onboarding.logs import get_logger
-from onboarding.service import run_until_stopped
+from onboarding.core.config import Settings
+from onboarding.core.logs import get_logger
+from onboarding.core.service import run_until_stopped
+from onboarding.temporal.codec import PayloadEncryption, PayloadEncryptionError, payload_encryption
 
 log = get_logger("codec_server")
 

@@ -4,7 +4,7 @@
    `.data/temporal.db`, so applications survive a restart; Web UI on :8233, decrypting
    payloads through the codec server; the platform's search attributes registered.
 2. PostgreSQL at DATABASE_URL, or an embedded server with its data in `.data/postgres`.
-3. The migrations, and a demo catalogue and staff roster (`onboarding/dev_seed.sql`).
+3. The migrations, and a demo catalogue and staff roster (`onboarding/devstack/dev_seed.sql`).
 4. A local SMTP server keeping every notice and delivered key in `.data/mail/`.
 5. The codec server on :8081 (localhost only), for the Web UI and the `temporal` CLI.
 6. The worker, with readable logs, and the key verification endpoint on :8090 (localhost).
@@ -31,16 +31,16 @@ from pathlib import Path
 import asyncpg
 from pydantic import SecretStr
 
-from onboarding import gateway
-from onboarding import search_attributes as sa
-from onboarding.codec import new_payload_key
-from onboarding.codec_server import start_codec_server
-from onboarding.config import Settings
-from onboarding.db import apply_migrations
-from onboarding.embedded import ensure_database, start_embedded_postgres, wheel_binary
-from onboarding.logs import configure_logging, get_logger
-from onboarding.mailsink import start_mail_sink
-from onboarding.temporal_client import connect
+from onboarding.core.config import Settings
+from onboarding.core.db import apply_migrations
+from onboarding.core.logs import configure_logging, get_logger
+from onboarding.devstack.embedded import ensure_database, start_embedded_postgres, wheel_binary
+from onboarding.devstack.mailsink import start_mail_sink
+from onboarding.services import key_verification
+from onboarding.services.codec_server import start_codec_server
+from onboarding.temporal import search_attributes as sa
+from onboarding.temporal.client import connect
+from onboarding.temporal.codec import new_payload_key
 
 log = get_logger("devstack")
 
@@ -110,7 +110,8 @@ async def prepare_database(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         applied = await apply_migrations(conn)
-        await conn.execute(resources.files("onboarding").joinpath("dev_seed.sql").read_text())
+        seed = resources.files("onboarding.devstack").joinpath("dev_seed.sql")
+        await conn.execute(seed.read_text())
     finally:
         await conn.close()
     log.info("database ready", migrations_applied=[f"{m.version:04d}_{m.name}" for m in applied])
@@ -199,7 +200,7 @@ async def main() -> None:
         print(banner(settings), file=sys.stderr, flush=True)
         async with asyncio.TaskGroup() as platform:  # one failing stops the other
             platform.create_task(run_worker(worker_settings, stop))
-            platform.create_task(gateway.serve(worker_settings, stop))
+            platform.create_task(key_verification.serve(worker_settings, stop))
     finally:
         log.info("stopping the dev stack")
         if mail:

@@ -1,6 +1,6 @@
 """PostgreSQL access: the shared pool and the versioned migrations.
 
-Migrations are the ordered `NNNN_name.sql` files in `onboarding/migrations/`. Each is applied
+Migrations are the ordered `NNNN_name.sql` files in `onboarding/core/migrations/`. Each is applied
 once, in its own transaction, and recorded in `schema_migrations` with a checksum, so that an
 edited migration that already ran is detected instead of silently diverging. An advisory lock
 lets several workers (or the compose `migrate` job and a worker) start at once.
@@ -16,7 +16,7 @@ from importlib import resources
 
 import asyncpg
 
-from onboarding.config import Settings
+from onboarding.core.config import Settings
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _MIGRATIONS_LOCK = 0x6F6E626F  # "onbo": any constant shared by every migrator
@@ -35,7 +35,7 @@ class Migration:
 
 def bundled_migrations() -> list[Migration]:
     found = []
-    for entry in resources.files("onboarding.migrations").iterdir():
+    for entry in resources.files("onboarding.core.migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))

@@ -1,12 +1,12 @@
-"""`python -m onboarding.migrate`: apply the database migrations at DATABASE_URL."""
+"""`python -m onboarding.core.migrate`: apply the database migrations at DATABASE_URL."""
 
 import asyncio
 
 import asyncpg
 
-from onboarding.config import get_settings
-from onboarding.db import apply_migrations
-from onboarding.logs import configure_logging, get_logger
+from onboarding.core.config import get_settings
+from onboarding.core.db import apply_migrations
+from onboarding.core.logs import configure_logging, get_logger
 
 
 async def main() -> None:

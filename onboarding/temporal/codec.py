@@ -21,8 +21,8 @@ business registration number among them, a public registry identifier), signal a
 names, timestamps.
 
 A client without keys (a reviewer's laptop) uses the codec server instead
-(`onboarding.codec_server`, at TEMPORAL_CODEC_ENDPOINT), as the Web UI and the CLI do. One with
-neither reads what is in the clear and sends nothing.
+(`onboarding.services.codec_server`, at TEMPORAL_CODEC_ENDPOINT), as the Web UI and the CLI do.
+One with neither reads what is in the clear and sends nothing.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from temporalio.converter import (
     PayloadCodec,
 )
 
-from onboarding.config import Settings, payload_keys
-from onboarding.logs import get_logger
+from onboarding.core.config import Settings, payload_keys
+from onboarding.core.logs import get_logger
 
 log = get_logger("codec")
 

@@ -1,0 +1,1 @@
+"""The reviewer's command line, `openapi-onboarding` (onboarding/cli/app.py)."""

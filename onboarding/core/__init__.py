@@ -1,0 +1,1 @@
+"""What every process needs: configuration, database pool and migrations, logging, services."""

@@ -1,0 +1,1 @@
+"""The versioned SQL migrations (NNNN_name.sql), applied in order by onboarding.core.db."""

@@ -1,0 +1,1 @@
+"""`make up` (`python -m onboarding.devstack`): the whole platform on one machine, from wheels."""

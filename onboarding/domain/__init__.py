@@ -1,0 +1,1 @@
+"""Pure rules and messages: models, registration numbers, OpenAPI, admission, keys, notices."""

@@ -1,0 +1,1 @@
+"""Sending notices by e-mail over SMTP."""

@@ -1,0 +1,108 @@
+"""Notices by e-mail: the message a notice becomes, and SMTP delivery over kept-open connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import aiosmtplib
+
+from onboarding.core.config import Settings
+
+
+def build_message(
+    settings: Settings, notice_id: str, recipients: list[str], subject: str, body: str
+) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = settings.mail_from
+    message["To"] = ", ".join(recipients)
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False)
+    # The same notice always carries the same Message-ID, so a resend after a crash between
+    # the SMTP hand-off and marking it sent is recognisable as a duplicate by mail systems.
+    digest = hashlib.sha256(notice_id.encode()).hexdigest()[:32]
+    message["Message-ID"] = f"<{digest}@openapi-onboarding>"
+    message["X-Notice-Id"] = notice_id
+    message.set_content(body)
+    return message
+
+
+# At most this many SMTP connections per worker process: a few, so that a burst of notices is
+# not queued behind one slow exchange, without holding a connection per running activity.
+MAX_CONNECTIONS = 4
+# A connection unused for longer is checked with NOOP before it carries a message: by then the
+# server may have dropped it without our noticing (a server that closes it properly is noticed
+# at once).
+CHECK_AFTER_IDLE_SECONDS = 5.0
+
+
+class Mailer:
+    """Sends notices over SMTP connections kept open between them.
+
+    A connection per notice costs a TCP handshake, the greeting, EHLO (and STARTTLS and login
+    where configured) and QUIT, on both sides: more than sending the message itself. Here each
+    connection carries one message at a time. One that the server has closed, or that
+    fails its NOOP, is replaced before it carries anything. A send that fails closes its
+    connection and raises, nothing is resent here: the activity's retry sends the same message
+    (same Message-ID) again, on a new connection.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []  # with when each was last used
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+
+    async def send(self, message: EmailMessage) -> None:
+        async with self._slots:
+            smtp = await self._reusable() or await self._connect()
+            try:
+                await smtp.send_message(message)
+            except BaseException:
+                smtp.close()
+                raise
+            self._idle.append((smtp, time.monotonic()))
+
+    async def aclose(self) -> None:
+        """QUIT every idle connection (the worker is stopping: nothing is being sent)."""
+        idle, self._idle = self._idle, []
+        for smtp, _ in idle:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await smtp.quit()
+            smtp.close()
+
+    async def _reusable(self) -> aiosmtplib.SMTP | None:
+        while self._idle:
+            smtp, last_used = self._idle.pop()
+            if not smtp.is_connected:
+                smtp.close()
+                continue
+            if time.monotonic() - last_used > CHECK_AFTER_IDLE_SECONDS:
+                try:
+                    await smtp.noop()
+                except (aiosmtplib.SMTPException, OSError):
+                    smtp.close()
+                    continue
+                except BaseException:  # cancelled: the connection's state is unknown
+                    smtp.close()
+                    raise
+            return smtp
+        return None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        assert s.smtp_host, "sending mail needs SMTP_HOST"
+        # As aiosmtplib.send would: STARTTLS and login (when configured) happen on connect.
+        smtp = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            start_tls=s.smtp_starttls,
+            timeout=s.smtp_timeout_seconds,
+        )
+        await smtp.connect()
+        return smtp

@@ -1,0 +1,1 @@
+"""Temporal plumbing: the client connection, payload encryption and the search attributes."""

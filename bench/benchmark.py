@@ -49,7 +49,6 @@ import json
 import os
 import platform
 import random
-import secrets
 import shlex
 import signal
 import statistics
@@ -67,32 +66,30 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 import temporalio
-from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import History
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment
 
 from activities.platform import PlatformActivities
 from bench.bare import READY as BARE_READY
 from bench.bare import BareWorkflow, Plan
 from onboarding.core.config import Settings
-from onboarding.core.db import apply_migrations, create_pool
+from onboarding.core.db import create_pool
 from onboarding.core.logs import configure_logging
-from onboarding.devstack.embedded import ensure_database, start_embedded_postgres, wheel_binary
-from onboarding.devstack.mailsink import start_mail_sink
 from onboarding.domain import keys
 from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import (ApplicationRecord, ApplicationStatus, KeyIssuance,
-                               KeyRevocation)
+                                      KeyRevocation)
 from onboarding.store.keys import verify_key
-from onboarding.temporal import search_attributes
 from onboarding.temporal.codec import data_converter, new_payload_key
 from starter import start_application
-from tests import fixtures
+from tests.support import data, servers
+from tests.support.drive import wait_for_step
+from tests.support.net import free_port
+from tests.support.worker_process import WorkerProcess
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,22 +103,22 @@ FINAL_STEP = "in_production"
 
 
 def _script() -> list[tuple[str, str, Callable[[str], dict[str, Any]]]]:
-    d = fixtures.decision
+    d = data.decision
     return [
         ("pre_verification", "pre_verification",
-         lambda a: d(fixtures.REVIEWER, outcome="approve", criteria=fixtures.CRITERIA_HOLD)),
+         lambda a: d(data.REVIEWER, outcome="approve", criteria=data.CRITERIA_HOLD)),
         ("market_data_licence", "market_data_licence",
-         lambda a: d(fixtures.SALES, outcome="concluded", contract=fixtures.contract())),
+         lambda a: d(data.SALES, outcome="concluded", contract=data.contract())),
         ("platform_contract", "platform_contract",
-         lambda a: d(fixtures.PLATFORM, outcome="signed", eligibility_confirmed=True,
-                     contract=fixtures.contract())),
-        ("final_approval", "final_approval", lambda a: d(fixtures.APPROVER, outcome="approve")),
+         lambda a: d(data.PLATFORM, outcome="signed", eligibility_confirmed=True,
+                     contract=data.contract())),
+        ("final_approval", "final_approval", lambda a: d(data.APPROVER, outcome="approve")),
         ("sandbox_testing", "sandbox_testing_complete",
          lambda a: d(a, note="all scenarios pass")),
         ("sandbox_verification", "sandbox_verification",
-         lambda a: d(fixtures.PLATFORM, outcome="approve")),
+         lambda a: d(data.PLATFORM, outcome="approve")),
         ("production_switch", "production_switch",
-         lambda a: d(fixtures.APPROVER, outcome="approve", service_contract=fixtures.contract())),
+         lambda a: d(data.APPROVER, outcome="approve", service_contract=data.contract())),
     ]
 
 
@@ -176,29 +173,8 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-class WorkerProcess:
-    """A worker in a process of its own, started and stopped by us (by its pid only)."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path, ready: str,
-                 cwd: Path) -> None:
-        self.name, self.log, self.ready_marker = name, log, ready
-        self._log_file = open(log, "wb")  # noqa: SIM115 - open as long as the process runs
-        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid = self.proc.pid
-
-    async def ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
-            if self.ready_marker in self.log.read_text(errors="replace"):
-                return
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.tail()}")
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+class Measured(WorkerProcess):
+    """A platform process of its own (tests/support/worker_process.py), measured from /proc."""
 
     def cpu(self) -> float:
         return cpu_seconds(self.pid)
@@ -215,82 +191,48 @@ class WorkerProcess:
             if (self.cpu() - before) / window < below:
                 return
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log_file.close()
-
 
 # --- the stack: PostgreSQL, SMTP sink, Temporal dev server ---------------------------------------
 
 
 @dataclass
-class Stack:
-    tmp: Path
-    pg: Any
-    pgdata: Path
-    mail: Any
-    settings: Settings
-    pool: asyncpg.Pool
-    env: WorkflowEnvironment
-    address: str
-    workers: list[WorkerProcess] = field(default_factory=list)
-    worker_env: list[str] = field(default_factory=list)
+class Stack(servers.Stack):
+    """The servers (tests/support/servers.py), and the workers this run starts on them."""
 
-    @property
-    def client(self) -> Client:
-        return self.env.client
+    workers: list[Measured] = field(default_factory=list)
+    worker_env: list[str] = field(default_factory=list)  # --worker-env
 
     def settings_for(self, task_queue: str) -> Settings:
         return self.settings.model_copy(update={"temporal_task_queue": task_queue})
 
-    def _env(self, task_queue: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("TEMPORAL_", "DB_", "SMTP_", "LOG_", "PAYLOAD_", "CODEC_"))
-               and k not in ("DATABASE_URL", "KEY_ISSUANCE_SECRET", "METRICS_PORT")}
-        s = self.settings
-        env.update(
-            PYTHONPATH=str(ROOT),
-            TEMPORAL_ADDRESS=self.address,
-            TEMPORAL_NAMESPACE="default",
-            TEMPORAL_TASK_QUEUE=task_queue,
-            DATABASE_URL=s.database_url.get_secret_value(),
-            KEY_ISSUANCE_SECRET=s.key_issuance_secret.get_secret_value(),
-            PAYLOAD_ENCRYPTION_KEYS=s.payload_encryption_keys.get_secret_value(),
-            SMTP_HOST=s.smtp_host,
-            SMTP_PORT=str(s.smtp_port),
-            METRICS_PORT="0",
-            WORKER_GRACEFUL_SHUTDOWN_SECONDS="5",
-        )
+    def worker_settings(self, task_queue: str) -> Settings:
+        """What a worker process is given: this stack's servers, otherwise the deployed defaults
+        (JSON logs at INFO, the default pool)."""
+        return self.settings_for(task_queue).model_copy(update={
+            "temporal_address": self.address, "log_level": "INFO", "log_format": "json",
+            "worker_graceful_shutdown_seconds": 5})
+
+    def process(self, settings: Settings, name: str, argv: list[str] | None = None) -> Measured:
+        extra: dict[str, str | None] = {"PYTHONPATH": str(ROOT)}
         for item in self.worker_env:  # --worker-env: KEY=VALUE sets, KEY= unsets
             key, _, value = item.partition("=")
-            if value:
-                env[key] = value
-            else:
-                env.pop(key, None)
-        return env
-
-    async def product_worker(self, task_queue: str, tag: str) -> WorkerProcess:
-        # `python worker.py` as deployed: JSON logs at INFO (to a file), the default pool.
-        w = WorkerProcess(f"worker ({tag})", [sys.executable, str(ROOT / "worker.py")],
-                          self._env(task_queue), self.tmp / f"worker-{tag}.log",
-                          '"worker started"', self.tmp)
+            extra[key] = value or None
+        w = Measured(settings, self.tmp, name, argv=argv, extra_env=extra)
         self.workers.append(w)
-        await w.ready()
+        w.start()
+        return w
+
+    async def product_worker(self, task_queue: str, tag: str) -> Measured:
+        # `python worker.py` as deployed: JSON logs at INFO (to a file), the default pool.
+        w = self.process(self.worker_settings(task_queue), f"worker-{tag}")
+        await w.ready('"worker started"')
         await asyncio.sleep(1)  # pollers up
         return w
 
-    async def bare_worker(self, task_queue: str, tag: str) -> WorkerProcess:
-        w = WorkerProcess(f"bare worker ({tag})", [sys.executable, "-m", "bench.bare"],
-                          self._env(task_queue), self.tmp / f"bare-{tag}.log", BARE_READY,
-                          self.tmp)
-        self.workers.append(w)
-        await w.ready()
+    async def bare_worker(self, task_queue: str, tag: str) -> Measured:
+        w = self.process(self.worker_settings(task_queue), f"bare-{tag}",
+                         [sys.executable, "-m", "bench.bare"])
+        await w.ready(BARE_READY)
         return w
 
     def temporal_pid(self) -> int | None:
@@ -306,7 +248,7 @@ class Stack:
             return None, []
         return main, children(main)
 
-    def cpu(self, worker: WorkerProcess | None) -> dict[str, float]:
+    def cpu(self, worker: Measured | None) -> dict[str, float]:
         out = {"driver+smtp sink": time.process_time()}
         if worker:
             out["worker"] = worker.cpu()
@@ -317,43 +259,10 @@ class Stack:
             out["postgres"] = cpu_seconds(main, True) + sum(cpu_seconds(k) for k in kids)
         return out
 
-
-async def start_stack(tmp: Path) -> Stack:
-    pgdata = tmp / "pg"
-    pg = start_embedded_postgres(pgdata)
-    try:
-        url = await ensure_database(pg.get_uri(), "bench")
-        mail = start_mail_sink(tmp / "mail", port=free_port())
-        settings = Settings(_env_file=None, database_url=url,
-                            key_issuance_secret=secrets.token_urlsafe(32),
-                            payload_encryption_keys=new_payload_key("bench"),
-                            smtp_host="127.0.0.1", smtp_port=mail.port, metrics_port=0,
-                            log_level="WARNING")
-        pool = await create_pool(settings)
-        async with pool.acquire() as conn:
-            await apply_migrations(conn)
-            await fixtures.seed(conn)
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=wheel_binary("temporal"),
-            search_attributes=search_attributes.ALL,
-            data_converter=data_converter(settings),
-        )
-    except BaseException:
-        pg.cleanup()
-        raise
-    address = env.client.service_client.config.target_host
-    return Stack(tmp, pg, pgdata, mail, settings, pool, env, address)
-
-
-async def stop_stack(stack: Stack) -> None:
-    for w in stack.workers:
-        w.stop()
-    try:
-        await stack.env.shutdown()
-    finally:
-        await stack.pool.close()
-        stack.mail.stop()
-        stack.pg.cleanup()
+    async def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+        await super().stop()
 
 
 def compile_bytecode() -> None:
@@ -364,14 +273,6 @@ def compile_bytecode() -> None:
     for package in ("activities", "bench", "onboarding", "workflows"):
         compileall.compile_dir(ROOT / package, quiet=1)
     compileall.compile_file(ROOT / "worker.py", quiet=1)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- driving applications ------------------------------------------------------------------------
@@ -419,7 +320,7 @@ def lifecycle_kind(stack: Stack, task_queue: str) -> Kind:
     settings = stack.settings_for(task_queue)
 
     async def start() -> tuple[WorkflowHandle, str]:
-        form = fixtures.subscription_form(apis=APIS)
+        form = data.subscription_form(apis=APIS)
         application = prepare_subscription(form, settings)
         handle = await start_application(stack.client, settings, application)
         return handle, form["organisation"]["contact_emails"][0]
@@ -671,34 +572,26 @@ async def wait_quiet(handle: WorkflowHandle) -> list[Any]:
 
 async def time_skipping_histories(stack: Stack) -> dict[str, Any]:
     """Prompt decisions vs every step waiting past its escalation, on the time-skipping server."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=wheel_binary("temporal-test-server"),
-        data_converter=data_converter(stack.settings),
+    env = await servers.start_time_skipping_server(
+        data_converter(stack.settings),
         # The test server does not advertise every capability: keep the SDK's warning quiet.
         runtime=Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
             filter=TelemetryFilter(core_level="ERROR", other_level="ERROR")))),
     )
     try:
-        await env.client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(
-                namespace=env.client.namespace,
-                search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                                   for k in search_attributes.ALL},
-            )
-        )
         task_queue = f"bench-ts-{uuid.uuid4().hex[:8]}"
         settings = stack.settings_for(task_queue)
-        deadlines = prepare_subscription(fixtures.subscription_form(apis=APIS), settings).deadlines
+        deadlines = prepare_subscription(data.subscription_form(apis=APIS), settings).deadlines
         remind, escalate = deadlines.remind_after_days, deadlines.escalate_after_days
 
         async def one(waits: list[int]) -> list[Any]:
             """Each step: sleep through `waits` (days since the step began), then decide."""
-            form = fixtures.subscription_form(apis=APIS)
+            form = data.subscription_form(apis=APIS)
             applicant = form["organisation"]["contact_emails"][0]
             handle = await start_application(env.client, settings,
                                              prepare_subscription(form, settings))
             for step, signal_name, payload in SCRIPT:
-                await wait_for_step(handle, step)
+                await wait_for_step(handle, step, timeout=60)
                 await wait_quiet(handle)  # each step's events before its decision
                 slept = timedelta()
                 for day in waits:
@@ -722,12 +615,6 @@ async def time_skipping_histories(stack: Stack) -> dict[str, Any]:
         await env.shutdown()
     return {"prompt": prompt, "longest": longest, "twice": twice, "remind": remind,
             "escalate": escalate}
-
-
-async def wait_for_step(handle: WorkflowHandle, step: str, timeout: float = 60) -> None:
-    async with asyncio.timeout(timeout):
-        while (await handle.query("status", result_type=ApplicationStatus)).step != step:
-            await asyncio.sleep(0.05)
 
 
 # --- memory: applications open and waiting -------------------------------------------------------
@@ -1016,7 +903,9 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="onboarding-bench-") as tmp_name:
         report.phase("starting PostgreSQL (embedded), SMTP sink, Temporal dev server")
         compile_bytecode()
-        stack = await start_stack(Path(tmp_name))
+        stack = await Stack.start(Path(tmp_name), "bench",
+                                  payload_encryption_keys=new_payload_key("bench"),
+                                  log_level="WARNING")
         stack.worker_env = args.worker_env
         # This process's own logs (the time-skipping phase runs a worker in it): warnings only.
         configure_logging(stack.settings.model_copy(update={"log_format": "console"}))
@@ -1041,7 +930,7 @@ async def main(args: argparse.Namespace) -> None:
             if "memory" not in args.skip and args.open_levels:
                 await memory(run)
         finally:
-            await stop_stack(stack)
+            await stack.stop()
     report.line(f"\nload average after the run: {Path('/proc/loadavg').read_text().strip()}")
     report.summary(header)
 
@@ -1327,7 +1216,7 @@ async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[str]
     issued = []
     try:
         for _ in range(applications):
-            app = prepare_subscription(fixtures.subscription_form(apis=APIS), stack.settings)
+            app = prepare_subscription(data.subscription_form(apis=APIS), stack.settings)
             await env.run(acts.record_application,
                           ApplicationRecord(application=app, workflow_id=app.application_id))
             for environment in ("sandbox", "production"):
@@ -1365,14 +1254,13 @@ async def gateway_timings(stack: Stack, n: int) -> dict[str, Any]:
         return presented[kind][i % len(presented[kind])]
 
     port = free_port()
-    gateway = WorkerProcess("gateway", [sys.executable, "-m", "onboarding.services.key_verification"],
-                            {**stack._env("unused"), "GATEWAY_PORT": str(port)},
-                            stack.tmp / "gateway.log", '"gateway started"', stack.tmp)
-    stack.workers.append(gateway)
+    gateway = stack.process(
+        stack.worker_settings("unused").model_copy(update={"gateway_port": port}), "gateway",
+        [sys.executable, "-m", "onboarding.services.key_verification"])
     http: dict[str, list[float]] = {kind: [] for kind in KINDS}
     direct: dict[str, list[float]] = {kind: [] for kind in KINDS}
     try:
-        await gateway.ready()
+        await gateway.ready('"gateway started"')
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
             async def ask(key: str) -> str:
                 async with session.post("/v1/keys/verify", headers={"X-Api-Key": key}) as r:

@@ -12,25 +12,19 @@ new scenarios are run.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import tempfile
 import uuid
 from pathlib import Path
 
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from activities.platform import PlatformActivities
-from onboarding.core.config import Settings
-from onboarding.core.db import apply_migrations, create_pool
-from onboarding.devstack.embedded import ensure_database, start_embedded_postgres, wheel_binary
-from onboarding.devstack.mailsink import start_mail_sink
 from onboarding.domain.admission import prepare_publication, prepare_subscription
-from onboarding.temporal import search_attributes as sa
 from starter import start_application
-from tests import drive, fixtures
-from tests.test_publication import publication_form, revised
+from tests.support import data, drive
+from tests.support.data import publication_form, revised
+from tests.support.servers import Stack
 from worker import build_worker
 
 HERE = Path(__file__).parent / "histories"
@@ -38,60 +32,60 @@ HERE = Path(__file__).parent / "histories"
 
 async def production_with_market_data(handle, form) -> None:
     applicant = form["organisation"]["contact_emails"][0]
-    d = fixtures.decision
+    d = data.decision
     await drive.signal_at(handle, "pre_verification", "pre_verification",
-                          d(fixtures.REVIEWER, outcome="request_changes", note="name the data used"))
+                          d(data.REVIEWER, outcome="request_changes", note="name the data used"))
     await drive.signal_at(handle, "changes_requested", "resubmit",
                           d(applicant, service=form["service"], requested_apis=form["requested_apis"]))
     await drive.signal_at(handle, "pre_verification", "pre_verification",
-                          d(fixtures.REVIEWER, outcome="approve", criteria=fixtures.CRITERIA_HOLD))
+                          d(data.REVIEWER, outcome="approve", criteria=data.CRITERIA_HOLD))
     await drive.signal_at(handle, "market_data_licence", "market_data_licence",
-                          d(fixtures.SALES, outcome="concluded", contract=fixtures.contract()))
-    await handle.signal("final_approval", d(fixtures.APPROVER, outcome="approve"))  # wrong step
+                          d(data.SALES, outcome="concluded", contract=data.contract()))
+    await handle.signal("final_approval", d(data.APPROVER, outcome="approve"))  # wrong step
     await drive.signal_at(handle, "platform_contract", "platform_contract",
-                          d(fixtures.PLATFORM, outcome="signed", eligibility_confirmed=True,
-                            contract=fixtures.contract()))
+                          d(data.PLATFORM, outcome="signed", eligibility_confirmed=True,
+                            contract=data.contract()))
     await drive.signal_at(handle, "final_approval", "final_approval",
-                          d(fixtures.APPROVER, outcome="approve"))
+                          d(data.APPROVER, outcome="approve"))
     await drive.signal_at(handle, "sandbox_testing", "sandbox_testing_complete", d(applicant))
     await drive.signal_at(handle, "sandbox_verification", "sandbox_verification",
-                          d(fixtures.PLATFORM, outcome="more_testing", note="test order errors"))
+                          d(data.PLATFORM, outcome="more_testing", note="test order errors"))
     await drive.signal_at(handle, "sandbox_testing", "sandbox_testing_complete", d(applicant))
     await drive.signal_at(handle, "sandbox_verification", "sandbox_verification",
-                          d(fixtures.PLATFORM, outcome="approve"))
+                          d(data.PLATFORM, outcome="approve"))
     await drive.signal_at(handle, "production_switch", "production_switch",
-                          d(fixtures.APPROVER, outcome="approve",
-                            service_contract=fixtures.contract()))
+                          d(data.APPROVER, outcome="approve",
+                            service_contract=data.contract()))
 
 
 async def withdrawn_after_sandbox_key(handle, form) -> None:
     applicant = form["organisation"]["contact_emails"][0]
-    d = fixtures.decision
+    d = data.decision
     await drive.signal_at(handle, "pre_verification", "pre_verification",
-                          d(fixtures.REVIEWER, outcome="approve", criteria=fixtures.CRITERIA_HOLD))
+                          d(data.REVIEWER, outcome="approve", criteria=data.CRITERIA_HOLD))
     await drive.signal_at(handle, "platform_contract", "platform_contract",
-                          d(fixtures.PLATFORM, outcome="signed", eligibility_confirmed=True,
-                            contract=fixtures.contract()))
+                          d(data.PLATFORM, outcome="signed", eligibility_confirmed=True,
+                            contract=data.contract()))
     await drive.signal_at(handle, "final_approval", "final_approval",
-                          d(fixtures.SALES, outcome="approve"))  # not entitled
-    await handle.signal("final_approval", d(fixtures.APPROVER, outcome="approve"))
+                          d(data.SALES, outcome="approve"))  # not entitled
+    await handle.signal("final_approval", d(data.APPROVER, outcome="approve"))
     await drive.signal_at(handle, "sandbox_testing", "withdraw", d(applicant, note="project stopped"))
 
 
 async def approve_to_production(handle, applicant: str) -> None:
     """Every step approved, in turn, from pre-verification (no market data) to production."""
-    d = fixtures.decision
+    d = data.decision
     for step, kind, payload in [
         ("pre_verification", "pre_verification",
-         d(fixtures.REVIEWER, outcome="approve", criteria=fixtures.CRITERIA_HOLD)),
+         d(data.REVIEWER, outcome="approve", criteria=data.CRITERIA_HOLD)),
         ("platform_contract", "platform_contract",
-         d(fixtures.PLATFORM, outcome="signed", eligibility_confirmed=True,
-           contract=fixtures.contract())),
-        ("final_approval", "final_approval", d(fixtures.APPROVER, outcome="approve")),
+         d(data.PLATFORM, outcome="signed", eligibility_confirmed=True,
+           contract=data.contract())),
+        ("final_approval", "final_approval", d(data.APPROVER, outcome="approve")),
         ("sandbox_testing", "sandbox_testing_complete", d(applicant)),
-        ("sandbox_verification", "sandbox_verification", d(fixtures.PLATFORM, outcome="approve")),
+        ("sandbox_verification", "sandbox_verification", d(data.PLATFORM, outcome="approve")),
         ("production_switch", "production_switch",
-         d(fixtures.APPROVER, outcome="approve", service_contract=fixtures.contract())),
+         d(data.APPROVER, outcome="approve", service_contract=data.contract())),
     ]:
         await drive.signal_at(handle, step, kind, payload)
 
@@ -99,16 +93,16 @@ async def approve_to_production(handle, applicant: str) -> None:
 async def misspelt_signal_then_production(handle, form) -> None:
     """A reviewer misspells a signal's name (released before such signals were recorded)."""
     applicant = form["organisation"]["contact_emails"][0]
-    d = fixtures.decision
+    d = data.decision
     await drive.wait_for_step(handle, "pre_verification")
-    await handle.signal("pre_verificaton", d(fixtures.REVIEWER, outcome="approve",
-                                             criteria=fixtures.CRITERIA_HOLD))
+    await handle.signal("pre_verificaton", d(data.REVIEWER, outcome="approve",
+                                             criteria=data.CRITERIA_HOLD))
     await approve_to_production(handle, applicant)
 
 
 def subscription(apis: list[str], drive_it):
     async def scenario(client, settings, name: str) -> dict[str, WorkflowHandle]:
-        form = fixtures.subscription_form(apis=apis)
+        form = data.subscription_form(apis=apis)
         handle = await start_application(client, settings, prepare_subscription(form, settings))
         await drive_it(handle, form)
         await drive.result(handle)
@@ -123,26 +117,26 @@ async def publication_to_production(client, settings, name: str) -> dict[str, Wo
     api_id = f"api-{uuid.uuid4().hex[:8]}"
     form = publication_form(api_id, is_market_data=False)
     provider = form["organisation"]["contact_emails"][0]
-    d = fixtures.decision
+    d = data.decision
     handle = await start_application(client, settings, prepare_publication(form, settings))
     await drive.signal_at(handle, "pre_review", "pre_review",
-                          d(fixtures.PLATFORM, outcome="request_changes", note="add a 400"))
+                          d(data.PLATFORM, outcome="request_changes", note="add a 400"))
     await drive.signal_at(handle, "specification_changes_requested", "revise_specification",
                           d(provider, integration_method="vpn",
                             specification=revised(form["specification"], "1.1.0")))
     await drive.signal_at(handle, "pre_review", "pre_review",
-                          d(fixtures.PLATFORM, outcome="approve"))
+                          d(data.PLATFORM, outcome="approve"))
     await drive.signal_at(handle, "api_testing", "api_test_report", d(provider, results="ok"))
     await drive.signal_at(handle, "api_test_review", "api_testing",
-                          d(fixtures.PLATFORM, outcome="more_testing", note="test the 404"))
+                          d(data.PLATFORM, outcome="more_testing", note="test the 404"))
     await drive.signal_at(handle, "api_testing", "api_test_report", d(provider, results="ok"))
     await drive.signal_at(handle, "api_test_review", "api_testing",
-                          d(fixtures.PLATFORM, outcome="approve"))
+                          d(data.PLATFORM, outcome="approve"))
     await drive.wait_for_step(handle, "in_sandbox_waiting_for_service")
     await handle.signal("service_launched",  # forged: refused on the record
                         d("someone", subscription_application_id="subscription-x", api_id=api_id))
 
-    sub_form = fixtures.subscription_form(apis=[api_id])
+    sub_form = data.subscription_form(apis=[api_id])
     sub = await start_application(client, settings, prepare_subscription(sub_form, settings))
     applicant = sub_form["organisation"]["contact_emails"][0]
     await approve_to_production(sub, applicant)
@@ -166,27 +160,17 @@ SCENARIOS = {
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        server = start_embedded_postgres(Path(tmp) / "pg")
-        mail = start_mail_sink(Path(tmp) / "mail", port=fixtures_port())
+        # Payloads in the clear, as the saved histories have them.
+        stack = await Stack.start(Path(tmp), "record", converter=pydantic_data_converter,
+                                  temporal_task_queue=f"record-{uuid.uuid4().hex[:8]}")
         try:
-            url = await ensure_database(server.get_uri(), "record")
-            settings = Settings(_env_file=None, database_url=url,
-                                key_issuance_secret=secrets.token_urlsafe(32),
-                                smtp_host="127.0.0.1", smtp_port=mail.port, metrics_port=0,
-                                temporal_task_queue=f"record-{uuid.uuid4().hex[:8]}")
-            pool = await create_pool(settings)
-            async with pool.acquire() as conn:
-                await apply_migrations(conn)
-                await fixtures.seed(conn)
-            env = await WorkflowEnvironment.start_local(
-                dev_server_existing_path=wheel_binary("temporal"), search_attributes=sa.ALL,
-                data_converter=pydantic_data_converter)
-            async with env, build_worker(env.client, settings, PlatformActivities(pool, settings)):
+            client, settings = stack.client, stack.settings
+            async with build_worker(client, settings, PlatformActivities(stack.pool, settings)):
                 for name, scenario in SCENARIOS.items():
                     if (HERE / f"{name}.json").exists():
                         print(f"kept {name}: already saved")
                         continue
-                    for saved, handle in (await scenario(env.client, settings, name)).items():
+                    for saved, handle in (await scenario(client, settings, name)).items():
                         path = HERE / f"{saved}.json"
                         if path.exists():
                             print(f"kept {saved}: already saved")
@@ -194,16 +178,8 @@ async def main() -> None:
                         history = await handle.fetch_history()
                         path.write_text(history.to_json())
                         print(f"saved {saved}: {len(history.events)} events")
-            await pool.close()
         finally:
-            mail.stop()
-            server.cleanup()
-
-
-def fixtures_port() -> int:
-    from tests.conftest import free_port
-
-    return free_port()
+            await stack.stop()
 
 
 if __name__ == "__main__":

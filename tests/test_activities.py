@@ -6,9 +6,7 @@ application so that tests never share rows or mail.
 
 from __future__ import annotations
 
-import asyncio
 import re
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date
@@ -17,7 +15,6 @@ from email.message import Message
 import aiosmtplib
 import asyncpg
 import pytest
-from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -41,19 +38,15 @@ from onboarding.domain.models import (
 )
 from onboarding.mail.mailer import Mailer, build_message
 from starter import start_application
-from tests import drive, fixtures
-from tests.conftest import Inbox, free_port
+from tests.support import data, drive
+from tests.support.inbox import Inbox
+from tests.support.eventually import eventually
+from tests.support.net import free_port
+from tests.support.servers import serve_smtp
 
 
 def run(method, arg):
     return ActivityEnvironment().run(method, arg)
-
-
-def closed_port() -> int:
-    """A local port nothing listens on: connecting to it fails at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -65,7 +58,7 @@ async def acts(pool, settings) -> AsyncIterator[PlatformActivities]:
 
 async def new_application(acts: PlatformActivities, apis: list[str] | None = None
                           ) -> SubscriptionApplication:
-    app = prepare_subscription(fixtures.subscription_form(apis), acts.settings)
+    app = prepare_subscription(data.subscription_form(apis), acts.settings)
     await run(acts.record_application,
               ApplicationRecord(application=app, workflow_id=app.application_id))
     return app
@@ -181,8 +174,8 @@ async def test_a_crash_between_writing_the_key_and_delivering_it_redelivers_the_
     app = await new_application(acts)
     request = issuance(app)
     notice_id = f"{request.issuance_id}/delivery"
-    broken = PlatformActivities(pool, settings.model_copy(
-        update={"smtp_port": closed_port(), "smtp_timeout_seconds": 5}))
+    broken = PlatformActivities(pool, settings.model_copy(  # nothing listens on a free port
+        update={"smtp_port": free_port(), "smtp_timeout_seconds": 5}))
 
     with pytest.raises(aiosmtplib.SMTPConnectError):
         await run(broken.issue_api_key, request)
@@ -323,7 +316,7 @@ async def test_a_notice_to_a_role_goes_to_the_staff_holding_it(acts, pool, inbox
 
     holders = sorted(r["staff_id"] for r in await pool.fetch(
         "SELECT staff_id FROM staff_roles WHERE role = 'platform_team'"))
-    assert fixtures.PLATFORM in holders and fixtures.REVIEWER not in holders
+    assert data.PLATFORM in holders and data.REVIEWER not in holders
     [mail] = inbox.with_notice(notice.notice_id)
     assert sorted(mail["X-Envelope-To"].split(", ")) == holders
     assert list((await notice_row(pool, notice.notice_id))["recipients"]) == holders
@@ -363,8 +356,7 @@ async def test_a_send_that_fails_leaves_the_notice_pending_and_the_retry_sends_t
     """Connections are kept between notices; a send that fails on one still fails the attempt,
     leaving the notice pending, and the retry sends the same message (same Message-ID) once."""
     inbox = RefusingInbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
+    smtp = serve_smtp(inbox)
     sender = PlatformActivities(pool, settings.model_copy(update={"smtp_port": smtp.port}))
     try:
         app = await new_application(acts)
@@ -396,10 +388,10 @@ def contract_record(app: SubscriptionApplication, kind: str = "platform",
                     number: str | None = None, **terms) -> ContractRecord:
     return ContractRecord(
         kind=kind,
-        terms=ContractTerms(**{**fixtures.contract(number), **terms}),
+        terms=ContractTerms(**{**data.contract(number), **terms}),
         business_registration_number=app.organisation.business_registration_number,
         application_id=app.application_id,
-        recorded_by=fixtures.PLATFORM,
+        recorded_by=data.PLATFORM,
     )
 
 
@@ -483,14 +475,14 @@ async def test_the_catalogue_lookup_reports_unknown_and_withdrawn_apis(acts, poo
     assert facts.unknown == [missing, withdrawn]
     by_id = {a.api_id: a for a in facts.apis}
     assert by_id["stock-quotes"].is_market_data and not by_id["account-balance"].is_market_data
-    assert by_id["stock-quotes"].provider_contact_emails == [fixtures.MARKET_DATA_PROVIDER]
-    assert by_id["account-balance"].provider_contact_emails == [fixtures.BANK_PROVIDER]
+    assert by_id["stock-quotes"].provider_contact_emails == [data.MARKET_DATA_PROVIDER]
+    assert by_id["account-balance"].provider_contact_emails == [data.BANK_PROVIDER]
 
 
 async def test_staff_roles_are_looked_up_whatever_the_case_of_the_id_given(acts):
     """A person types their address as they like: the lookup lower-cases the id given."""
     both = sorted([Role.PRE_VERIFICATION_REVIEWER, Role.FINAL_APPROVER])
-    for given in (fixtures.REVIEWER_AND_APPROVER, fixtures.REVIEWER_AND_APPROVER.upper(),
+    for given in (data.REVIEWER_AND_APPROVER, data.REVIEWER_AND_APPROVER.upper(),
                   "Dual@Operator.Example.COM"):
         roles = await run(acts.look_up_staff_roles, StaffLookup(staff_id=given))
         assert sorted(roles.roles) == both, given
@@ -516,10 +508,10 @@ async def test_progress_recorded_twice_is_audited_once_and_moves_the_step(acts, 
         entry_id=f"{app.application_id}/progress/{uuid.uuid4().hex[:8]}",
         application_id=app.application_id,
         workflow_id=app.application_id,
-        actor=fixtures.REVIEWER,
+        actor=data.REVIEWER,
         action="pre_verification",
         outcome="applied",
-        details={"on": date(2026, 12, 1), "criteria": fixtures.CRITERIA_HOLD},
+        details={"on": date(2026, 12, 1), "criteria": data.CRITERIA_HOLD},
         step="market_data_licence",
     )
     await run(acts.record_progress, record)
@@ -528,8 +520,8 @@ async def test_progress_recorded_twice_is_audited_once_and_moves_the_step(acts, 
     rows = await pool.fetch("SELECT * FROM audit_log WHERE entry_id = $1", record.entry_id)
     assert len(rows) == 1
     assert (rows[0]["actor"], rows[0]["action"], rows[0]["outcome"]) == (
-        fixtures.REVIEWER, "pre_verification", "applied")
-    assert rows[0]["details"] == {"on": "2026-12-01", "criteria": fixtures.CRITERIA_HOLD}
+        data.REVIEWER, "pre_verification", "applied")
+    assert rows[0]["details"] == {"on": "2026-12-01", "criteria": data.CRITERIA_HOLD}
     application = await pool.fetchrow(
         "SELECT status, current_step FROM applications WHERE application_id = $1",
         app.application_id)
@@ -547,16 +539,14 @@ async def test_a_failed_activity_attempt_is_on_the_audit_log(dev_server, run_wor
                                                            task_queue):
     """Failures are outcomes too: each failed attempt is audited once, then the retry succeeds."""
     broken_then_fixed = PlatformActivities(pool, settings.model_copy(update={"smtp_port": 1}))
-    application = prepare_subscription(fixtures.subscription_form(), settings)
+    application = prepare_subscription(data.subscription_form(), settings)
     async with run_worker(dev_server.client, broken_then_fixed):
         handle = await start_application(
             dev_server.client, settings.model_copy(update={"temporal_task_queue": task_queue}),
             application)
-        async with asyncio.timeout(20):
-            while not await pool.fetchval(
-                    "SELECT count(*) FROM audit_log WHERE application_id = $1 AND outcome = 'failed'",
-                    application.application_id):
-                await asyncio.sleep(0.1)
+        await eventually(lambda: pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE application_id = $1 AND outcome = 'failed'",
+            application.application_id), 20, "a failed attempt on the audit log")
         broken_then_fixed.settings = settings  # SMTP is back
         broken_then_fixed.mailer = Mailer(settings)
         await drive.wait_for_step(handle, "pre_verification")

@@ -15,14 +15,13 @@ import pytest
 from temporalio import activity
 from typer.testing import CliRunner, Result
 
-import starter
 from activities.platform import PlatformActivities
 from onboarding.cli import app as cli
 from onboarding.core.config import get_settings
-from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import ApplicationStatus, KeyIssuance, KeySummary
-from tests import drive, fixtures
-from tests.fixtures import APPROVER, PLATFORM, REVIEWER, SALES
+from tests.support import data, drive
+from tests.support.data import APPROVER, PLATFORM, REVIEWER, SALES
+from tests.support.eventually import eventually
 
 runner = CliRunner()
 
@@ -47,26 +46,21 @@ def cli_env(monkeypatch, dev_server, settings, pool, task_queue):
 
 
 async def start(dev_server, settings, task_queue, apis=None):
-    application = prepare_subscription(fixtures.subscription_form(apis), settings)
-    handle = await starter.start_application(
-        dev_server.client, settings.model_copy(update={"temporal_task_queue": task_queue}),
-        application)
-    return application, handle
+    application = data.new_application(settings, apis)
+    return application, await drive.start(dev_server.client, settings, task_queue, application)
 
 
 async def listed(args: list[str], ids: list[str], timeout: float = 15) -> Result:
     """Run `queue` until it lists every one of `ids`: visibility is eventually consistent."""
-    result = None
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                result = await run(*args)
-                assert result.exit_code == 0, result.output
-                if all(i in result.output for i in ids):
-                    return result
-                await asyncio.sleep(0.2)
-    except TimeoutError:
-        raise AssertionError(f"queue never listed {ids}: {result and result.output}") from None
+
+    async def listing_all() -> Result:
+        result = await run(*args)
+        if result.exit_code != 0:
+            pytest.fail(result.output)
+        assert all(i in result.output for i in ids), f"it listed: {result.output}"
+        return result
+
+    return await eventually(listing_all, timeout, f"queue listing {ids}", interval=0.2)
 
 
 async def test_queue_lists_what_waits_on_a_role_oldest_first(
@@ -257,7 +251,7 @@ async def test_show_prints_the_timeline_with_refused_decisions(
 async def test_one_subscription_from_submission_to_production_through_the_cli(
     cli_env, dev_server, run_worker, settings, task_queue, tmp_path
 ):
-    form = fixtures.subscription_form(["stock-quotes", "account-balance"])
+    form = data.subscription_form(["stock-quotes", "account-balance"])
     contact = form["organisation"]["contact_emails"][0]
     path = tmp_path / "application.json"
     path.write_text(json.dumps(form))

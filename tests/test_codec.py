@@ -42,8 +42,8 @@ from onboarding.temporal.codec import (
     new_payload_key,
 )
 from starter import start_application
-from tests import drive, fixtures
-from tests.conftest import free_port
+from tests.support import data, drive
+from tests.support.net import free_port
 from worker import WORKFLOW_RUNNER, WORKFLOWS, run_worker
 
 UI_ORIGIN = "http://localhost:8233"
@@ -61,9 +61,9 @@ def plaintext(text: str) -> Payload:
 # --- the codec ---------------------------------------------------------------------------------
 
 
-async def test_round_trip_leaves_nothing_readable(settings):
-    converter = data_converter(settings)
-    application = prepare_subscription(fixtures.subscription_form(), settings)
+async def test_round_trip_leaves_nothing_readable(plain_settings):
+    converter = data_converter(plain_settings)
+    application = prepare_subscription(data.subscription_form(), plain_settings)
 
     first, = await converter.encode([application])
     second, = await converter.encode([application])
@@ -132,8 +132,8 @@ async def test_payloads_in_the_clear_pass_through():
     assert await codec.decode(clear) == clear
 
 
-async def test_failure_messages_and_stack_traces_are_encrypted(settings):
-    converter = data_converter(settings)
+async def test_failure_messages_and_stack_traces_are_encrypted(plain_settings):
+    converter = data_converter(plain_settings)
     failure = Failure()
     try:
         raise ApplicationError("Fintech Secretive Co., Ltd. holds no licence")
@@ -190,9 +190,9 @@ def test_bad_key_configuration_is_refused_naming_the_variable_and_rule(
     assert GOOD not in str(refused.value) and SHORT not in str(refused.value)
 
 
-async def test_the_worker_refuses_to_start_without_keys(settings):
+async def test_the_worker_refuses_to_start_without_keys(plain_settings):
     with pytest.raises(SystemExit, match="PAYLOAD_ENCRYPTION_KEYS is not set"):
-        await run_worker(settings.model_copy(update={"payload_encryption_keys": None}),
+        await run_worker(plain_settings.model_copy(update={"payload_encryption_keys": None}),
                          asyncio.Event())
 
 
@@ -292,24 +292,24 @@ def payloads_in(message: Message) -> Iterator[Payload]:
 async def test_history_in_the_server_holds_no_organisation_or_contact_data(
         dev_server, settings, run_worker, task_queue, codec_server):
     tag = uuid.uuid4().hex[:8]
-    form = fixtures.subscription_form(representative=f"Park Jiyeon {tag}")
+    form = data.subscription_form(representative=f"Park Jiyeon {tag}")
     application = prepare_subscription(form, settings)
     organisation = application.organisation
     applicant = str(organisation.contact_emails[0])
-    contract = fixtures.contract(f"OP-{tag}")
-    d = fixtures.decision
+    contract = data.contract(f"OP-{tag}")
+    d = data.decision
     async with run_worker(dev_server.client):
         handle = await start_application(
             dev_server.client, settings.model_copy(update={"temporal_task_queue": task_queue}),
             application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
-                              d(fixtures.REVIEWER, outcome="approve",
-                                criteria=fixtures.CRITERIA_HOLD))
+                              d(data.REVIEWER, outcome="approve",
+                                criteria=data.CRITERIA_HOLD))
         await drive.signal_at(handle, "platform_contract", "platform_contract",
-                              d(fixtures.PLATFORM, outcome="signed", eligibility_confirmed=True,
+                              d(data.PLATFORM, outcome="signed", eligibility_confirmed=True,
                                 contract=contract))
         await drive.signal_at(handle, "final_approval", "final_approval",
-                              d(fixtures.APPROVER, outcome="approve"))  # a sandbox key, mailed
+                              d(data.APPROVER, outcome="approve"))  # a sandbox key, mailed
         await drive.signal_at(handle, "sandbox_testing", "withdraw",
                               d(applicant, note=f"{organisation.legal_name} stops the project"))
         status = await drive.result(handle)
@@ -322,7 +322,7 @@ async def test_history_in_the_server_holds_no_organisation_or_contact_data(
 
     readable = [organisation.legal_name, organisation.representative, applicant,
                 organisation.corporate_registration_number, "110111-0062432",
-                application.service.name, contract["contract_number"], fixtures.REVIEWER]
+                application.service.name, contract["contract_number"], data.REVIEWER]
     assert [text for text in readable if text.encode() in stored] == []
     # In the clear by design: the business registration number, a public registry identifier
     # (workflow id, OrganisationId search attribute). Also proof that we read the real bytes.

@@ -19,10 +19,9 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.platform import PlatformActivities
 from onboarding.core.db import Migration, MigrationMismatch, apply_migrations, bundled_migrations
-from onboarding.devstack.embedded import ensure_database
 from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import ApplicationRecord, SubscriptionApplication
-from tests import fixtures
+from tests.support import data, servers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "onboarding" / "core" / "migrations"
 EXPECTED_TABLES = {
@@ -38,13 +37,8 @@ EXPECTED_TABLES = {
 async def scratch_url(database_url: str, pool: asyncpg.Pool):
     """An empty database on the test server, dropped after the test."""
     name = f"onboarding_scratch_{uuid.uuid4().hex[:10]}"
-    url = await ensure_database(database_url, name)
-    yield url
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with servers.database_on(database_url, name) as url:
+        yield url
 
 
 async def public_tables(conn: asyncpg.Connection) -> set[str]:
@@ -57,7 +51,7 @@ async def public_tables(conn: asyncpg.Connection) -> set[str]:
 
 async def new_application(pool: asyncpg.Pool, settings) -> SubscriptionApplication:
     """A fresh application with its organisation and application rows written."""
-    app = prepare_subscription(fixtures.subscription_form(), settings)
+    app = prepare_subscription(data.subscription_form(), settings)
     await ActivityEnvironment().run(
         PlatformActivities(pool, settings).record_application,
         ApplicationRecord(application=app, workflow_id=app.application_id),
@@ -252,7 +246,7 @@ async def test_organisations_refuse_a_malformed_business_registration_number(poo
                    VALUES ($1, '1101110062432', 'Malformed Co.', 'Someone', $2)""",
                 number, ["x@example.com"],
             )
-        brn = fixtures.corporate_brn()
+        brn = data.corporate_brn()
         await conn.execute(
             """INSERT INTO organisations (business_registration_number,
                    corporate_registration_number, legal_name, representative, contact_emails)

@@ -31,9 +31,12 @@ from onboarding.devstack.embedded import ensure_database, start_embedded_postgre
 from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import ApplicationStatus, SubscriptionApplication
 from onboarding.temporal.client import connect
-from tests import drive, fixtures
-from tests.faults import DevServer, WorkerProcess, record_of_a_whole_run, steps_on_record
-from tests.test_subscription import PATH, approval, drive_to
+from tests.support import data, drive
+from tests.support.drive import PATH, approval, drive_to
+from tests.support.eventually import eventually
+from tests.support.records import record_of_a_whole_run, steps_on_record
+from tests.support.servers import DevServer
+from tests.support.worker_process import WorkerProcess
 from workflows.subscription import SubscriptionWorkflow
 
 ORDINARY = ["account-balance"]
@@ -118,7 +121,7 @@ async def test_postgres_stopped_and_restarted_while_applications_move(
         conn = await asyncpg.connect(url)
         try:
             await apply_migrations(conn)
-            await fixtures.seed(conn)
+            await data.seed(conn)
         finally:
             await conn.close()
         ours = settings.model_copy(update={
@@ -132,7 +135,7 @@ async def test_postgres_stopped_and_restarted_while_applications_move(
         client = await connect(ours)
 
         forms = [ORDINARY, ORDINARY, WITH_MARKET_DATA, ORDINARY]
-        applications = [prepare_subscription(fixtures.subscription_form(apis), settings)
+        applications = [prepare_subscription(data.subscription_form(apis), settings)
                         for apis in forms]
         first, second, third, late = applications
         handles = [await starter.start_application(client, ours, a) for a in applications[:3]]
@@ -195,11 +198,13 @@ def typed_handle(client: Client, application: SubscriptionApplication) -> Workfl
 
 async def settled(pool: asyncpg.Pool, application: SubscriptionApplication, step: str) -> None:
     """Until the step's entry is on record: nothing of the application is in flight."""
-    async with asyncio.timeout(drive.TIMEOUT):
-        while await pool.fetchval(
-                "SELECT current_step FROM applications WHERE application_id = $1",
-                application.application_id) != step:
-            await asyncio.sleep(0.05)
+
+    async def entered() -> bool:
+        return await pool.fetchval(
+            "SELECT current_step FROM applications WHERE application_id = $1",
+            application.application_id) == step
+
+    await eventually(entered, what=f"{step} on record", interval=0.05)
 
 
 async def test_temporal_stopped_and_restarted_on_its_file(settings: Settings, pool, tmp_path):
@@ -213,7 +218,7 @@ async def test_temporal_stopped_and_restarted_on_its_file(settings: Settings, po
         worker = WorkerProcess(ours, tmp_path / "worker")
         worker.start()
         steps = ["pre_verification", "platform_contract", "sandbox_testing", "production_switch"]
-        applications = [prepare_subscription(fixtures.subscription_form(ORDINARY), settings)
+        applications = [prepare_subscription(data.subscription_form(ORDINARY), settings)
                         for _ in steps]
         for application, step in zip(applications, steps):
             handle = await starter.start_application(client, ours, application)

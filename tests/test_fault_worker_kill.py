@@ -28,27 +28,26 @@ from email.message import Message
 
 import asyncpg
 import pytest
-from aiosmtpd.controller import Controller
 
 import starter
 from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import ApplicationStatus, SubscriptionApplication
 from onboarding.temporal.client import connect
-from tests import fixtures
-from tests.conftest import Inbox, free_port, notice_id
-from tests.faults import (
+from tests.support import data
+from tests.support.drive import PATH, approval
+from tests.support.eventually import eventually
+from tests.support.inbox import Inbox, body, notice_id
+from tests.support.leaks import (
     Haystack,
-    WorkerProcess,
     delivered_key,
     gather_database,
     gather_workflow_records,
     key_hash,
     key_mails,
-    mail_body,
-    record_of_a_whole_run,
-    steps_on_record,
 )
-from tests.test_subscription import PATH, approval
+from tests.support.records import record_of_a_whole_run, steps_on_record
+from tests.support.servers import serve_smtp
+from tests.support.worker_process import WorkerProcess
 
 APPLICATIONS = [["account-balance"]] * 4 + [["stock-quotes", "account-balance"]]
 MAX_KILLS = 30
@@ -179,15 +178,13 @@ async def drive_to_production(client, pool: asyncpg.Pool, worker_settings,
 
 
 async def until_step(pool: asyncpg.Pool, application_id: str, step: str) -> None:
-    last = None
-    try:
-        async with asyncio.timeout(RUN_TIMEOUT):
-            while (last := await pool.fetchval(
-                    "SELECT current_step FROM applications WHERE application_id = $1",
-                    application_id)) != step:
-                await asyncio.sleep(0.05)
-    except TimeoutError:
-        raise AssertionError(f"{application_id} never reached {step} (last: {last})") from None
+    async def at_step() -> bool:
+        last = await pool.fetchval(
+            "SELECT current_step FROM applications WHERE application_id = $1", application_id)
+        assert last == step, f"last: {last}"
+        return True
+
+    await eventually(at_step, RUN_TIMEOUT, f"{application_id} reaching {step}", interval=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -195,15 +192,14 @@ async def killed_run(dev_server, settings, pool, tmp_path_factory) -> KilledRun:
     seed = int(os.environ.get("FAULT_SEED") or random.SystemRandom().randrange(2**32))
     print(f"worker-kill run: FAULT_SEED={seed}")
     rng = random.Random(seed)
-    applications = [prepare_subscription(fixtures.subscription_form(apis), settings)
+    applications = [prepare_subscription(data.subscription_form(apis), settings)
                     for apis in APPLICATIONS]
     app_ids = [a.application_id for a in applications]
 
     worker = WorkerProcess(settings, tmp_path_factory.mktemp("killed-worker"))
     killer = Killer(worker, rng)
     inbox = KillingInbox(killer)
-    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    smtp.start()
+    smtp = serve_smtp(inbox)
     worker.settings = settings.model_copy(update={
         "temporal_address": dev_server.client.service_client.config.target_host,
         "temporal_task_queue": f"kill-{seed}",
@@ -309,7 +305,7 @@ async def test_no_plaintext_key_anywhere_after_the_run(killed_run, pool):
     haystack.add("worker logs", logs)
     for m in run.mail:
         if notice_id(m).rsplit("/", 1)[-1] != "delivery":
-            haystack.add(f"mail {notice_id(m)}", m.as_string() + mail_body(m))
+            haystack.add(f"mail {notice_id(m)}", m.as_string() + body(m))
 
     # We looked in the right places: the applications' records are there, readable (decoded,
     # when payloads are encrypted), and a key would be found where it is.
@@ -317,7 +313,7 @@ async def test_no_plaintext_key_anywhere_after_the_run(killed_run, pool):
     assert "api key issued" in logs and run.applications[0].application_id in logs
     assert haystack.where(run.applications[0].organisation.legal_name)
     control = Haystack()
-    control.add("a delivery mail", mail_body(next(iter(key_mails(run.mail).values()))[0]))
+    control.add("a delivery mail", body(next(iter(key_mails(run.mail).values()))[0]))
     assert [control.where(key) for key in keys].count(["a delivery mail"]) == 1
     found = {key[:12] + "...": haystack.where(key) for key in keys}
     assert not any(found.values()), {k: w for k, w in found.items() if w}

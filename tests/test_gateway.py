@@ -19,8 +19,9 @@ from onboarding.core.db import create_pool
 from onboarding.core.logs import configure_logging
 from onboarding.domain.models import KeyRevocation
 from onboarding.services.key_verification import create_runner
-from tests.conftest import free_port
-from tests.test_key_verification import issue_key
+from tests.support.eventually import eventually
+from tests.support.key_issuance import issue_key
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VERIFY = "/v1/keys/verify"
@@ -200,24 +201,22 @@ async def test_the_process_answers_and_finishes_requests_in_flight_on_sigterm(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
-            for _ in range(100):
+
+            async def healthy() -> bool:
                 try:
                     async with session.get("/healthz") as response:
-                        if response.status == 200:
-                            break
+                        return response.status == 200
                 except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.2)
-            else:
-                pytest.fail("the gateway did not come up")
+                    return False
+
+            await eventually(healthy, 20, "the key verification endpoint up", interval=0.2)
             # A verification held up in the database while SIGTERM arrives still gets its answer.
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
                 in_flight = asyncio.create_task(verify_over(session, key))
-                while not await conn.fetchval(
-                        "SELECT count(*) FROM pg_locks WHERE relation = 'api_keys'::regclass "
-                        "AND NOT granted"):
-                    await asyncio.sleep(0.05)
+                await eventually(lambda: conn.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE relation = 'api_keys'::regclass "
+                    "AND NOT granted"), what="the verification waiting on the lock", interval=0.05)
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.5)
                 assert proc.returncode is None  # waiting for the request in flight

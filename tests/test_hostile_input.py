@@ -44,9 +44,17 @@ from onboarding.cli.app import DECISIONS
 from onboarding.devstack.embedded import wheel_binary
 from onboarding.domain.admission import SubmissionRefused, prepare_subscription
 from onboarding.domain.models import ApplicationStatus, DecisionOutcome, SubscriptionApplication
-from tests import drive, fixtures
-from tests.fixtures import CRITERIA_HOLD, REVIEWER, REVIEWER_AND_APPROVER, SALES, decision
-from tests.test_subscription import applicant, approval
+from tests.support import data, drive
+from tests.support.data import (
+    CRITERIA_HOLD,
+    REVIEWER,
+    REVIEWER_AND_APPROVER,
+    SALES,
+    applicant,
+    decision,
+)
+from tests.support.drive import approval
+from tests.support.eventually import eventually
 from workflows.subscription import _pre_verification
 
 MODELS = DECISIONS["subscription"]
@@ -112,13 +120,10 @@ class Target:
             self.seen.add(last.decision_id)
 
     async def recorded(self, count: int) -> ApplicationStatus:
-        last = None
         try:
-            async with asyncio.timeout(WAIT):
-                while len((last := await drive.status(self.handle)).decisions) < count:
-                    await asyncio.sleep(0.02)
-                return last
-        except TimeoutError:
+            return await drive.status_until(self.handle, lambda s: len(s.decisions) >= count,
+                                            f"decision {count} recorded", WAIT, interval=0.02)
+        except AssertionError:
             failed = await self.pool.fetchval(
                 """SELECT action || ': ' || reason FROM audit_log WHERE application_id = $1
                      AND outcome = 'failed' ORDER BY seq DESC LIMIT 1""",
@@ -133,12 +138,16 @@ class Target:
         status = await drive.status(self.handle)
         assert len(status.decisions) == self.sent
         assert not any(d.applied for d in status.decisions)
-        async with asyncio.timeout(WAIT):  # the status shows a refusal before its entry is written
-            while len(refused := await self.pool.fetch(
-                    """SELECT action, reason FROM audit_log WHERE application_id = $1
-                         AND outcome = 'refused' ORDER BY split_part(entry_id, '/', 3)::int""",
-                    self.application.application_id)) < self.sent:
-                await asyncio.sleep(0.05)
+        async def all_refusals_on_record() -> list:
+            refused = await self.pool.fetch(
+                """SELECT action, reason FROM audit_log WHERE application_id = $1
+                     AND outcome = 'refused' ORDER BY split_part(entry_id, '/', 3)::int""",
+                self.application.application_id)
+            return refused if len(refused) >= self.sent else []
+
+        # The status shows a refusal before its entry is written.
+        refused = await eventually(all_refusals_on_record, WAIT, "every refusal on record",
+                                   interval=0.05)
         # PostgreSQL's text cannot hold a NUL character: the audit log has U+FFFD instead.
         assert [(r["action"], r["reason"]) for r in refused] == [
             (d.kind, d.reason.replace("\x00", "\ufffd")) for d in status.decisions]
@@ -160,7 +169,7 @@ async def workflow_task_failures(handle: WorkflowHandle) -> int:
 @pytest.fixture
 async def target(dev_server, run_worker, settings, pool, task_queue):
     client = dev_server.client
-    application = prepare_subscription(fixtures.subscription_form(["account-balance"]), settings)
+    application = prepare_subscription(data.subscription_form(["account-balance"]), settings)
     async with run_worker(client):
         handle = await starter.start_application(
             client, settings.model_copy(update={"temporal_task_queue": task_queue}), application)
@@ -288,14 +297,11 @@ async def test_a_signal_no_handler_takes_is_refused_on_the_record(target: Target
     assert (last.kind, last.applied, last.decided_by) == ("pre_verificaton", False, REVIEWER)
     assert last.reason.startswith("pre_verificaton is not a decision of a subscription "
                                   "application (this step takes pre_verification")
-    audited = None
-    async with asyncio.timeout(WAIT):  # the status shows it as the audit record is written
-        while audited is None:
-            audited = await target.pool.fetchval(
-                """SELECT reason FROM audit_log WHERE application_id = $1
-                     AND action = 'pre_verificaton' AND outcome = 'refused'""",
-                target.application.application_id)
-            await asyncio.sleep(0.02)
+    # The status shows it as the audit record is written.
+    audited = await eventually(lambda: target.pool.fetchval(
+        """SELECT reason FROM audit_log WHERE application_id = $1
+             AND action = 'pre_verificaton' AND outcome = 'refused'""",
+        target.application.application_id), WAIT, "the refusal on record", interval=0.02)
     assert audited == last.reason
     await target.check_the_record_and_carry_on()
 
@@ -315,12 +321,12 @@ def cli_signal(target: Target, address: str, name: str, *args: str) -> str:
 async def test_the_cli_sends_what_is_not_json(target: Target, dev_server):
     address = dev_server.client.service_client.config.target_host
     # The CLI refuses input that is not JSON, unless it is told the bytes are something else.
-    for data, encoding in [(b"not json at all", "binary/plain"),
-                           (bytes(range(256)), "binary/plain"),
-                           (b'{"decision_id": "d"}', "x/unknown")]:
+    for content, encoding in [(b"not json at all", "binary/plain"),
+                              (bytes(range(256)), "binary/plain"),
+                              (b'{"decision_id": "d"}', "x/unknown")]:
         await asyncio.to_thread(
             cli_signal, target, address, "pre_verification", "--input-base64",
-            "--input", base64.b64encode(data).decode(), "--input-meta", f"encoding={encoding}")
+            "--input", base64.b64encode(content).decode(), "--input-meta", f"encoding={encoding}")
         target.sent += 1
         last = (await target.recorded(target.sent)).decisions[-1]
         assert not last.applied and last.reason.startswith("malformed pre_verification: ")
@@ -345,12 +351,16 @@ async def test_a_payload_claiming_to_be_encrypted_is_refused_on_the_record(targe
             "--input", base64.b64encode(b"not a ciphertext" * 4).decode(),
             "--input-meta", "encoding=binary/encrypted", "--input-meta", "encryption-key-id=test")
         target.sent += 1
-        async with asyncio.timeout(10):
-            while not await workflow_task_failures(target.handle):
-                status = await target.handle.query("status", result_type=ApplicationStatus,
-                                                   rpc_timeout=timedelta(seconds=1))
-                if len(status.decisions) >= target.sent:
-                    break
+
+        async def recorded_or_failing() -> bool:
+            if await workflow_task_failures(target.handle):
+                return True
+            status = await target.handle.query("status", result_type=ApplicationStatus,
+                                               rpc_timeout=timedelta(seconds=1))
+            return len(status.decisions) >= target.sent
+
+        await eventually(recorded_or_failing, 10, "the signal recorded, or failing a workflow task",
+                         interval=0)
         assert await workflow_task_failures(target.handle) == 0
         last = (await target.recorded(target.sent)).decisions[-1]
         assert not last.applied and last.reason.startswith("malformed pre_verification: ")
@@ -389,13 +399,13 @@ async def test_decisions_for_a_closed_application_change_nothing(target: Target)
 # --- a submission ------------------------------------------------------------------------------
 
 
-def test_a_submission_carrying_control_characters_is_refused_naming_each_field(settings):
-    form = fixtures.subscription_form(["account-balance"])
+def test_a_submission_carrying_control_characters_is_refused_naming_each_field(plain_settings):
+    form = data.subscription_form(["account-balance"])
     form["organisation"]["legal_name"] = "Null\x00 Byte Co., Ltd."
     form["service"]["name"] = "Robo\x1b[31madvisor"
     form["service"]["description"] = "Two lines\nand a\ttab are fine"
     with pytest.raises(SubmissionRefused) as refused:
-        prepare_subscription(form, settings)
+        prepare_subscription(form, plain_settings)
     assert [(r.field, r.rule, r.message) for r in refused.value.refusals] == [
         ("organisation.legal_name", "control_characters",
          "contains the control character U+0000"),
@@ -409,7 +419,7 @@ async def test_an_application_started_past_the_submission_checks_with_nul_is_rec
     """A service starting a workflow with the SDK directly skips the submission checks: a NUL
     in a name reaches the activities, which must record it (as U+FFFD) rather than fail
     forever and hold the application up."""
-    checked = prepare_subscription(fixtures.subscription_form(["account-balance"]), settings)
+    checked = prepare_subscription(data.subscription_form(["account-balance"]), settings)
     application = checked.model_copy(update={
         "organisation": checked.organisation.model_copy(
             update={"legal_name": "Null\x00 Byte Co., Ltd."}),

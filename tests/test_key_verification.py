@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from datetime import UTC, datetime, timedelta
 
-from temporalio.testing import ActivityEnvironment
-
-from activities.platform import PlatformActivities
-from onboarding.domain.admission import prepare_subscription
-from onboarding.domain.models import ApplicationRecord, KeyIssuance, KeyRevocation
+from onboarding.domain.models import KeyRevocation
 from onboarding.store.keys import verify_key
-from tests import fixtures
-
-
-async def issue_key(pool, settings, inbox, environment="sandbox"):
-    acts = PlatformActivities(pool, settings)
-    app = prepare_subscription(fixtures.subscription_form(apis=["account-balance"]), settings)
-    env = ActivityEnvironment()
-    await env.run(acts.record_application,
-                  ApplicationRecord(application=app, workflow_id=app.application_id))
-    issuance_id = f"{app.application_id}/key/{environment}"
-    await env.run(acts.issue_api_key, KeyIssuance(
-        issuance_id=issuance_id, application_id=app.application_id,
-        business_registration_number=app.organisation.business_registration_number,
-        environment=environment, scopes=["account-balance"], valid_days=30,
-        recipients=[str(app.organisation.contact_emails[0])], language="en"))
-    [mail] = inbox.with_notice(f"{issuance_id}/delivery")
-    key = re.search(r"API key: (\S+)", mail.get_payload(decode=True).decode())[1]
-    return acts, env, app, key
+from tests.support.key_issuance import issue_key
 
 
 async def test_an_issued_key_is_valid_for_its_organisation_environment_and_apis(pool, settings, inbox):

@@ -16,7 +16,7 @@ from onboarding.core.config import Settings
 from onboarding.domain.notices import TEMPLATES, render
 from onboarding.mail import mailer as smtp
 from onboarding.mail.mailer import MAX_CONNECTIONS, Mailer, build_message
-from tests.conftest import free_port
+from tests.support.net import free_port
 
 
 def placeholders(text: str) -> set[str]:
@@ -81,15 +81,15 @@ class Server:
 
 
 @pytest.fixture
-def server():
-    server = Server()
-    yield server
-    server.stop()
+def smtp_server():
+    smtp_server = Server()
+    yield smtp_server
+    smtp_server.stop()
 
 
 @pytest.fixture
-async def mailer(server):
-    mailer = Mailer(Settings(_env_file=None, smtp_host="127.0.0.1", smtp_port=server.port,
+async def mailer(smtp_server):
+    mailer = Mailer(Settings(_env_file=None, smtp_host="127.0.0.1", smtp_port=smtp_server.port,
                              smtp_timeout_seconds=5))
     yield mailer
     await mailer.aclose()
@@ -99,52 +99,52 @@ def message(mailer: Mailer, n: int) -> EmailMessage:
     return build_message(mailer.settings, f"test/{n}", ["dev@example.com"], f"notice {n}", "body")
 
 
-async def test_notices_one_after_another_share_one_connection(server, mailer):
+async def test_notices_one_after_another_share_one_connection(smtp_server, mailer):
     for n in range(3):
         await mailer.send(message(mailer, n))
-    assert server.subjects() == ["notice 0", "notice 1", "notice 2"]
-    assert len(server.connections) == 1
+    assert smtp_server.subjects() == ["notice 0", "notice 1", "notice 2"]
+    assert len(smtp_server.connections) == 1
 
 
-async def test_notices_at_once_take_a_few_connections_at_most(server, mailer):
+async def test_notices_at_once_take_a_few_connections_at_most(smtp_server, mailer):
     await asyncio.gather(*(mailer.send(message(mailer, n)) for n in range(20)))
-    assert sorted(server.subjects()) == sorted(f"notice {n}" for n in range(20))
-    assert 1 <= len(server.connections) <= MAX_CONNECTIONS
+    assert sorted(smtp_server.subjects()) == sorted(f"notice {n}" for n in range(20))
+    assert 1 <= len(smtp_server.connections) <= MAX_CONNECTIONS
 
 
 async def test_a_connection_the_server_closed_is_replaced_before_it_carries_a_notice(
-        server, mailer):
+        smtp_server, mailer):
     await mailer.send(message(mailer, 1))
-    server.stop()  # closes its connections: the mailer's idle one with them
-    server.start()
+    smtp_server.stop()  # closes its connections: the mailer's idle one with them
+    smtp_server.start()
     await asyncio.sleep(0.1)
     await mailer.send(message(mailer, 2))
-    assert server.subjects() == ["notice 1", "notice 2"]
-    assert len(server.connections) == 2
+    assert smtp_server.subjects() == ["notice 1", "notice 2"]
+    assert len(smtp_server.connections) == 2
 
 
 async def test_a_connection_idle_for_a_while_that_fails_its_noop_is_replaced(
-        server, mailer, monkeypatch):
+        smtp_server, mailer, monkeypatch):
     await mailer.send(message(mailer, 1))
     monkeypatch.setattr(smtp, "CHECK_AFTER_IDLE_SECONDS", 0)
-    server.refuse_noop = True
+    smtp_server.refuse_noop = True
     await mailer.send(message(mailer, 2))
-    assert server.subjects() == ["notice 1", "notice 2"]
-    assert len(server.connections) == 2
+    assert smtp_server.subjects() == ["notice 1", "notice 2"]
+    assert len(smtp_server.connections) == 2
 
 
 async def test_a_failed_send_raises_and_the_next_one_goes_out_on_a_new_connection(
-        server, mailer):
+        smtp_server, mailer):
     await mailer.send(message(mailer, 1))
-    server.refuse_data = 1
+    smtp_server.refuse_data = 1
     with pytest.raises(aiosmtplib.SMTPDataError):
         await mailer.send(message(mailer, 2))  # nothing resent here: the activity retries
     await mailer.send(message(mailer, 2))
-    assert server.subjects() == ["notice 1", "notice 2"]
-    assert len(server.connections) == 2
+    assert smtp_server.subjects() == ["notice 1", "notice 2"]
+    assert len(smtp_server.connections) == 2
 
 
-async def test_closing_the_mailer_quits_its_connections(server, mailer):
+async def test_closing_the_mailer_quits_its_connections(smtp_server, mailer):
     await mailer.send(message(mailer, 1))
     [(smtp, _)] = mailer._idle
     await mailer.aclose()

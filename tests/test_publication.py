@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
-import json
 import secrets
 import uuid
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,25 +28,23 @@ from onboarding.domain.admission import (
     prepare_publication,
     prepare_subscription,
 )
-from onboarding.domain.models import ApplicationStatus, DecisionOutcome, PublicationApplication
+from onboarding.domain.models import DecisionOutcome, PublicationApplication
 from onboarding.domain.openapi import canonical_json
 from onboarding.temporal import search_attributes as sa
-from tests import drive, fixtures
-from tests.conftest import notice_id
-from tests.fixtures import BANK_PROVIDER, MARKET_DATA_PROVIDER, PLATFORM, decision
-from tests.test_subscription import (
-    approval,
-    audit,
-    body,
-    by_id,
-    decisions_recorded,
-    drive_to,
-    envelope,
-    notices,
-    start,
+from tests.support import data, drive
+from tests.support.data import (
+    BANK_PROVIDER,
+    MARKET_DATA_PROVIDER,
+    PLATFORM,
+    decision,
+    publication_form,
+    revised,
 )
+from tests.support.drive import approval, by_id, decisions_recorded, drive_to, start
+from tests.support.inbox import body, envelope, notice_id, notices
+from tests.support.records import audit
 
-EXAMPLE = json.loads((Path(__file__).parent.parent / "examples" / "publication.json").read_text())
+EXAMPLE = data.PUBLICATION_EXAMPLE
 WAITING = "in_sandbox_waiting_for_service"
 
 
@@ -60,34 +56,12 @@ def new_api_id(length: int = 0) -> str:
     return (api_id + "-" + "x" * 64)[:length] if length else api_id
 
 
-def publication_form(api_id: str, **api: Any) -> dict[str, Any]:
-    """The example's shape, for a fresh provider and API."""
-    form = copy.deepcopy(EXAMPLE)
-    tag = uuid.uuid4().hex[:8]
-    form["organisation"].update(
-        legal_name=f"Provider {tag} Co., Ltd.",
-        business_registration_number=fixtures.corporate_brn(),
-        contact_emails=[f"openapi-{tag}@provider.example.com"],
-        language="en",
-    )
-    form["api"].update(api_id=api_id, name=f"Yields {tag}", **api)
-    return form
-
-
 def new_publication(settings, api_id: str | None = None, **api: Any) -> PublicationApplication:
     return prepare_publication(publication_form(api_id or new_api_id(), **api), settings)
 
 
 def provider(application: PublicationApplication) -> str:
     return str(application.organisation.contact_emails[0])
-
-
-def revised(spec: dict[str, Any], version: str) -> dict[str, Any]:
-    spec = copy.deepcopy(spec)
-    spec["info"]["version"] = version
-    spec["paths"]["/bond-yields"]["get"]["responses"]["400"] = {
-        "description": "The date is not a valid trading day."}
-    return spec
 
 
 def without_responses(spec: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +102,7 @@ async def versions(pool, api_id: str) -> list[tuple[str, str, str]]:
 async def subscription_on_record(pool, apis: list[str]) -> str:
     """A subscription as the record shows it once in production (application row and active
     production key), without running its workflow."""
-    brn = fixtures.corporate_brn()
+    brn = data.corporate_brn()
     app_id = f"subscription-{brn}-{uuid.uuid4().hex[:12]}"
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
@@ -147,18 +121,6 @@ async def subscription_on_record(pool, apis: list[str]) -> str:
                        $5, now() + interval '730 days')""",
             f"{app_id}/key/production", app_id, brn, secrets.token_bytes(32), apis)
     return app_id
-
-
-async def status_until(handle: WorkflowHandle, check) -> ApplicationStatus:
-    last = None
-    try:
-        async with asyncio.timeout(drive.TIMEOUT):
-            while not (last and check(last)):
-                last = await drive.status(handle)
-                await asyncio.sleep(0.1)
-            return last
-    except TimeoutError:
-        raise AssertionError(f"never happened; last status: {last}") from None
 
 
 def launched(subscription_id: str, api_id: str) -> dict[str, Any]:
@@ -256,7 +218,7 @@ async def test_sandbox_then_production_when_a_subscription_using_it_launches(
     application = new_publication(settings, api_id, is_market_data=True)
     app_id, contact = application.application_id, provider(application)
     spec = application.specification_summary
-    subscription = prepare_subscription(fixtures.subscription_form(apis=[api_id]), settings)
+    subscription = prepare_subscription(data.subscription_form(apis=[api_id]), settings)
     with pytest.raises(SubmissionRefused):  # not in the catalogue before the sandbox
         await check_catalogue(pool, subscription)
 
@@ -450,7 +412,7 @@ async def test_withdrawal_tells_the_open_subscriptions_that_requested_it(
     app_id, contact, api_id = application.application_id, provider(application), \
         application.api.api_id
     subscription = prepare_subscription(
-        fixtures.subscription_form(apis=[api_id, "account-balance"]), settings)
+        data.subscription_form(apis=[api_id, "account-balance"]), settings)
     sub_id = subscription.application_id
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
@@ -461,7 +423,7 @@ async def test_withdrawal_tells_the_open_subscriptions_that_requested_it(
 
         await handle.signal("withdraw", decision(contact, note="The API is discontinued"))
         status = await drive.result(handle)
-        sub_status = await status_until(sub, lambda s: s.withdrawn_apis)
+        sub_status = await drive.status_until(sub, lambda s: s.withdrawn_apis, "the API withdrawn")
         assert sub_status.withdrawn_apis == [api_id]
         assert (sub_status.step, sub_status.waiting_on, sub_status.outcome) == \
             ("platform_contract", "platform_team", "")
@@ -470,7 +432,7 @@ async def test_withdrawal_tells_the_open_subscriptions_that_requested_it(
         await sub.signal(*approval("platform_contract", subscription))
         await drive.wait_for_step(sub, "final_approval")
 
-        again = prepare_subscription(fixtures.subscription_form(apis=[api_id]), settings)
+        again = prepare_subscription(data.subscription_form(apis=[api_id]), settings)
         with pytest.raises(SubmissionRefused) as refused:
             await check_catalogue(pool, again)
 
@@ -497,7 +459,7 @@ async def test_a_launch_not_on_the_record_is_refused(
     client = dev_server.client
     application = new_publication(settings)
     app_id, api_id = application.application_id, application.api.api_id
-    testing = prepare_subscription(fixtures.subscription_form(apis=[api_id]), settings)
+    testing = prepare_subscription(data.subscription_form(apis=[api_id]), settings)
     elsewhere = await subscription_on_record(pool, ["account-balance"])
     in_production = await subscription_on_record(pool, [api_id])
     async with run_worker(client):

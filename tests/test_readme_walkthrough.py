@@ -23,16 +23,17 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from pathlib import Path
 
+import pytest
 
 from onboarding.core.config import Settings
 from onboarding.domain.models import ApplicationStatus
 from onboarding.temporal.client import connect
-from tests.conftest import free_port
+from tests.support.eventually import eventually
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -98,17 +99,20 @@ class Stack:
         self.process: subprocess.Popen | None = None
         self.log = workdir / "devstack.log"
 
-    def start(self) -> None:
+    async def start(self) -> None:
         for name in ("examples", "starter.py", "Makefile"):
             (self.workdir / name).symlink_to(ROOT / name)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "onboarding.devstack"], cwd=self.workdir, env=self.env,
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while "Open API onboarding platform is up" not in self.output():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the dev stack did not come up:\n{self.output()}")
-            time.sleep(0.2)
+
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the dev stack exited:\n{self.output()}")
+            assert "Open API onboarding platform is up" in self.output(), self.output()
+            return True
+
+        await eventually(up, 120, "the dev stack coming up", interval=0.2)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -152,13 +156,13 @@ async def status(client, application_id: str) -> ApplicationStatus:
 
 async def until_it_takes(client, application_id: str, decision: str) -> None:
     """What a person does before sending a signal: look until the step takes the decision."""
-    last = None
-    async with asyncio.timeout(60):
-        while True:
-            last = await status(client, application_id)
-            if decision in last.takes:
-                return
-            await asyncio.sleep(0.2)
+
+    async def takes() -> bool:
+        last = await status(client, application_id)
+        assert decision in last.takes, f"last status: {last}"
+        return True
+
+    await eventually(takes, 60, f"{application_id} taking {decision}", interval=0.2)
 
 
 def mail_text(path: Path) -> str:
@@ -172,10 +176,11 @@ def run_in_shell(line: str, env: dict[str, str], cwd: Path) -> subprocess.Comple
                           text=True, timeout=120)
 
 
+@pytest.mark.servers
 async def test_the_readme_walkthrough_runs_from_submission_to_production(tmp_path):
     commands = walkthrough_commands(README.read_text())
     stack = Stack(tmp_path)
-    await asyncio.to_thread(stack.start)
+    await stack.start()
     try:
         client = await connect(stack.settings())
         env = dict(stack.env)

@@ -6,20 +6,20 @@ from temporalio.client import WorkflowHandle
 
 from onboarding.domain.admission import prepare_subscription
 from starter import start_application
-from tests import drive, fixtures
+from tests.support import data, drive
 
 
 async def test_a_rejected_application_ends_on_the_record(dev_server, run_worker, settings, pool,
                                                         task_queue, inbox):
     client = dev_server.client
-    application = prepare_subscription(fixtures.subscription_form(), settings)
+    application = prepare_subscription(data.subscription_form(), settings)
     async with run_worker(client):
         handle: WorkflowHandle = await start_application(
             client, settings.model_copy(update={"temporal_task_queue": task_queue}), application
         )
         await drive.signal_at(
             handle, "pre_verification", "pre_verification",
-            fixtures.decision(fixtures.REVIEWER, outcome="reject",
+            data.decision(data.REVIEWER, outcome="reject",
                               note="Not related to capital-market development"),
         )
         status = await drive.result(handle)

@@ -14,21 +14,21 @@ from onboarding.domain.admission import (
     check_catalogue,
     prepare_subscription,
 )
-from tests import fixtures
+from tests.support import data
 
 
 def refusal_rules(err: SubmissionRefused) -> dict[str, str]:
     return {r.field: r.rule for r in err.refusals}
 
 
-def test_a_corporation_is_accepted_and_its_numbers_normalised(settings):
-    form = fixtures.subscription_form(business_registration_number="124-81-00998",
+def test_a_corporation_is_accepted_and_its_numbers_normalised(plain_settings):
+    form = data.subscription_form(business_registration_number="124-81-00998",
                                       corporate_registration_number="110111-0062432")
-    app = prepare_subscription(form, settings)
+    app = prepare_subscription(form, plain_settings)
     assert app.organisation.business_registration_number == "1248100998"
     assert app.organisation.corporate_registration_number == "1101110062432"
     assert app.application_id == application_id_for("1248100998", form["service"]["name"])
-    assert app.deadlines.remind_after_days == settings.remind_after_days
+    assert app.deadlines.remind_after_days == plain_settings.remind_after_days
 
 
 @pytest.mark.parametrize(
@@ -41,47 +41,50 @@ def test_a_corporation_is_accepted_and_its_numbers_normalised(settings):
         ("12-345", "format"),
     ],
 )
-def test_a_business_registration_number_that_is_not_a_corporations_is_refused(settings, number, rule):
+def test_a_business_registration_number_that_is_not_a_corporations_is_refused(
+        plain_settings, number, rule):
     with pytest.raises(SubmissionRefused) as refused:
-        prepare_subscription(fixtures.subscription_form(business_registration_number=number), settings)
+        prepare_subscription(data.subscription_form(business_registration_number=number),
+                             plain_settings)
     assert refusal_rules(refused.value) == {"organisation.business_registration_number": rule}
     assert "organisation.business_registration_number" in str(refused.value)
 
 
-def test_a_sole_proprietor_is_told_the_platform_is_for_corporations_only(settings):
+def test_a_sole_proprietor_is_told_the_platform_is_for_corporations_only(plain_settings):
     with pytest.raises(SubmissionRefused) as refused:
         prepare_subscription(
-            fixtures.subscription_form(business_registration_number="123-12-34562"), settings)
+            data.subscription_form(business_registration_number="123-12-34562"), plain_settings)
     assert "corporations only" in str(refused.value)
 
 
-def test_a_corporate_number_with_a_bad_check_digit_is_flagged_for_the_reviewer_not_refused(settings):
+def test_a_corporate_number_with_a_bad_check_digit_is_flagged_for_the_reviewer_not_refused(
+        plain_settings):
     app = prepare_subscription(
-        fixtures.subscription_form(corporate_registration_number="130111-0006245"), settings)
+        data.subscription_form(corporate_registration_number="130111-0006245"), plain_settings)
     assert app.reviewer_flags, "the eligibility reviewer must see the failed check digit"
 
 
-def test_every_broken_field_is_named_at_once(settings):
-    form = fixtures.subscription_form(contact_emails=["not-an-address"])
+def test_every_broken_field_is_named_at_once(plain_settings):
+    form = data.subscription_form(contact_emails=["not-an-address"])
     form["requested_apis"] = []
     del form["service"]["expected_launch"]
     with pytest.raises(SubmissionRefused) as refused:
-        prepare_subscription(form, settings)
+        prepare_subscription(form, plain_settings)
     assert set(refusal_rules(refused.value)) == {
         "organisation.contact_emails.0", "requested_apis", "service.expected_launch"}
 
 
-def test_an_unknown_field_is_refused_by_name(settings):
-    form = fixtures.subscription_form()
+def test_an_unknown_field_is_refused_by_name(plain_settings):
+    form = data.subscription_form()
     form["servcie"] = {}
     with pytest.raises(SubmissionRefused) as refused:
-        prepare_subscription(form, settings)
+        prepare_subscription(form, plain_settings)
     assert "servcie" in refusal_rules(refused.value)
 
 
 async def test_apis_not_in_the_catalogue_are_named(settings, pool):
     app = prepare_subscription(
-        fixtures.subscription_form(apis=["account-balance", "crypto-casino", "moon-prices"]),
+        data.subscription_form(apis=["account-balance", "crypto-casino", "moon-prices"]),
         settings)
     with pytest.raises(SubmissionRefused) as refused:
         await check_catalogue(pool, app)
@@ -103,7 +106,7 @@ async def test_the_starter_refuses_bad_input_and_starts_nothing(dev_server, sett
                         "DATABASE_URL": settings.database_url.get_secret_value()}.items():
         monkeypatch.setenv(name, value)
     starter.get_settings.cache_clear()
-    form = fixtures.subscription_form(business_registration_number="123-12-34562")
+    form = data.subscription_form(business_registration_number="123-12-34562")
     path = tmp_path / "application.json"
     path.write_text(json.dumps(form))
 

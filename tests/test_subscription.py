@@ -10,10 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Callable
 from datetime import date, timedelta
 from email.message import Message
-from typing import Any
 
 import pytest
 from temporalio import activity
@@ -30,12 +28,10 @@ from onboarding.domain.models import (
     KeySummary,
     Notice,
     ProgressRecord,
-    SubscriptionApplication,
 )
 from onboarding.temporal import search_attributes as sa
-from tests import drive, fixtures
-from tests.conftest import notice_id
-from tests.fixtures import (
+from tests.support import data, drive
+from tests.support.data import (
     APPROVER,
     BANK_PROVIDER,
     CRITERIA_HOLD,
@@ -45,56 +41,22 @@ from tests.fixtures import (
     REVIEWER,
     REVIEWER_AND_APPROVER,
     SALES,
+    applicant,
     contract,
     decision,
+    new_application,
 )
+from tests.support.drive import PATH, approval, by_id, decisions_recorded, drive_to, start
+from tests.support.eventually import eventually
+from tests.support.inbox import body, envelope, notice_id, notices
+from tests.support.records import audit
 
 ORDINARY = ["account-balance"]
 WITH_MARKET_DATA = ["stock-quotes", "account-balance"]
 
-# The steps in order, and the decision that moves each one on.
-PATH = ["pre_verification", "market_data_licence", "platform_contract", "final_approval",
-        "sandbox_testing", "sandbox_verification", "production_switch"]
 APPROVED_KINDS = ["pre_verification", "market_data_licence", "platform_contract",
                   "final_approval", "sandbox_testing_complete", "sandbox_verification",
                   "production_switch"]
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def new_application(settings, apis: list[str] | None = None) -> SubscriptionApplication:
-    return prepare_subscription(fixtures.subscription_form(apis), settings)
-
-
-def applicant(application: SubscriptionApplication) -> str:
-    return str(application.organisation.contact_emails[0])
-
-
-async def start(client, settings, task_queue: str,
-                application: SubscriptionApplication) -> WorkflowHandle:
-    return await starter.start_application(
-        client, settings.model_copy(update={"temporal_task_queue": task_queue}), application
-    )
-
-
-def approval(step: str, application: SubscriptionApplication) -> tuple[str, dict[str, Any]]:
-    """The signal name and payload that approve `step`."""
-    return {
-        "pre_verification": ("pre_verification",
-                             decision(REVIEWER, outcome="approve", criteria=CRITERIA_HOLD)),
-        "market_data_licence": ("market_data_licence",
-                                decision(SALES, outcome="concluded", contract=contract())),
-        "platform_contract": ("platform_contract",
-                              decision(PLATFORM, outcome="signed", contract=contract(),
-                                       eligibility_confirmed=True)),
-        "final_approval": ("final_approval", decision(APPROVER, outcome="approve")),
-        "sandbox_testing": ("sandbox_testing_complete", decision(applicant(application))),
-        "sandbox_verification": ("sandbox_verification", decision(PLATFORM, outcome="approve")),
-        "production_switch": ("production_switch",
-                              decision(APPROVER, outcome="approve", service_contract=contract())),
-    }[step]
-
 
 REJECTED_BY = {
     "pre_verification": REVIEWER,
@@ -104,70 +66,6 @@ REJECTED_BY = {
     "sandbox_verification": PLATFORM,
     "production_switch": APPROVER,
 }
-
-
-async def drive_to(handle: WorkflowHandle, application: SubscriptionApplication, step: str,
-                   *, licence: bool = False) -> ApplicationStatus:
-    """Approve every step from the current one up to `step`; return the status at `step`."""
-    now = (await drive.status(handle)).step
-    for current in PATH[PATH.index(now) if now in PATH else 0:]:
-        if current == "market_data_licence" and not licence:
-            continue
-        if current == step:
-            break
-        kind, payload = approval(current, application)
-        await drive.signal_at(handle, current, kind, payload)
-    return await drive.wait_for_step(handle, step)
-
-
-async def audit(pool, application_id: str) -> list[dict[str, Any]]:
-    rows = await pool.fetch(
-        """SELECT actor, action, outcome, reason, details FROM audit_log
-           WHERE application_id = $1 ORDER BY seq""",
-        application_id,
-    )
-    return [dict(r) for r in rows]
-
-
-def envelope(message: Message) -> set[str]:
-    return {a.strip() for a in message["X-Envelope-To"].split(",")}
-
-
-def body(message: Message) -> str:
-    return message.get_payload(decode=True).decode()
-
-
-def notices(inbox, application_id: str, suffix: str) -> list[Message]:
-    """Mail whose notice id is `<application id>/<suffix>` exactly."""
-    return [m for m in inbox.messages if notice_id(m) == f"{application_id}/{suffix}"]
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:
-    """Poll `check` until it returns something truthy."""
-    try:
-        async with asyncio.timeout(timeout):
-            while not (found := check()):
-                await asyncio.sleep(0.1)
-            return found
-    except TimeoutError:
-        raise AssertionError(f"never happened: {what}") from None
-
-
-def by_id(status: ApplicationStatus) -> dict[str, Any]:
-    return {d.decision_id: d for d in status.decisions}
-
-
-async def decisions_recorded(handle: WorkflowHandle, count: int) -> ApplicationStatus:
-    last = None
-    try:
-        async with asyncio.timeout(drive.TIMEOUT):
-            while True:
-                last = await drive.status(handle)
-                if len(last.decisions) >= count:
-                    return last
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"fewer than {count} decisions recorded: {last}") from None
 
 
 # --- 1-3: the happy paths --------------------------------------------------------------------
@@ -716,16 +614,8 @@ async def test_a_withdrawal_after_the_rejection_is_refused(
 
 async def status_with_deadlines(handle: WorkflowHandle, step: str) -> ApplicationStatus:
     """The status once `step` has been entered and its deadlines set."""
-    last = None
-    try:
-        async with asyncio.timeout(drive.TIMEOUT):
-            while True:
-                last = await drive.status(handle)
-                if last.step == step and last.deadlines:
-                    return last
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"{step} never got its deadlines; last status: {last}") from None
+    return await drive.status_until(handle, lambda s: s.step == step and s.deadlines,
+                                    f"{step} with its deadlines")
 
 
 async def test_reminder_and_escalation_while_waiting_on_the_reviewer(
@@ -852,7 +742,7 @@ async def test_the_same_application_cannot_be_started_twice(
     dev_server, run_worker, settings, pool, task_queue, inbox
 ):
     client = dev_server.client
-    form = fixtures.subscription_form(ORDINARY)
+    form = data.subscription_form(ORDINARY)
     application = prepare_subscription(form, settings)
     app_id = application.application_id
     # The same organisation applying for the same service, written differently.
@@ -872,11 +762,10 @@ async def test_the_same_application_cannot_be_started_twice(
         with pytest.raises(starter.AlreadySubmitted):
             await start(client, settings, task_queue, application)
 
-    listed = []
-    async with asyncio.timeout(15):
-        while not listed:
-            listed = [w async for w in client.list_workflows(f"WorkflowId = '{app_id}'")]
-            await asyncio.sleep(0.2)
+    async def listed_once() -> list:
+        return [w async for w in client.list_workflows(f"WorkflowId = '{app_id}'")]
+
+    listed = await eventually(listed_once, what=f"{app_id} in the workflow list", interval=0.2)
     assert len(listed) == 1 and listed[0].run_id == handle.result_run_id
     assert await pool.fetchval(
         "SELECT count(*) FROM applications WHERE application_id = $1", app_id) == 1

@@ -6,14 +6,13 @@ these tests read it the same way and check it follows the application step by st
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
 
-from tests import drive
-from tests.fixtures import APPROVER, decision
-from tests.test_subscription import applicant, drive_to, new_application, start
+from tests.support import drive
+from tests.support.data import APPROVER, applicant, decision, new_application
+from tests.support.drive import drive_to, start
+from tests.support.eventually import eventually
 
 
 async def current_details(handle: WorkflowHandle) -> str:
@@ -23,12 +22,14 @@ async def current_details(handle: WorkflowHandle) -> str:
 
 async def details_once(handle: WorkflowHandle, contains: str) -> str:
     """The summary, once it mentions `contains` (it is refreshed as the record is written)."""
-    text = ""
-    async with asyncio.timeout(drive.TIMEOUT):
-        while contains not in text:
-            text = await current_details(handle)
-            await asyncio.sleep(0.05)
-    return text
+
+    async def mentioning() -> str:
+        text = await current_details(handle)
+        assert contains in text, f"the summary: {text}"
+        return text
+
+    return await eventually(mentioning, what=f"the summary mentioning {contains!r}",
+                            interval=0.05)
 
 
 async def test_summary_names_the_step_whom_it_waits_on_and_the_next_deadline(

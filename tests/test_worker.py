@@ -12,8 +12,8 @@ from pydantic import SecretStr
 from onboarding.core.logs import configure_logging
 from onboarding.domain.admission import prepare_subscription
 from starter import start_application
-from tests import drive, fixtures
-from tests.conftest import free_port
+from tests.support import data, drive
+from tests.support.net import free_port
 from worker import run_worker
 
 
@@ -31,10 +31,10 @@ async def test_worker_logs_json_exposes_metrics_and_stops_gracefully(dev_server,
     stop = asyncio.Event()
     running = asyncio.create_task(run_worker(worker_settings, stop))
     try:
-        application = prepare_subscription(fixtures.subscription_form(), settings)
+        application = prepare_subscription(data.subscription_form(), settings)
         handle = await start_application(dev_server.client, worker_settings, application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
-                              fixtures.decision(fixtures.REVIEWER, outcome="reject", note="out of scope"))
+                              data.decision(data.REVIEWER, outcome="reject", note="out of scope"))
         assert (await drive.result(handle)).outcome == "rejected"
 
         metrics = await asyncio.to_thread(

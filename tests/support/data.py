@@ -1,15 +1,25 @@
-"""Test data: the catalogue and staff roster every test can rely on, and applicants."""
+"""Test data: the catalogue and staff roster every test can rely on, applicants and their forms,
+and the decisions people send."""
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import random
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
+from onboarding.core.config import Settings
+from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.models import SubscriptionApplication
 from onboarding.domain.registration import business_check_digit
+
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
+PUBLICATION_EXAMPLE = json.loads((EXAMPLES / "publication.json").read_text())
 
 REVIEWER = "reviewer@operator.example.com"
 SALES = "sales@operator.example.com"
@@ -93,6 +103,37 @@ def subscription_form(apis: list[str] | None = None, **org: Any) -> dict[str, An
         },
         "requested_apis": apis or ["account-balance"],
     }
+
+
+def new_application(settings: Settings, apis: list[str] | None = None) -> SubscriptionApplication:
+    return prepare_subscription(subscription_form(apis), settings)
+
+
+def applicant(application: SubscriptionApplication) -> str:
+    return str(application.organisation.contact_emails[0])
+
+
+def publication_form(api_id: str, **api: Any) -> dict[str, Any]:
+    """The example's shape, for a fresh provider and API."""
+    form = copy.deepcopy(PUBLICATION_EXAMPLE)
+    tag = uuid.uuid4().hex[:8]
+    form["organisation"].update(
+        legal_name=f"Provider {tag} Co., Ltd.",
+        business_registration_number=corporate_brn(),
+        contact_emails=[f"openapi-{tag}@provider.example.com"],
+        language="en",
+    )
+    form["api"].update(api_id=api_id, name=f"Yields {tag}", **api)
+    return form
+
+
+def revised(spec: dict[str, Any], version: str) -> dict[str, Any]:
+    """The example's specification at another version, with one more response."""
+    spec = copy.deepcopy(spec)
+    spec["info"]["version"] = version
+    spec["paths"]["/bond-yields"]["get"]["responses"]["400"] = {
+        "description": "The date is not a valid trading day."}
+    return spec
 
 
 def decision(by: str, **fields: Any) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""What the tests share, and the benchmark with them: servers, drivers, data, one way to wait."""

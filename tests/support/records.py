@@ -1,0 +1,47 @@
+"""What the platform's own record (the audit log) says of an application."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+
+async def audit(db: asyncpg.Pool | asyncpg.Connection, application_id: str) -> list[dict[str, Any]]:
+    """The application's audit entries, in the order they were written."""
+    rows = await db.fetch(
+        """SELECT actor, action, outcome, reason, details FROM audit_log
+           WHERE application_id = $1 ORDER BY seq""",
+        application_id,
+    )
+    return [dict(r) for r in rows]
+
+
+def record_of_a_whole_run(licence: bool) -> list[tuple[str, str]]:
+    """What the audit log says of a whole run: each step entered and whom it waited on, and
+    each decision applied, in the order the workflow wrote them."""
+    decided = {"pre_verification_reviewer": "pre_verification",
+               "market_data_sales": "market_data_licence", "platform_team": "platform_contract",
+               "final_approver": "final_approval"}
+    entries = [("step_entered", "")]
+    for role in ["pre_verification_reviewer", "market_data_sales", "platform_team",
+                 "final_approver"]:
+        if role != "market_data_sales" or licence:
+            entries += [("step_entered", role), ("applied", decided[role])]
+    return entries + [
+        ("step_entered", "applicant"), ("applied", "sandbox_testing_complete"),
+        ("step_entered", "platform_team"), ("applied", "sandbox_verification"),
+        ("step_entered", "final_approver"), ("applied", "production_switch"),
+        ("step_entered", "")]
+
+
+async def steps_on_record(db: asyncpg.Pool | asyncpg.Connection,
+                          application_id: str) -> list[tuple[str, str]]:
+    """The steps entered and the decisions applied, as `record_of_a_whole_run` lists them."""
+    rows = await db.fetch(
+        """SELECT action, outcome, details->>'waiting_on' AS waiting_on FROM audit_log
+           WHERE application_id = $1 AND entry_id ~ '^[^/]+/[^/]+/[0-9]+$'
+             AND (action = 'step_entered' OR outcome = 'applied')
+           ORDER BY split_part(entry_id, '/', 3)::int""", application_id)
+    return [("step_entered", r["waiting_on"]) if r["action"] == "step_entered"
+            else ("applied", r["action"]) for r in rows]

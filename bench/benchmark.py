@@ -37,6 +37,7 @@ their own) and prints:
    Alone, without the workflows: --skip throughput,latency,history,keys,memory.
 
 It is a script, not a test: it prints figures (and the checks it makes), then a summary.
+Today's figures, how they were taken and what the profile showed: bench/README.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A member company's publication application: its API from pre-review to production.
 
-The operator's procedure for providers (see ../shared/seed/README.md):
+The operator's procedure for providers (docs/domain.md, The operator's procedure):
 
 1. pre-review: the platform team agrees the integration method and the API specification
    (with request-changes loops: the provider sends a revised specification);

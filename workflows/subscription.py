@@ -1,6 +1,6 @@
 """A fintech's subscription application, from submission to the production key.
 
-The operator's procedure, step by step (see ../shared/seed/README.md):
+The operator's procedure, step by step (docs/domain.md, The operator's procedure):
 
 1. pre-verification of the service (with request-changes loops back to the applicant);
 2. the market-data licence contract, only when a requested API is a market-data API and no

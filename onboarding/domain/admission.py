@@ -102,7 +102,7 @@ def _form(model: type[F], raw: dict[str, Any]) -> F:
 
 def _corporation(org: Organisation) -> tuple[Organisation, list[str]]:
     """The organisation with its numbers normalised, and notes for the eligibility reviewer;
-    refused unless it is a corporation (DOMAIN.md)."""
+    refused unless it is a corporation (docs/domain.md, "Who may apply: corporations only")."""
     refusals: list[Refusal] = []
     flags: list[str] = []
     checked: dict[str, str] = {}

@@ -31,7 +31,7 @@ class Model(BaseModel):
 
 
 class Role(StrEnum):
-    """Who may take which decision (DOMAIN.md, Roles)."""
+    """Who may take which decision (docs/domain.md, Roles)."""
 
     APPLICANT = "applicant"
     PRE_VERIFICATION_REVIEWER = "pre_verification_reviewer"

@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from onboarding.core.logs import get_logger
+from onboarding.store import audit
 
 log = get_logger("audit")
 
@@ -37,18 +38,13 @@ class _Inbound(ActivityInboundInterceptor):
         except Exception as err:
             info = activity.info()
             try:
-                await self.pool.execute(
-                    """INSERT INTO audit_log (entry_id, workflow_id, application_id, actor, action,
-                                              outcome, reason, details)
-                       VALUES ($1, $2, $2, 'platform', $3, 'failed', $4, $5)
-                       ON CONFLICT (entry_id) DO NOTHING""",
-                    f"{info.workflow_id}/{info.workflow_run_id}/activity/{info.activity_id}"
-                    f"/attempt/{info.attempt}",
-                    info.workflow_id,
-                    info.activity_type,
-                    f"{type(err).__name__}: {err}"[:1000],
-                    {"attempt": info.attempt, "activity_id": info.activity_id},
-                )
+                await audit.append(self.pool, [audit.Entry(
+                    entry_id=f"{info.workflow_id}/{info.workflow_run_id}/activity/"
+                             f"{info.activity_id}/attempt/{info.attempt}",
+                    application_id=info.workflow_id, workflow_id=info.workflow_id,
+                    action=info.activity_type, result="failed",
+                    reason=f"{type(err).__name__}: {err}"[:1000],
+                    details={"attempt": info.attempt, "activity_id": info.activity_id})])
             except Exception:  # the database may be what failed: the log still has it
                 log.warning("could not audit an activity failure", exc_info=True)
             raise

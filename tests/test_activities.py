@@ -1,4 +1,5 @@
-"""The platform's activities against real PostgreSQL and a real SMTP peer.
+"""The platform's activities against real PostgreSQL (and the relay that sends what they put
+in the outbox, to a real SMTP peer).
 
 Each activity runs in `ActivityEnvironment` (they read `activity.info()`), on a fresh
 application so that tests never share rows or mail.
@@ -12,10 +13,9 @@ from collections.abc import AsyncIterator
 from datetime import date
 from email.message import Message
 
-import aiosmtplib
 import asyncpg
 import pytest
-from pydantic import SecretStr
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -30,19 +30,14 @@ from onboarding.domain.models import (
     KeyIssuance,
     KeyRevocation,
     LicenceLookup,
-    Notice,
     ProgressRecord,
     Role,
     StaffLookup,
     SubscriptionApplication,
 )
-from onboarding.mail.mailer import Mailer, build_message
+from onboarding.mail.relay import Relay
 from starter import start_application
 from tests.support import data, drive
-from tests.support.inbox import Inbox
-from tests.support.eventually import eventually
-from tests.support.net import free_port
-from tests.support.servers import serve_smtp
 
 
 def run(method, arg):
@@ -50,10 +45,15 @@ def run(method, arg):
 
 
 @pytest.fixture
-async def acts(pool, settings) -> AsyncIterator[PlatformActivities]:
-    acts = PlatformActivities(pool, settings)
-    yield acts
-    await acts.aclose()
+def acts(pool, settings) -> PlatformActivities:
+    return PlatformActivities(pool, settings)
+
+
+@pytest.fixture
+async def relay(pool, settings) -> AsyncIterator[Relay]:
+    relay = Relay(pool, settings)
+    yield relay
+    await relay.mailer.aclose()
 
 
 async def new_application(acts: PlatformActivities, apis: list[str] | None = None
@@ -127,12 +127,13 @@ async def rows_containing(pool: asyncpg.Pool, needle: str) -> dict[str, int]:
 # --- API keys -----------------------------------------------------------------------------------
 
 
-async def test_only_the_hash_and_display_prefix_of_a_key_are_stored(acts, pool, inbox):
+async def test_only_the_hash_and_display_prefix_of_a_key_are_stored(acts, pool, inbox, relay):
     """The key reaches the applicant by mail and nowhere else: the platform keeps SHA-256 of it
     and a display prefix, and no table holds the key (or its secret part) in any form."""
     app = await new_application(acts)
     request = issuance(app)
     summary = await run(acts.issue_api_key, request)
+    await relay.send_one(f"{request.issuance_id}/delivery")
 
     [mail] = inbox.with_notice(f"{request.issuance_id}/delivery")
     assert mail["X-Envelope-To"] == contact(app)
@@ -152,89 +153,21 @@ async def test_only_the_hash_and_display_prefix_of_a_key_are_stored(acts, pool, 
     assert {"api_keys", "notices", "audit_log"} <= set(await rows_containing(pool, row["display_prefix"]))
 
 
-async def test_a_retried_issuance_returns_the_same_key_and_sends_one_mail(acts, pool, inbox):
+async def test_a_retried_issuance_returns_the_same_key_and_sends_one_mail(acts, pool, inbox,
+                                                                          relay):
     """A retry after the first attempt completed (its result lost) finds the key it issued:
     no second key, no second mail, no second audit entry."""
     app = await new_application(acts)
     request = issuance(app)
     first = await run(acts.issue_api_key, request)
     second = await run(acts.issue_api_key, request)
+    await relay.send_one(f"{request.issuance_id}/delivery")
 
     assert second == first
     assert len(await key_rows(pool, app.application_id)) == 1
     assert len(inbox.with_notice(f"{request.issuance_id}/delivery")) == 1
     assert (await audit_actions(pool, app.application_id)).count("api_key_issued") == 1
     assert (await audit_actions(pool, app.application_id)).count("notice_sent") == 1
-
-
-async def test_a_crash_between_writing_the_key_and_delivering_it_redelivers_the_same_key(
-        acts, pool, settings, inbox):
-    """The first attempt writes the key and then cannot send the mail (SMTP down): it fails, and
-    the retry delivers the same key once; the applicant gets a key that matches the hash."""
-    app = await new_application(acts)
-    request = issuance(app)
-    notice_id = f"{request.issuance_id}/delivery"
-    broken = PlatformActivities(pool, settings.model_copy(  # nothing listens on a free port
-        update={"smtp_port": free_port(), "smtp_timeout_seconds": 5}))
-
-    with pytest.raises(aiosmtplib.SMTPConnectError):
-        await run(broken.issue_api_key, request)
-    [row] = await key_rows(pool, app.application_id)
-    assert (await notice_row(pool, notice_id))["status"] == "pending"
-    assert inbox.with_notice(notice_id) == []
-
-    summary = await run(acts.issue_api_key, request)
-    assert summary.key_id == str(row["key_id"])
-    assert [r["key_id"] for r in await key_rows(pool, app.application_id)] == [row["key_id"]]
-    [mail] = inbox.with_notice(notice_id)
-    assert keys.key_hash(delivered_key(mail)) == bytes(row["key_hash"])
-    sent = await notice_row(pool, notice_id)
-    assert (sent["status"], sent["attempts"]) == ("sent", 1) and sent["sent_at"] is not None
-
-
-async def test_without_smtp_issuance_fails_and_retries_until_the_key_can_be_delivered(
-        acts, pool, settings, inbox):
-    """A key that cannot be mailed must not be lost: the activity raises a retryable error, and
-    a later attempt with SMTP delivers that same key."""
-    app = await new_application(acts)
-    request = issuance(app)
-    notice_id = f"{request.issuance_id}/delivery"
-    no_smtp = PlatformActivities(pool, settings.model_copy(update={"smtp_host": None}))
-
-    for _ in range(2):
-        with pytest.raises(ApplicationError, match="SMTP") as raised:
-            await run(no_smtp.issue_api_key, request)
-        assert raised.value.non_retryable is False
-    [row] = await key_rows(pool, app.application_id)
-    assert (await notice_row(pool, notice_id))["status"] == "pending"
-    assert inbox.with_notice(notice_id) == []
-
-    summary = await run(acts.issue_api_key, request)
-    assert summary.key_id == str(row["key_id"])
-    [mail] = inbox.with_notice(notice_id)
-    assert keys.key_hash(delivered_key(mail)) == bytes(row["key_hash"])
-    assert len(await key_rows(pool, app.application_id)) == 1
-
-
-async def test_a_retry_never_delivers_a_key_that_does_not_match_the_stored_hash(
-        acts, pool, settings, inbox):
-    """Whatever a retry delivers must be the key whose hash is on record."""
-    app = await new_application(acts)
-    request = issuance(app)
-    notice_id = f"{request.issuance_id}/delivery"
-    broken = PlatformActivities(pool, settings.model_copy(update={"smtp_host": None}))
-    with pytest.raises(ApplicationError):
-        await run(broken.issue_api_key, request)
-    [row] = await key_rows(pool, app.application_id)
-
-    rotated = PlatformActivities(pool, settings.model_copy(
-        update={"key_issuance_secret": SecretStr("rotated-" + uuid.uuid4().hex * 2)}))
-    try:
-        await run(rotated.issue_api_key, request)
-    except ApplicationError:
-        pass  # refusing to deliver is acceptable; delivering a wrong key is not
-    for mail in inbox.with_notice(notice_id):
-        assert keys.key_hash(delivered_key(mail)) == bytes(row["key_hash"])
 
 
 async def test_revoking_revokes_every_active_key_once(acts, pool):
@@ -273,114 +206,6 @@ async def test_revoking_an_application_without_keys_returns_nothing(acts, pool):
     assert "api_key_revoked" not in await audit_actions(pool, app.application_id)
 
 
-# --- notices ------------------------------------------------------------------------------------
-
-
-def received_notice(app: SubscriptionApplication, **fields) -> Notice:
-    return Notice(**{
-        "notice_id": f"{app.application_id}/received/{uuid.uuid4().hex[:8]}",
-        "application_id": app.application_id,
-        "template": "application_received",
-        "language": "en",
-        "recipients": [contact(app)],
-        "context": {"application_id": app.application_id,
-                    "organisation": app.organisation.legal_name,
-                    "service": app.service.name},
-        **fields,
-    })
-
-
-async def test_a_notice_sent_twice_is_written_and_mailed_once(acts, pool, inbox):
-    """A retried send finds the notice it already wrote and sent."""
-    app = await new_application(acts)
-    notice = received_notice(app)
-    await run(acts.send_notice, notice)
-    await run(acts.send_notice, notice)
-
-    assert await pool.fetchval(
-        "SELECT count(*) FROM notices WHERE notice_id = $1", notice.notice_id) == 1
-    row = await notice_row(pool, notice.notice_id)
-    assert (row["status"], row["attempts"], list(row["recipients"])) == ("sent", 1, [contact(app)])
-    [mail] = inbox.with_notice(notice.notice_id)
-    assert mail["X-Envelope-To"] == contact(app)
-    assert app.organisation.legal_name in body(mail)
-    actions = await audit_actions(pool, app.application_id)
-    assert (actions.count("notice_queued"), actions.count("notice_sent")) == (1, 1)
-
-
-async def test_a_notice_to_a_role_goes_to_the_staff_holding_it(acts, pool, inbox):
-    """Reminders and escalations reach everyone holding the role, and only them."""
-    app = await new_application(acts)
-    notice = received_notice(app, recipients=[], recipient_role=Role.PLATFORM_TEAM)
-    await run(acts.send_notice, notice)
-
-    holders = sorted(r["staff_id"] for r in await pool.fetch(
-        "SELECT staff_id FROM staff_roles WHERE role = 'platform_team'"))
-    assert data.PLATFORM in holders and data.REVIEWER not in holders
-    [mail] = inbox.with_notice(notice.notice_id)
-    assert sorted(mail["X-Envelope-To"].split(", ")) == holders
-    assert list((await notice_row(pool, notice.notice_id))["recipients"]) == holders
-
-
-async def test_without_smtp_a_notice_stays_pending_in_the_outbox(acts, pool, settings, inbox):
-    """Without SMTP nothing is mailed and the notice waits in the outbox; a later send with SMTP
-    delivers it once."""
-    app = await new_application(acts)
-    notice = received_notice(app)
-    no_smtp = PlatformActivities(pool, settings.model_copy(update={"smtp_host": None}))
-    await run(no_smtp.send_notice, notice)
-
-    row = await notice_row(pool, notice.notice_id)
-    assert (row["status"], row["attempts"], row["sent_at"]) == ("pending", 0, None)
-    assert inbox.with_notice(notice.notice_id) == []
-
-    await run(acts.send_notice, notice)
-    assert (await notice_row(pool, notice.notice_id))["status"] == "sent"
-    assert len(inbox.with_notice(notice.notice_id)) == 1
-
-
-class RefusingInbox(Inbox):
-    """An SMTP server of the test's own: answers the next `refuse` messages with 451."""
-
-    refuse = 0
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        if self.refuse:
-            self.refuse -= 1
-            return "451 try again later"
-        return await super().handle_DATA(server, session, envelope)
-
-
-async def test_a_send_that_fails_leaves_the_notice_pending_and_the_retry_sends_the_same_mail(
-        acts, pool, settings):
-    """Connections are kept between notices; a send that fails on one still fails the attempt,
-    leaving the notice pending, and the retry sends the same message (same Message-ID) once."""
-    inbox = RefusingInbox()
-    smtp = serve_smtp(inbox)
-    sender = PlatformActivities(pool, settings.model_copy(update={"smtp_port": smtp.port}))
-    try:
-        app = await new_application(acts)
-        first, second = received_notice(app), received_notice(app)
-        await run(sender.send_notice, first)
-        inbox.refuse = 1
-        with pytest.raises(aiosmtplib.SMTPDataError):
-            await run(sender.send_notice, second)
-        row = await notice_row(pool, second.notice_id)
-        assert (row["status"], row["attempts"], row["sent_at"]) == ("pending", 0, None)
-
-        await run(sender.send_notice, second)
-        await run(sender.send_notice, second)  # and a retry after that sends nothing more
-    finally:
-        await sender.aclose()
-        smtp.stop()
-    assert [len(inbox.with_notice(n.notice_id)) for n in (first, second)] == [1, 1]
-    [mail] = inbox.with_notice(second.notice_id)
-    assert mail["Message-ID"] == build_message(settings, second.notice_id, [], "", "")["Message-ID"]
-    assert (await notice_row(pool, second.notice_id))["status"] == "sent"
-    actions = await audit_actions(pool, app.application_id)
-    assert (actions.count("notice_queued"), actions.count("notice_sent")) == (2, 2)
-
-
 # --- contracts and licences -----------------------------------------------------------------------
 
 
@@ -401,7 +226,7 @@ async def test_recording_the_same_contract_twice_writes_one_row(acts, pool):
     await run(acts.record_contract, record)
     await run(acts.record_contract, record)
     rows = await pool.fetch("SELECT * FROM contracts WHERE application_id = $1", app.application_id)
-    assert [(r["kind"], r["contract_number"]) for r in rows] == [
+    assert [(r["contract_type"], r["contract_number"]) for r in rows] == [
         ("platform", record.terms.contract_number)]
     assert (await audit_actions(pool, app.application_id)).count("contract_recorded") == 1
 
@@ -519,7 +344,7 @@ async def test_progress_recorded_twice_is_audited_once_and_moves_the_step(acts, 
 
     rows = await pool.fetch("SELECT * FROM audit_log WHERE entry_id = $1", record.entry_id)
     assert len(rows) == 1
-    assert (rows[0]["actor"], rows[0]["action"], rows[0]["outcome"]) == (
+    assert (rows[0]["actor"], rows[0]["action"], rows[0]["result"]) == (
         data.REVIEWER, "pre_verification", "applied")
     assert rows[0]["details"] == {"on": "2026-12-01", "criteria": data.CRITERIA_HOLD}
     application = await pool.fetchrow(
@@ -535,25 +360,31 @@ async def test_progress_recorded_twice_is_audited_once_and_moves_the_step(acts, 
     assert dict(application) == {"status": "rejected", "current_step": "rejected"}
 
 
+class FailsOnce(PlatformActivities):
+    """Its first attempt to record an application fails, as a lost database connection would."""
+
+    failed = False
+
+    @activity.defn(name="record_application")
+    async def record_application(self, record: ApplicationRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionResetError("the database went away")
+        await super().record_application(record)
+
+
 async def test_a_failed_activity_attempt_is_on_the_audit_log(dev_server, run_worker, settings, pool,
                                                            task_queue):
     """Failures are outcomes too: each failed attempt is audited once, then the retry succeeds."""
-    broken_then_fixed = PlatformActivities(pool, settings.model_copy(update={"smtp_port": 1}))
     application = prepare_subscription(data.subscription_form(), settings)
-    async with run_worker(dev_server.client, broken_then_fixed):
+    async with run_worker(dev_server.client, FailsOnce(pool, settings).all()):
         handle = await start_application(
             dev_server.client, settings.model_copy(update={"temporal_task_queue": task_queue}),
             application)
-        await eventually(lambda: pool.fetchval(
-            "SELECT count(*) FROM audit_log WHERE application_id = $1 AND outcome = 'failed'",
-            application.application_id), 20, "a failed attempt on the audit log")
-        broken_then_fixed.settings = settings  # SMTP is back
-        broken_then_fixed.mailer = Mailer(settings)
         await drive.wait_for_step(handle, "pre_verification")
     failed = await pool.fetch(
-        "SELECT action, reason, details FROM audit_log WHERE application_id = $1 AND outcome = 'failed'",
+        "SELECT action, reason, details FROM audit_log WHERE application_id = $1 AND result = 'failed'",
         application.application_id)
-    assert failed[0]["action"] == "send_notice"
-    assert failed[0]["details"]["attempt"] == 1
-    assert len({(f["details"]["attempt"]) for f in failed}) == len(failed)
+    assert [(f["action"], f["details"]["attempt"]) for f in failed] == [("record_application", 1)]
+    assert "ConnectionResetError: the database went away" in failed[0]["reason"]
     await handle.terminate("test over")

@@ -125,7 +125,7 @@ async def test_decisions_sent_back_to_back_each_meet_their_step(
 ):
     """As when a reviewer pastes several commands at once: between two steps the platform
     works for a moment and takes no decision; `decide` waits that out instead of failing."""
-    async with run_worker(dev_server.client, SlowKeyIssuance(pool, settings)):
+    async with run_worker(dev_server.client, SlowKeyIssuance(pool, settings).all()):
         application, handle = await start(dev_server, settings, task_queue)
         await drive.wait_for_step(handle, "pre_verification")
         results = [

@@ -185,7 +185,7 @@ async def test_audit_log_accepts_inserts_and_refuses_update_delete_truncate(pool
     entry_id = f"test-audit/{uuid.uuid4().hex}"
     async with pool.acquire() as conn:
         await conn.execute(
-            """INSERT INTO audit_log (entry_id, application_id, actor, action, outcome, details)
+            """INSERT INTO audit_log (entry_id, application_id, actor, action, result, details)
                VALUES ($1, 'app-x', 'tester', 'tested', 'succeeded', $2)""",
             entry_id, {"n": 1},
         )
@@ -193,7 +193,7 @@ async def test_audit_log_accepts_inserts_and_refuses_update_delete_truncate(pool
         count_before = await conn.fetchval("SELECT count(*) FROM audit_log")
 
         statements = [
-            ("UPDATE", "UPDATE audit_log SET outcome = 'failed', details = '{}' WHERE entry_id = $1"),
+            ("UPDATE", "UPDATE audit_log SET result = 'failed', details = '{}' WHERE entry_id = $1"),
             ("DELETE", "DELETE FROM audit_log WHERE entry_id = $1"),
             ("TRUNCATE", "TRUNCATE audit_log"),
         ]

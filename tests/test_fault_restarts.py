@@ -170,7 +170,7 @@ async def test_postgres_stopped_and_restarted_while_applications_move(
         try:
             await check_whole_runs(conn, applications, finished)
             failed = await conn.fetch(
-                "SELECT action, reason FROM audit_log WHERE outcome = 'failed'")
+                "SELECT action, reason FROM audit_log WHERE result = 'failed'")
         finally:
             await conn.close()
         logs = worker.logs()

@@ -126,7 +126,7 @@ class Target:
         except AssertionError:
             failed = await self.pool.fetchval(
                 """SELECT action || ': ' || reason FROM audit_log WHERE application_id = $1
-                     AND outcome = 'failed' ORDER BY seq DESC LIMIT 1""",
+                     AND result = 'failed' ORDER BY seq DESC LIMIT 1""",
                 self.application.application_id)
             raise AssertionError(
                 f"decision {count} never recorded: the application is held up "
@@ -141,7 +141,7 @@ class Target:
         async def all_refusals_on_record() -> list:
             refused = await self.pool.fetch(
                 """SELECT action, reason FROM audit_log WHERE application_id = $1
-                     AND outcome = 'refused' ORDER BY split_part(entry_id, '/', 3)::int""",
+                     AND result = 'refused' ORDER BY split_part(entry_id, '/', 3)::int""",
                 self.application.application_id)
             return refused if len(refused) >= self.sent else []
 
@@ -300,7 +300,7 @@ async def test_a_signal_no_handler_takes_is_refused_on_the_record(target: Target
     # The status shows it as the audit record is written.
     audited = await eventually(lambda: target.pool.fetchval(
         """SELECT reason FROM audit_log WHERE application_id = $1
-             AND action = 'pre_verificaton' AND outcome = 'refused'""",
+             AND action = 'pre_verificaton' AND result = 'refused'""",
         target.application.application_id), WAIT, "the refusal on record", interval=0.02)
     assert audited == last.reason
     await target.check_the_record_and_carry_on()

@@ -23,8 +23,6 @@ import starter
 from onboarding.domain.admission import (
     MAX_SPECIFICATION_BYTES,
     SubmissionRefused,
-    check_api_id_free,
-    check_catalogue,
     prepare_publication,
     prepare_subscription,
 )
@@ -109,7 +107,7 @@ async def subscription_on_record(pool, apis: list[str]) -> str:
             """INSERT INTO organisations VALUES ($1, '1101110062432', 'Fintech on record',
                    'Representative', $2)""", brn, [f"dev-{brn}@fintech.example.com"])
         await conn.execute(
-            """INSERT INTO applications (application_id, kind, business_registration_number,
+            """INSERT INTO applications (application_id, process, business_registration_number,
                    workflow_id, status, current_step, requested_apis)
                VALUES ($1, 'subscription', $2, $1, 'in_production', 'in_production', $3)""",
             app_id, brn, apis)
@@ -139,7 +137,7 @@ async def test_the_example_is_accepted(settings, pool):
         == ("3.0.3", "Bond yields", "1.0.0", 1)
     assert summary.sha256 == sha256(EXAMPLE["specification"])
     assert application.api.integration_method == "rest_over_internet"
-    await check_api_id_free(pool, application)  # bond-yields is not in the catalogue
+    await starter.check_api_id_free(pool, application)  # bond-yields is not in the catalogue
 
 
 @pytest.mark.parametrize("problem", ["invalid_openapi", "swagger_2", "not_a_json_number",
@@ -201,7 +199,7 @@ async def test_a_refused_submission_starts_nothing(dev_server, settings, pool, t
 async def test_an_api_id_in_the_catalogue_is_refused(settings, pool):
     application = new_publication(settings, "stock-quotes")
     with pytest.raises(SubmissionRefused) as refused:
-        await check_api_id_free(pool, application)
+        await starter.check_api_id_free(pool, application)
     assert [(r.field, r.rule) for r in refused.value.refusals] == [("api.api_id", "api_id_taken")]
     assert "stock-quotes is already in the API catalogue" in str(refused.value)
 
@@ -220,7 +218,7 @@ async def test_sandbox_then_production_when_a_subscription_using_it_launches(
     spec = application.specification_summary
     subscription = prepare_subscription(data.subscription_form(apis=[api_id]), settings)
     with pytest.raises(SubmissionRefused):  # not in the catalogue before the sandbox
-        await check_catalogue(pool, subscription)
+        await starter.check_catalogue(pool, subscription)
 
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
@@ -249,7 +247,7 @@ async def test_sandbox_then_production_when_a_subscription_using_it_launches(
         assert {MARKET_DATA_PROVIDER, BANK_PROVIDER, contact} <= envelope(member[0])
 
         # A fintech's subscription may now request it, and goes all the way to production.
-        await check_catalogue(pool, subscription)
+        await starter.check_catalogue(pool, subscription)
         sub = await start(client, settings, task_queue, subscription)
         await drive_to(sub, subscription, "production_switch", licence=True)
         assert (await drive.status(handle)).step == WAITING  # sandbox testing is not a launch
@@ -275,12 +273,12 @@ async def test_sandbox_then_production_when_a_subscription_using_it_launches(
     assert len(approved) == 1 and envelope(approved[0]) == {contact}
 
     log = await audit(pool, app_id)
-    assert [(e["action"], e["actor"]) for e in log if e["outcome"] == "applied"] == [
+    assert [(e["action"], e["actor"]) for e in log if e["result"] == "applied"] == [
         ("pre_review", PLATFORM), ("api_test_report", contact), ("api_testing", PLATFORM),
         ("service_launched", subscription.application_id)]
     assert [e["details"]["stage"] for e in log if e["action"] == "api_published"] == \
         ["sandbox", "production"]
-    assert not [e for e in log if e["outcome"] in ("refused", "failed")]
+    assert not [e for e in log if e["result"] in ("refused", "failed")]
     assert await pool.fetchrow(
         "SELECT status, current_step FROM applications WHERE application_id = $1", app_id
     ) == ("in_production", "in_production")
@@ -356,7 +354,7 @@ async def test_request_changes_then_a_revised_specification(
     changes = notices(inbox, app_id, f"changes/{status.decisions[0].decision_id}")
     assert len(changes) == 1 and envelope(changes[0]) == {contact} and note in body(changes[0])
     assert "1.1.0" in body(notices(inbox, app_id, "published/sandbox")[0])
-    refused = [e for e in await audit(pool, app_id) if e["outcome"] == "refused"]
+    refused = [e for e in await audit(pool, app_id) if e["result"] == "refused"]
     assert [e["action"] for e in refused] == ["revise_specification"] * 3
     assert "'responses' is a required property" in refused[0]["reason"]
 
@@ -417,7 +415,7 @@ async def test_withdrawal_tells_the_open_subscriptions_that_requested_it(
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
         await to_sandbox(handle, application)
-        await check_catalogue(pool, subscription)
+        await starter.check_catalogue(pool, subscription)
         sub = await start(client, settings, task_queue, subscription)
         await drive_to(sub, subscription, "platform_contract", licence=True)
 
@@ -434,7 +432,7 @@ async def test_withdrawal_tells_the_open_subscriptions_that_requested_it(
 
         again = prepare_subscription(data.subscription_form(apis=[api_id]), settings)
         with pytest.raises(SubmissionRefused) as refused:
-            await check_catalogue(pool, again)
+            await starter.check_catalogue(pool, again)
 
     assert (status.outcome, status.step) == ("withdrawn", "withdrawn")
     assert (await catalogue(pool, api_id))["stage"] == "withdrawn"
@@ -501,7 +499,7 @@ async def test_a_launch_not_on_the_record_is_refused(
     malformed = refused.decisions[-1]
     assert not malformed.applied
     assert "api_id" in malformed.reason and "[missing]" in malformed.reason
-    refused_log = [e for e in await audit(pool, app_id) if e["outcome"] == "refused"]
+    refused_log = [e for e in await audit(pool, app_id) if e["result"] == "refused"]
     assert [e["reason"] for e in refused_log] == [d.reason for d in refused.decisions[3:]]
 
     assert status.outcome == "in_production"
@@ -559,7 +557,7 @@ async def test_an_api_id_taken_meanwhile_ends_the_second_publication(
     api_id = new_api_id()
     first, second = new_publication(settings, api_id), new_publication(settings, api_id)
     for application in (first, second):
-        await check_api_id_free(pool, application)
+        await starter.check_api_id_free(pool, application)
     async with run_worker(client):
         handles = [await start(client, settings, task_queue, a) for a in (first, second)]
         await to_sandbox(handles[0], first)

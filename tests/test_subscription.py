@@ -154,21 +154,21 @@ async def test_happy_path_without_market_data_reaches_production(
         "SELECT status, current_step FROM applications WHERE application_id = $1", app_id)
     assert dict(row) == {"status": "in_production", "current_step": "in_production"}
     log = await audit(pool, app_id)
-    assert [e["action"] for e in log if e["outcome"] == "applied"] == [
+    assert [e["action"] for e in log if e["result"] == "applied"] == [
         "pre_verification", "platform_contract", "final_approval", "sandbox_testing_complete",
         "sandbox_verification", "production_switch",
     ]
-    assert [e["actor"] for e in log if e["outcome"] == "applied"] == [
+    assert [e["actor"] for e in log if e["result"] == "applied"] == [
         REVIEWER, PLATFORM, APPROVER, contact, PLATFORM, APPROVER]
     actions = [e["action"] for e in log]
     assert "market_data_licence_not_needed" in actions
     assert actions.count("api_key_issued") == 2
     assert actions.index("api_key_issued") > actions.index("final_approval")
     assert actions[-1] == "application_closed"
-    assert not [e for e in log if e["outcome"] in ("refused", "failed")]
+    assert not [e for e in log if e["result"] in ("refused", "failed")]
     contracts = await pool.fetch(
-        "SELECT kind FROM contracts WHERE application_id = $1 ORDER BY kind", app_id)
-    assert [r["kind"] for r in contracts] == ["platform", "service"]
+        "SELECT contract_type FROM contracts WHERE application_id = $1 ORDER BY 1", app_id)
+    assert [r["contract_type"] for r in contracts] == ["platform", "service"]
 
     attributes = description.typed_search_attributes
     assert attributes.get(sa.APPLICATION_STEP) == "in_production"
@@ -202,7 +202,7 @@ async def test_market_data_api_waits_for_the_licence_contract(
     assert by_id(status)[licence["decision_id"]].decided_by == SALES
     row = await pool.fetchrow(
         """SELECT contract_number, business_registration_number, recorded_by, valid_until
-           FROM contracts WHERE application_id = $1 AND kind = 'market_data_licence'""", app_id)
+           FROM contracts WHERE application_id = $1 AND contract_type = 'market_data_licence'""", app_id)
     assert row is not None
     assert row["contract_number"] == licence["contract"]["contract_number"]
     assert row["business_registration_number"] == \
@@ -236,7 +236,7 @@ async def test_a_licence_on_file_skips_the_licence_step(
             org.legal_name, org.representative, [applicant(application)],
         )
         await conn.execute(
-            """INSERT INTO contracts (kind, contract_number, business_registration_number,
+            """INSERT INTO contracts (contract_type, contract_number, business_registration_number,
                    signed_on, valid_from, valid_until, recorded_by)
                VALUES ('market_data_licence', $1, $2, $3, $3, $4, $5)""",
             f"L-{app_id[-12:]}", org.business_registration_number,
@@ -319,7 +319,7 @@ async def test_request_changes_then_resubmit_returns_to_pre_verification(
     changes = notices(inbox, app_id, f"changes/{status.decisions[0].decision_id}")
     assert len(changes) == 1 and envelope(changes[0]) == {contact}
     assert "Explain how quotes are shown to users" in body(changes[0])
-    refused = [e for e in await audit(pool, app_id) if e["outcome"] == "refused"]
+    refused = [e for e in await audit(pool, app_id) if e["result"] == "refused"]
     assert [e["action"] for e in refused] == ["resubmit", "resubmit"]
     assert list(await pool.fetchval(
         "SELECT requested_apis FROM applications WHERE application_id = $1", app_id)
@@ -481,7 +481,7 @@ async def test_refused_decisions_are_recorded_and_the_workflow_carries_on(
     four_eyes = [d for d in status.decisions if d.kind == "final_approval" and not d.applied]
     assert len(four_eyes) == 2 and all("four eyes" in d.reason for d in four_eyes)
     log = await audit(pool, app_id)
-    recorded = [(e["action"], e["outcome"]) for e in log if e["outcome"] in ("applied", "refused")]
+    recorded = [(e["action"], e["result"]) for e in log if e["result"] in ("applied", "refused")]
     assert recorded == [(d.kind, "applied" if d.applied else "refused") for d in status.decisions]
 
 
@@ -514,7 +514,7 @@ async def test_a_step_shown_as_waiting_accepts_its_decision(
     client = dev_server.client
     application = new_application(settings, ORDINARY)
     activities = HeldStepEntry(pool, settings)
-    async with run_worker(client, activities):
+    async with run_worker(client, activities.all()):
         handle = await start(client, settings, task_queue, application)
         kind, payload = approval("pre_verification", application)
         await drive.signal_at(handle, "pre_verification", kind, payload)
@@ -552,7 +552,7 @@ async def test_a_withdrawal_while_the_production_key_is_issued_is_honoured(
     application = new_application(settings, ORDINARY)
     app_id, contact = application.application_id, applicant(application)
     activities = HeldProductionKey(pool, settings)
-    async with run_worker(client, activities):
+    async with run_worker(client, activities.all()):
         handle = await start(client, settings, task_queue, application)
         await drive_to(handle, application, "production_switch")
         kind, payload = approval("production_switch", application)
@@ -591,7 +591,7 @@ async def test_a_withdrawal_after_the_rejection_is_refused(
     client = dev_server.client
     application = new_application(settings, ORDINARY)
     activities = HeldRejectionNotice(pool, settings)
-    async with run_worker(client, activities):
+    async with run_worker(client, activities.all()):
         handle = await start(client, settings, task_queue, application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
                               decision(REVIEWER, outcome="reject", note="Gambling-like"))
@@ -802,7 +802,7 @@ async def test_a_malformed_decision_is_refused_on_the_record_naming_the_field(
     refused = await pool.fetch(
         # In the order the workflow wrote them (its entry counter ends the entry id): the
         # activities that insert them may reach the database in another order.
-        """SELECT reason FROM audit_log WHERE application_id = $1 AND outcome = 'refused'
+        """SELECT reason FROM audit_log WHERE application_id = $1 AND result = 'refused'
            ORDER BY split_part(entry_id, '/', 3)::int""",
         application.application_id)
     assert [r["reason"] for r in refused] == reasons

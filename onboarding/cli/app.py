@@ -55,6 +55,7 @@ from onboarding.domain.models import (
     SandboxVerificationDecision,
     Withdrawal,
 )
+from onboarding.store import applications, catalogue
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import PayloadEncryptionError
@@ -245,11 +246,9 @@ async def _staff_roles(settings: Settings, email: str) -> list[str]:
     assert settings.database_url
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
-        rows = await conn.fetch(
-            "SELECT role FROM staff_roles WHERE lower(staff_id) = lower($1) ORDER BY role", email)
+        return [role.value for role in await catalogue.staff_roles(conn, email)]
     finally:
         await conn.close()
-    return [r["role"] for r in rows]
 
 
 async def _organisation_names(settings: Settings, numbers: set[str]) -> dict[str, str]:
@@ -257,12 +256,9 @@ async def _organisation_names(settings: Settings, numbers: set[str]) -> dict[str
         return {}
     conn = await asyncpg.connect(settings.database_url.get_secret_value())
     try:
-        rows = await conn.fetch(
-            """SELECT business_registration_number AS n, legal_name FROM organisations
-               WHERE business_registration_number = ANY($1::text[])""", list(numbers))
+        return await applications.organisation_names(conn, list(numbers))
     finally:
         await conn.close()
-    return {r["n"].strip(): r["legal_name"] for r in rows}
 
 
 async def _queue(settings: Settings, roles: list[str] | None, kind: Kind | None) -> list[dict]:

@@ -1,4 +1,4 @@
-"""An API key issued the real way (the activities, their mail), without a workflow."""
+"""An API key issued the real way (the activities, the relay's mail), without a workflow."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.platform import PlatformActivities
 from onboarding.core.config import Settings
+from onboarding.mail.relay import Relay
 from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import ApplicationRecord, KeyIssuance, SubscriptionApplication
 from tests.support import data
@@ -31,6 +32,9 @@ async def issue_key(pool: asyncpg.Pool, settings: Settings, inbox: Inbox,
         business_registration_number=app.organisation.business_registration_number,
         environment=environment, scopes=["account-balance"], valid_days=30,
         recipients=[str(app.organisation.contact_emails[0])], language="en"))
+    relay = Relay(pool, settings)
+    await relay.send_one(f"{issuance_id}/delivery")
+    await relay.mailer.aclose()
     [mail] = inbox.with_notice(f"{issuance_id}/delivery")
     key = re.search(r"API key: (\S+)", body(mail))[1]
     return acts, env, app, key

@@ -10,7 +10,7 @@ import asyncpg
 async def audit(db: asyncpg.Pool | asyncpg.Connection, application_id: str) -> list[dict[str, Any]]:
     """The application's audit entries, in the order they were written."""
     rows = await db.fetch(
-        """SELECT actor, action, outcome, reason, details FROM audit_log
+        """SELECT actor, action, result, reason, details FROM audit_log
            WHERE application_id = $1 ORDER BY seq""",
         application_id,
     )
@@ -39,9 +39,9 @@ async def steps_on_record(db: asyncpg.Pool | asyncpg.Connection,
                           application_id: str) -> list[tuple[str, str]]:
     """The steps entered and the decisions applied, as `record_of_a_whole_run` lists them."""
     rows = await db.fetch(
-        """SELECT action, outcome, details->>'waiting_on' AS waiting_on FROM audit_log
+        """SELECT action, result, details->>'waiting_on' AS waiting_on FROM audit_log
            WHERE application_id = $1 AND entry_id ~ '^[^/]+/[^/]+/[0-9]+$'
-             AND (action = 'step_entered' OR outcome = 'applied')
+             AND (action = 'step_entered' OR result = 'applied')
            ORDER BY split_part(entry_id, '/', 3)::int""", application_id)
     return [("step_entered", r["waiting_on"]) if r["action"] == "step_entered"
             else ("applied", r["action"]) for r in rows]

@@ -107,19 +107,19 @@ def _script() -> list[tuple[str, str, Callable[[str], dict[str, Any]]]]:
     d = data.decision
     return [
         ("pre_verification", "pre_verification",
-         lambda a: d(data.REVIEWER, outcome="approve", criteria=data.CRITERIA_HOLD)),
+         lambda a: d(data.REVIEWER, verdict="approve", criteria=data.CRITERIA_HOLD)),
         ("market_data_licence", "market_data_licence",
-         lambda a: d(data.SALES, outcome="concluded", contract=data.contract())),
+         lambda a: d(data.SALES, verdict="concluded", contract=data.contract())),
         ("platform_contract", "platform_contract",
-         lambda a: d(data.PLATFORM, outcome="signed", eligibility_confirmed=True,
+         lambda a: d(data.PLATFORM, verdict="signed", eligibility_confirmed=True,
                      contract=data.contract())),
-        ("final_approval", "final_approval", lambda a: d(data.APPROVER, outcome="approve")),
+        ("final_approval", "final_approval", lambda a: d(data.APPROVER, verdict="approve")),
         ("sandbox_testing", "sandbox_testing_complete",
          lambda a: d(a, note="all scenarios pass")),
         ("sandbox_verification", "sandbox_verification",
-         lambda a: d(data.PLATFORM, outcome="approve")),
+         lambda a: d(data.PLATFORM, verdict="approve")),
         ("production_switch", "production_switch",
-         lambda a: d(data.APPROVER, outcome="approve", service_contract=data.contract())),
+         lambda a: d(data.APPROVER, verdict="approve", service_contract=data.contract())),
     ]
 
 

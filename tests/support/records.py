@@ -40,8 +40,8 @@ async def steps_on_record(db: asyncpg.Pool | asyncpg.Connection,
     """The steps entered and the decisions applied, as `record_of_a_whole_run` lists them."""
     rows = await db.fetch(
         """SELECT action, result, details->>'waiting_on' AS waiting_on FROM audit_log
-           WHERE application_id = $1 AND entry_id ~ '^[^/]+/[^/]+/[0-9]+$'
+           WHERE application_id = $1 AND entry_id ~ '^[^/]+/[0-9]+$'
              AND (action = 'step_entered' OR result = 'applied')
-           ORDER BY split_part(entry_id, '/', 3)::int""", application_id)
+           ORDER BY split_part(entry_id, '/', 2)::int""", application_id)
     return [("step_entered", r["waiting_on"]) if r["action"] == "step_entered"
             else ("applied", r["action"]) for r in rows]

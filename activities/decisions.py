@@ -58,9 +58,13 @@ class Decisions:
             if person.lower() not in check.applicant_contacts:
                 return Verification(reason=f"{person} is not a registered contact of the "
                                            "applicant")
-        elif check.role not in await catalogue.staff_roles(self.pool, person):
+        elif check.role not in await self.roles_of(person):
             return Verification(reason=f"{person} does not hold the role {check.role.value}")
         if person.lower() in check.not_by:
             return Verification(reason=f"{person} took an earlier decision of this application "
                                        "that must be taken by someone else (four eyes)")
         return Verification(person=person)
+
+    async def roles_of(self, person: str) -> list[Role]:
+        """The roles the roster gives `person` now."""
+        return await catalogue.staff_roles(self.pool, person)

@@ -19,7 +19,13 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 import starter
 from onboarding.domain.admission import prepare_subscription
-from onboarding.domain.models import ApplicationStatus, DeadlinePolicy, DecisionReceipt
+from onboarding.domain.models import (
+    ApplicationStatus,
+    ContractTerms,
+    DeadlinePolicy,
+    DecisionReceipt,
+)
+from onboarding.store import applications, contracts
 from onboarding.temporal import search_attributes as sa
 from tests.support import data, drive
 from tests.support.data import (
@@ -786,3 +792,47 @@ async def test_a_malformed_decision_is_refused_on_the_record_naming_the_field(
            ORDER BY split_part(entry_id, '/', 2)::int""",
         application.application_id)
     assert [r["reason"] for r in refused] == reasons
+
+
+async def test_a_refused_licence_decision_leaves_no_licence_on_file(
+    dev_server, run_worker, settings, pool, task_queue
+):
+    """A refused decision writes nothing but its refusal: a licence refused for its sender or
+    for its contract number records no contract, so the organisation's next application finds
+    no licence on file and waits for one."""
+    client = dev_server.client
+    first = new_application(settings, ["stock-quotes"])
+    brn = first.organisation.business_registration_number
+    taken = contract()
+    other = new_application(settings, ORDINARY)  # holds a licence numbered `taken`
+    await applications.record(pool, application_id=other.application_id, process="subscription",
+                              organisation=other.organisation,
+                              workflow_id=other.application_id, requested_apis=ORDINARY)
+    await contracts.record(pool, contract_type="market_data_licence",
+                           terms=ContractTerms(**taken),
+                           business_registration_number=other.organisation
+                           .business_registration_number,
+                           application_id=other.application_id, recorded_by=SALES)
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, first)
+        await drive_to(handle, first, "market_data_licence", licence=True)
+        for by, terms in ((PLATFORM, contract()), (SALES, {**taken})):
+            await handle.signal("market_data_licence",
+                                decision(by, verdict="concluded", contract=terms))
+        refused = await decisions_recorded(handle, 3)
+        assert [d.applied for d in refused.decisions[1:]] == [False, False]
+        assert "another application" in refused.decisions[2].reason
+        await handle.signal("withdraw", decision(applicant(first)))
+        await drive.result(handle)
+
+        again = prepare_subscription(data.subscription_form(
+            ["index-values"], business_registration_number=brn), settings)
+        handle = await start(client, settings, task_queue, again)
+        await drive_to(handle, again, "market_data_licence", licence=True)
+        await handle.signal("withdraw", decision(applicant(again)))
+        await drive.result(handle)
+
+    assert await pool.fetchval(
+        "SELECT count(*) FROM contracts WHERE business_registration_number = $1", brn) == 0
+    log = await audit(pool, again.application_id)
+    assert "market_data_licence_on_file" not in [e["action"] for e in log]

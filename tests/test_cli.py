@@ -15,10 +15,11 @@ import pytest
 from temporalio import activity
 from typer.testing import CliRunner, Result
 
-from activities.contracts import Contracts
+from activities.records import Records
 from onboarding.cli import app as cli
 from onboarding.core.config import get_settings
-from onboarding.domain.models import ApplicationStatus, ContractTerms, LicenceLookup
+from onboarding.domain.models import ApplicationStatus
+from onboarding.domain.record import Commit, Committed
 from tests.support import data, drive
 from tests.support.data import APPROVER, PLATFORM, REVIEWER, SALES
 from tests.support.eventually import eventually
@@ -112,13 +113,14 @@ async def test_decide_applies_a_pre_verification_approval(
     assert moved.waiting_on == "platform_team"
 
 
-class SlowLicenceLookup(Contracts):
-    """Looks for a licence on file slowly, as a loaded database would."""
+class SlowRecord(Records):
+    """Writes the record of the licence step slowly, as a loaded database would."""
 
-    @activity.defn(name="find_market_data_licence")
-    async def find_market_data_licence(self, lookup: LicenceLookup) -> ContractTerms | None:
-        await asyncio.sleep(1.5)
-        return await super().find_market_data_licence(lookup)
+    @activity.defn(name="write_record")
+    async def write_record(self, commit: Commit) -> Committed:
+        if commit.step == "market_data_licence":
+            await asyncio.sleep(1.5)
+        return await super().write_record(commit)
 
 
 async def test_decisions_sent_back_to_back_each_meet_their_step(
@@ -126,7 +128,7 @@ async def test_decisions_sent_back_to_back_each_meet_their_step(
 ):
     """As when a reviewer pastes several commands at once: between two steps the platform
     works for a moment and takes no decision; `decide` waits that out instead of failing."""
-    stand_in = SlowLicenceLookup(pool, settings)
+    stand_in = SlowRecord(pool, settings)
     async with run_worker(dev_server.client, with_stand_ins(pool, settings, stand_in)):
         application, handle = await start(dev_server, settings, task_queue,
                                           ["stock-quotes", "account-balance"])
@@ -134,7 +136,7 @@ async def test_decisions_sent_back_to_back_each_meet_their_step(
         results = [
             await run("decide", handle.id, "pre_verification", "--by", REVIEWER,
                       "--verdict", "approve", "--criteria-all"),
-            # Sent while the platform looks for a licence on file.
+            # Sent while the licence step's record is written.
             await run("decide", handle.id, "market_data_licence", "--by", SALES,
                       "--verdict", "concluded", "--contract-number", "MD-1",
                       "--signed-on", "2026-12-03", "--valid-from", "2026-12-03",
@@ -147,7 +149,7 @@ async def test_decisions_sent_back_to_back_each_meet_their_step(
         moved = await drive.wait_for_step(handle, "final_approval")
 
     assert [r.exit_code for r in results] == [0, 0, 0], [r.output for r in results]
-    assert "the platform is still working on step" in results[1].stderr
+    assert "the platform is still working on step market_data_licence" in results[1].stderr
     assert [d.applied for d in moved.decisions] == [True, True, True]
     assert moved.takes == ["final_approval"]
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.worker import Worker
 
 import starter
@@ -29,9 +29,19 @@ class Logic:
     def __init__(self, client: Client, settings, task_queue: str, stand_ins: StandIns) -> None:
         self.client, self.task_queue, self.stand_ins = client, task_queue, stand_ins
         self.settings = settings.model_copy(update={"temporal_task_queue": task_queue})
+        self.started: list[WorkflowHandle] = []
 
     async def start(self, application) -> WorkflowHandle:
-        return await starter.start_application(self.client, self.settings, application)
+        handle = await starter.start_application(self.client, self.settings, application)
+        self.started.append(handle)
+        return handle
+
+    async def end_what_is_open(self) -> None:
+        """Left open on the shared time-skipping server, an application's timers would fire
+        under other tests' skipped time, with no worker to take them."""
+        for handle in self.started:
+            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await handle.terminate("test over")
 
     def subscription(self, apis: list[str]) -> SubscriptionApplication:
         return prepare_subscription(data.subscription_form(apis), self.settings)
@@ -46,7 +56,11 @@ async def logic(time_skipping_server, plain_settings) -> AsyncIterator[Logic]:
                        "data_converter": for_worker(env.client.data_converter)})
     async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS,
                       activities=stand_ins.activities(), workflow_runner=WORKFLOW_RUNNER):
-        yield Logic(env.client, plain_settings, task_queue, stand_ins)
+        logic = Logic(env.client, plain_settings, task_queue, stand_ins)
+        try:
+            yield logic
+        finally:
+            await logic.end_what_is_open()
 
 
 async def test_every_decision_is_listed_as_a_signal_and_an_update_with_its_description(logic):

@@ -40,7 +40,7 @@ from tests.support.data import (
 )
 from tests.support.drive import approval, by_id, decisions_recorded, drive_to, start
 from tests.support.inbox import body, envelope, notice_id, notices
-from tests.support.records import audit
+from tests.support.records import audit, on_record
 
 EXAMPLE = data.PUBLICATION_EXAMPLE
 WAITING = "in_sandbox_waiting_for_service"
@@ -100,17 +100,9 @@ async def versions(pool, api_id: str) -> list[tuple[str, str, str]]:
 async def subscription_on_record(pool, apis: list[str]) -> str:
     """A subscription as the record shows it once in production (application row and active
     production key), without running its workflow."""
-    brn = data.corporate_brn()
-    app_id = f"subscription-{brn}-{uuid.uuid4().hex[:12]}"
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO organisations VALUES ($1, '1101110062432', 'Fintech on record',
-                   'Representative', $2)""", brn, [f"dev-{brn}@fintech.example.com"])
-        await conn.execute(
-            """INSERT INTO applications (application_id, process, business_registration_number,
-                   workflow_id, status, current_step, requested_apis)
-               VALUES ($1, 'subscription', $2, $1, 'in_production', 'in_production', $3)""",
-            app_id, brn, apis)
+        app_id, brn = await on_record(conn, "subscription", apis, step="in_production",
+                                      status="in_production")
         await conn.execute(
             """INSERT INTO api_keys (key_id, issuance_id, application_id,
                    business_registration_number, environment, key_hash, display_prefix,

@@ -46,7 +46,7 @@ from tests.support.data import (
 from tests.support.drive import PATH, approval, by_id, decisions_recorded, drive_to, start
 from tests.support.eventually import eventually
 from tests.support.inbox import body, envelope, notice_id, notices
-from tests.support.records import audit
+from tests.support.records import audit, on_record
 from tests.support.stand_ins import HeldCommit, with_stand_ins
 
 ORDINARY = ["account-balance"]
@@ -515,17 +515,10 @@ async def test_a_step_shown_as_waiting_accepts_its_decision(
 
 async def an_api_of_a_publication(pool) -> str:
     """An API in the catalogue as a publication put it there (its row only, no workflow)."""
-    brn, api_id = data.corporate_brn(), f"api-{uuid.uuid4().hex[:8]}"
-    publication = f"publication-{brn}-{api_id}"
+    api_id = f"api-{uuid.uuid4().hex[:8]}"
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO organisations VALUES ($1, '1101110062432', 'Provider on record',
-                   'Representative', $2)""", brn, [f"api-{brn}@provider.example.com"])
-        await conn.execute(
-            """INSERT INTO applications (application_id, process, business_registration_number,
-                   workflow_id, status, current_step, requested_apis)
-               VALUES ($1, 'publication', $2, $1, 'open', 'in_sandbox_waiting_for_service',
-                       $3)""", publication, brn, [api_id])
+        publication, brn = await on_record(conn, "publication", [api_id], api_id=api_id,
+                                           step="in_sandbox_waiting_for_service")
         await conn.execute(
             """INSERT INTO api_catalogue (api_id, name, category, is_market_data,
                    provider_business_registration_number, publication_application_id)

@@ -1,4 +1,5 @@
-"""Submit an application: checks it, then starts its workflow.
+"""Submit an application: checks it, then starts its workflow (which checks it again, by the
+same rules: onboarding/domain/admission.py).
 
     python starter.py subscription application.json
     python starter.py publication api.json
@@ -31,13 +32,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from onboarding.core.config import Settings, get_settings
 from onboarding.core.db import create_pool
 from onboarding.domain.admission import (
-    Refusal,
     SubmissionRefused,
     prepare_publication,
     prepare_subscription,
 )
 from onboarding.domain.models import PublicationApplication, SubscriptionApplication
-from onboarding.store import catalogue
+from onboarding.store import admission
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from workflows.publication import PublicationWorkflow
@@ -84,23 +84,15 @@ async def start_application(
         ) from None
 
 
-async def check_api_id_free(pool: asyncpg.Pool, application: PublicationApplication) -> None:
-    """An API id names one API in the catalogue, whoever provides it."""
-    if await catalogue.in_catalogue(pool, application.api.api_id):
-        raise SubmissionRefused(
-            [Refusal("api.api_id", "api_id_taken",
-                     f"{application.api.api_id} is already in the API catalogue")]
-        )
-
-
-async def check_catalogue(pool: asyncpg.Pool, application: SubscriptionApplication) -> None:
-    """Refuse APIs the catalogue does not offer, naming each."""
-    unknown = (await catalogue.look_up(pool, application.requested_apis)).unknown
-    if unknown:
-        raise SubmissionRefused(
-            [Refusal("requested_apis", "not_in_catalogue",
-                     f"not in the API catalogue: {', '.join(unknown)}")]
-        )
+async def check_record(pool: asyncpg.Pool, application: Application) -> None:
+    """What the record must say (onboarding/store/admission.py), as the workflow's admission
+    will check it; a second submission is refused by Temporal (the workflow id)."""
+    if isinstance(application, SubscriptionApplication):
+        found = await admission.refusals(pool, requested_apis=application.requested_apis)
+    else:
+        found = await admission.refusals(pool, proposed_api=application.api.api_id)
+    if found:
+        raise SubmissionRefused(found)
 
 
 async def submit(kind: str, raw: dict, settings: Settings) -> str:
@@ -111,10 +103,7 @@ async def submit(kind: str, raw: dict, settings: Settings) -> str:
         application = prepare_publication(raw, settings)
     pool = await create_pool(settings)
     try:
-        if isinstance(application, SubscriptionApplication):
-            await check_catalogue(pool, application)
-        else:
-            await check_api_id_free(pool, application)
+        await check_record(pool, application)
     finally:
         await pool.close()
     client = await connect(settings)

@@ -51,7 +51,9 @@ class Records:
         async with self.pool.acquire() as conn, conn.transaction():
             for entry in commit.entries:
                 await writing.write(conn, entry)
-            await applications.move(conn, commit.application_id, commit.step, commit.status)
+            if commit.on_record:
+                await applications.move(conn, commit.application_id, commit.step,
+                                        commit.status)
             keys = (await key_store.of_application(conn, commit.application_id)
                     if writing.keys_changed else None)
         log.info("record written", application_id=commit.application_id,
@@ -72,7 +74,8 @@ class _Writing:
 
     def audited(self, seq: int, action: str, result: audit.Result = "succeeded",
                 suffix: str = "", **fields) -> audit.Entry:
-        return audit.Entry(entry_id=f"{self.commit.application_id}/{seq}{suffix}",
+        prefix = self.commit.entry_prefix or self.commit.application_id
+        return audit.Entry(entry_id=f"{prefix}/{seq}{suffix}",
                            application_id=self.commit.application_id,
                            workflow_id=self.commit.workflow_id, action=action, result=result,
                            **fields)
@@ -88,7 +91,8 @@ class _Writing:
                 await applications.record(
                     conn, application_id=app_id, process=entry.process,
                     organisation=entry.organisation, workflow_id=self.commit.workflow_id,
-                    requested_apis=entry.requested_apis)
+                    requested_apis=entry.requested_apis,
+                    first_execution_run_id=entry.first_execution_run_id)
             case ContractRecorded():
                 await self.contract(conn, entry)
             case KeyIssued():

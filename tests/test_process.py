@@ -6,61 +6,15 @@ test_subscription.py, test_publication.py."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
-from temporalio.worker import Worker
 
-import starter
-from onboarding.domain.admission import prepare_publication, prepare_subscription
+from onboarding.domain.admission import prepare_publication
 from onboarding.domain.decisions import CATALOGUES
-from onboarding.domain.models import SubscriptionApplication
-from onboarding.temporal.codec import for_worker
 from tests.support import data, drive
 from tests.support.data import PLATFORM, REVIEWER, SALES, applicant, contract, decision
 from tests.support.drive import approval, by_id
-from tests.support.fakes import StandIns
-from worker import WORKFLOW_RUNNER, WORKFLOWS
-
-
-class Logic:
-    def __init__(self, client: Client, settings, task_queue: str, stand_ins: StandIns) -> None:
-        self.client, self.task_queue, self.stand_ins = client, task_queue, stand_ins
-        self.settings = settings.model_copy(update={"temporal_task_queue": task_queue})
-        self.started: list[WorkflowHandle] = []
-
-    async def start(self, application) -> WorkflowHandle:
-        handle = await starter.start_application(self.client, self.settings, application)
-        self.started.append(handle)
-        return handle
-
-    async def end_what_is_open(self) -> None:
-        """Left open on the shared time-skipping server, an application's timers would fire
-        under other tests' skipped time, with no worker to take them."""
-        for handle in self.started:
-            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
-                await handle.terminate("test over")
-
-    def subscription(self, apis: list[str]) -> SubscriptionApplication:
-        return prepare_subscription(data.subscription_form(apis), self.settings)
-
-
-@pytest.fixture
-async def logic(time_skipping_server, plain_settings) -> AsyncIterator[Logic]:
-    env = time_skipping_server
-    stand_ins = StandIns(plain_settings)
-    task_queue = f"logic-{uuid.uuid4().hex[:8]}"
-    client = Client(**{**env.client.config(),
-                       "data_converter": for_worker(env.client.data_converter)})
-    async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS,
-                      activities=stand_ins.activities(), workflow_runner=WORKFLOW_RUNNER):
-        logic = Logic(env.client, plain_settings, task_queue, stand_ins)
-        try:
-            yield logic
-        finally:
-            await logic.end_what_is_open()
+from tests.support.logic import logic  # noqa: F401 - the fixture
 
 
 async def test_every_decision_is_listed_as_a_signal_and_an_update_with_its_description(logic):

@@ -129,7 +129,7 @@ async def test_the_example_is_accepted(settings, pool):
         == ("3.0.3", "Bond yields", "1.0.0", 1)
     assert summary.sha256 == sha256(EXAMPLE["specification"])
     assert application.api.integration_method == "rest_over_internet"
-    await starter.check_api_id_free(pool, application)  # bond-yields is not in the catalogue
+    await starter.check_record(pool, application)  # bond-yields is not in the catalogue
 
 
 @pytest.mark.parametrize("problem", ["invalid_openapi", "swagger_2", "not_a_json_number",
@@ -191,7 +191,7 @@ async def test_a_refused_submission_starts_nothing(dev_server, settings, pool, t
 async def test_an_api_id_in_the_catalogue_is_refused(settings, pool):
     application = new_publication(settings, "stock-quotes")
     with pytest.raises(SubmissionRefused) as refused:
-        await starter.check_api_id_free(pool, application)
+        await starter.check_record(pool, application)
     assert [(r.field, r.rule) for r in refused.value.refusals] == [("api.api_id", "api_id_taken")]
     assert "stock-quotes is already in the API catalogue" in str(refused.value)
 
@@ -210,7 +210,7 @@ async def test_sandbox_then_production_when_a_subscription_using_it_launches(
     spec = application.specification_summary
     subscription = prepare_subscription(data.subscription_form(apis=[api_id]), settings)
     with pytest.raises(SubmissionRefused):  # not in the catalogue before the sandbox
-        await starter.check_catalogue(pool, subscription)
+        await starter.check_record(pool, subscription)
 
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
@@ -239,7 +239,7 @@ async def test_sandbox_then_production_when_a_subscription_using_it_launches(
         assert {MARKET_DATA_PROVIDER, BANK_PROVIDER, contact} <= envelope(member[0])
 
         # A fintech's subscription may now request it, and goes all the way to production.
-        await starter.check_catalogue(pool, subscription)
+        await starter.check_record(pool, subscription)
         sub = await start(client, settings, task_queue, subscription)
         await drive_to(sub, subscription, "production_switch", licence=True)
         assert (await drive.status(handle)).step == WAITING  # sandbox testing is not a launch
@@ -407,7 +407,7 @@ async def test_withdrawal_tells_the_open_subscriptions_that_requested_it(
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
         await to_sandbox(handle, application)
-        await starter.check_catalogue(pool, subscription)
+        await starter.check_record(pool, subscription)
         sub = await start(client, settings, task_queue, subscription)
         await drive_to(sub, subscription, "platform_contract", licence=True)
 
@@ -424,7 +424,7 @@ async def test_withdrawal_tells_the_open_subscriptions_that_requested_it(
 
         again = prepare_subscription(data.subscription_form(apis=[api_id]), settings)
         with pytest.raises(SubmissionRefused) as refused:
-            await starter.check_catalogue(pool, again)
+            await starter.check_record(pool, again)
 
     assert (status.outcome, status.step) == ("withdrawn", "withdrawn")
     assert (await catalogue(pool, api_id))["stage"] == "withdrawn"
@@ -543,13 +543,13 @@ async def test_months_in_the_sandbox_without_reminders_then_production(
 async def test_an_api_id_taken_meanwhile_ends_the_second_publication(
     dev_server, run_worker, settings, pool, task_queue, inbox
 ):
-    """Both submissions pass check_api_id_free (neither is in the catalogue yet); the first in
+    """Both submissions pass check_record (neither is in the catalogue yet); the first in
     the sandbox keeps the id, the second is rejected with the reason instead of failing."""
     client = dev_server.client
     api_id = new_api_id()
     first, second = new_publication(settings, api_id), new_publication(settings, api_id)
     for application in (first, second):
-        await starter.check_api_id_free(pool, application)
+        await starter.check_record(pool, application)
     async with run_worker(client):
         handles = [await start(client, settings, task_queue, a) for a in (first, second)]
         await to_sandbox(handles[0], first)

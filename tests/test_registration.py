@@ -218,3 +218,12 @@ def test_malformed_corporate_number_refused_format(value: str) -> None:
 
 def test_error_is_a_value_error() -> None:
     assert issubclass(RegistrationNumberError, ValueError)
+
+
+@pytest.mark.parametrize("value", ["0000000000000", "000011-0006246", "110111-0000000"])
+def test_a_corporate_number_of_zeros_is_refused_format(value: str) -> None:
+    """Its check digit may even pass (all zeros does): no registry issues a zero office or
+    serial."""
+    with pytest.raises(RegistrationNumberError) as exc:
+        check_corporate_registration_number(value)
+    assert exc.value.rule == "format" and "non-zero registry office" in str(exc.value)

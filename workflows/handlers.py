@@ -74,7 +74,7 @@ def _update(decision: DecisionType[Any]) -> Any:
     async def update(self: Any, d: Any) -> DecisionReceipt:
         if self.legacy is not None:
             return await self.legacy.update(decision.name, d)
-        return await self.process.decide(decision, d)
+        return await self.process.take_update(decision, d)
 
     def validate(self: Any, d: Any) -> None:
         if self.legacy is not None:

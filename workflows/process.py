@@ -30,6 +30,18 @@ and writes its procedure as step methods, each returning the next step or an end
   in the journal's order, and decisions may be applied while one is being written.
 - Search attributes are upserted once per step; the Web UI's summary of the application
   (`set_current_details`, which costs no command) whenever something changes.
+- Admission. A run Temporal starts (not one continued as new) first checks its input by the
+  rules of submission (`admit`, the local activity `admit_application`): refused, the
+  application ends `refused` with every refusal on the record, nobody asked, no key.
+- Refusals are cheap: a refused decision costs no activity; refusals are committed together
+  (with the next commit, or within FLUSH_AFTER), and past a rate per sender they are counted,
+  not journaled one by one (onboarding/domain/state.py).
+- A bounded history. At a wait, before any of Temporal's limits, the run continues as new
+  carrying its whole state (`_continue_as_new`): when Temporal suggests it, or at the
+  application's ceilings of events, bytes, signals and updates per run. Not in the middle of
+  a burst of messages (a run cannot end while signals keep arriving), and never before the
+  handlers at work have finished; what they journal in the last moment is carried and
+  committed by the next run, which resumes at the same step, its deadlines as they were.
 
 Deterministic: it talks to the world only through activities.
 """
@@ -38,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +62,7 @@ from temporalio.common import RawValue, RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
+    from activities.admission import AdmissionCheck, Admissions, AdmissionVerdict
     from activities.contracts import ContractNumberCheck, Contracts
     from activities.decisions import DecisionCheck, Decisions
     from activities.records import Records
@@ -62,8 +76,10 @@ with workflow.unsafe.imports_passed_through():
         DecisionReceipt,
         DecisionRecord,
         Environment,
+        Model,
         Notice,
         Organisation,
+        Refusal,
         Role,
         SpecificationSummary,
     )
@@ -100,8 +116,20 @@ LOCAL = dict(
     retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
 )
 # Refusals (and messages from other processes) journaled while the process waits are committed
-# at most this long after the first of them, unless a commit comes sooner.
+# at most this long after the first of them, unless a commit comes sooner; the counts of
+# refusals dropped past a sender's rate, at most COUNTS_AFTER.
 FLUSH_AFTER = timedelta(seconds=2)
+COUNTS_AFTER = timedelta(minutes=5)
+# A run continues as new only once no message has arrived for this long: while signals keep
+# arriving, Temporal refuses to end a run (it hands the run the new signals instead).
+QUIET = timedelta(seconds=1)
+# One commit writes at most about this much; more is written in several (each payload must stay
+# well under Temporal's blob limit: docker-compose's dynamic config).
+COMMIT_BYTES = 256 * 1024
+# What a run carries of its journal (written by the next run); more is committed first.
+CARRIED_JOURNAL_BYTES = 64 * 1024
+# A refused decision's content goes on the record up to this size (its fields named, else).
+REFUSED_DETAILS_BYTES = 2 * 1024
 
 D = TypeVar("D", bound=Decision)
 Check = Callable[[Any], Awaitable[str | None]]
@@ -111,7 +139,7 @@ Check = Callable[[Any], Awaitable[str | None]]
 class Ending:
     """How and where an application ended, and who ended it."""
 
-    outcome: str  # in_production, rejected, withdrawn, lapsed
+    outcome: str  # in_production, rejected, withdrawn, lapsed, refused
     step: str
     by: str = "platform"
     note: str = ""
@@ -129,8 +157,39 @@ class Ended(Exception):
         self.ending = ending
 
 
+@dataclass
+class Start:
+    """A workflow's input, read: the application as it came (JSON, what a run carries left
+    out), the application if it parses, and what an earlier run carried (`continued`) when
+    Temporal started this run by continuing that one as new."""
+
+    raw: Any
+    application: Any
+    continued: dict[str, Any] | None
+    forged: bool  # `continued` in the input of a run Temporal did not continue: refused
+
+
+def read_start(start: RawValue, model: type[Model]) -> Start:
+    raw: Any = None
+    with contextlib.suppress(Exception):  # not readable at all: admission says so
+        raw = workflow.payload_converter().from_payload(start.payload)
+    continued = raw.pop("continued", None) if isinstance(raw, dict) else None
+    info = workflow.info()
+    # Only the platform continues a run as new; a retry or a cron run would carry its input
+    # as it was given, so neither is trusted with it.
+    trusted = info.continued_run_id is not None and info.attempt == 1 and not info.cron_schedule
+    application = None
+    with contextlib.suppress(ValidationError):
+        application = model.model_validate(raw)
+    forged = continued is not None and not trusted
+    if forged or not isinstance(continued, dict):
+        continued = None
+    return Start(raw, application, continued, forged)
+
+
 class Process:
-    def __init__(self, state: ProcessState, catalogue: Catalogue) -> None:
+    def __init__(self, state: ProcessState, catalogue: Catalogue, *,
+                 resumed: bool = False) -> None:
         self.state = state
         self.catalogue = catalogue
         # The step's decisions and their checks, and the decision that settled it.
@@ -140,6 +199,15 @@ class Process:
         self._lock = asyncio.Lock()
         self._committing = asyncio.Lock()
         self._flush: asyncio.Task[None] | None = None
+        self._flush_due: datetime | None = None
+        # A run continued as new resumes the step it carries, without entering it again.
+        self._resume_at: str | None = state.step if resumed else None
+        # Messages this run received (Temporal's per-run ceilings), and when the last came.
+        self._signals = self._updates = 0
+        self._last_message_at: datetime | None = None
+        # Set when this run must continue as new at its next wait (an application moved from
+        # stop 8's code: workflows/legacy/).
+        self.continue_at_next_wait = False
 
     # --- the procedure ---------------------------------------------------------------------
 
@@ -148,6 +216,7 @@ class Process:
         """Run the steps from the state's, each naming the next, until one ends the
         application; `end_early` undoes what must be undone when it ends before production."""
         step: Next = self.state.step
+        self._describe()
         while isinstance(step, str):
             try:
                 step = await steps[step]()
@@ -164,7 +233,7 @@ class Process:
         # Handlers still at work (a decision being verified) journal their refusal: on record
         # before the run ends.
         await workflow.wait_condition(workflow.all_handlers_finished)
-        while self.state.journal:
+        while self.state.journal or self.state.refusals.dropped:
             await self.commit(status=ending.outcome)
         return self.state.status()
 
@@ -177,9 +246,12 @@ class Process:
         s.deadlines = self._deadlines(waiting_on) if waiting_on and deadlines else []
         self.record("step_entered", details={"waiting_on": s.waiting_on})
         shown = workflow.info().typed_search_attributes
-        changed = [key.value_set(value) for key, value in (
-            (sa.APPLICATION_STEP, step), (sa.WAITING_ON, s.waiting_on or "nobody"))
-            if shown.get(key) != value]
+        wanted = [(sa.APPLICATION_STEP, step), (sa.WAITING_ON, s.waiting_on or "nobody")]
+        if s.on_record:  # started without them (not by starter.py): what lists need
+            wanted += [(key, value) for key, value in (
+                (sa.APPLICATION_KIND, s.process), (sa.ORGANISATION_ID, s.organisation_id))
+                if shown.get(key) is None]
+        changed = [key.value_set(value) for key, value in wanted if shown.get(key) != value]
         if changed:  # one upsert per step, of what it changes
             workflow.upsert_search_attributes(changed)
 
@@ -189,12 +261,15 @@ class Process:
 
         `check` is what the step asks of the world before the decision may apply (a local
         activity): a reason to refuse it, or None. Raises Ended when the application is
-        withdrawn or lapses meanwhile.
+        withdrawn or lapses meanwhile. A run continued as new at this step resumes it: the
+        step is not entered again, its deadlines stay as they were.
         """
         # The step takes its decision as soon as it is entered, before the commit's await; the
         # status says so (`takes`) once the record is written (the keys it issued on it).
         self._expected, self._settled = {decision.name: check}, None
-        self.enter(step, decision.taken_by, deadlines)
+        if self._resume_at != step:
+            self.enter(step, decision.taken_by, deadlines)
+        self._resume_at = None
         try:
             await self.commit()
             if self._settled is None and self._ending is None:
@@ -202,23 +277,44 @@ class Process:
                 self._describe()
             while True:
                 due = self.state.deadlines[0] if self.state.deadlines else None
+                wanted = False
+                if self._settled is None and self._ending is None:
+                    wanted = self._continue_wanted()
+                    if wanted and (self._quiet() or self.continue_at_next_wait):
+                        await self._continue_as_new()  # returns when a decision came meanwhile
+                        if self._ending is not None:
+                            raise Ended(self._ending)
+                        return self._settled  # type: ignore[return-value]
+                    if due is not None and due.due_at <= workflow.now():  # overdue, carried
+                        await self._deadline(step)
+                        continue
+                timeout = due.due_at - workflow.now() if due else None
+                quiet_first = wanted and (timeout is None or timeout > QUIET)
+                if quiet_first:  # look again once no message has come for a moment
+                    timeout, summary = QUIET, "continue as new once quiet"
+                else:
+                    summary = f"{due.purpose} for {step}" if due else None
                 try:
                     await workflow.wait_condition(
-                        lambda: self._settled is not None or self._ending is not None,
-                        timeout=due.due_at - workflow.now() if due else None,
-                        timeout_summary=f"{due.purpose} for {step}" if due else None)
+                        lambda: self._settled is not None or self._ending is not None
+                        or (not wanted and self._continue_wanted()),
+                        timeout=timeout, timeout_summary=summary)
                 except asyncio.TimeoutError:
-                    async with self._lock:
-                        if self._settled is None and self._ending is None:
-                            self._deadline_passed()
-                    await self.commit()
+                    if not quiet_first:
+                        await self._deadline(step)
                     continue
                 if self._ending is not None:
                     raise Ended(self._ending)
-                assert self._settled is not None
-                return self._settled  # type: ignore[return-value]
+                if self._settled is not None:
+                    return self._settled  # type: ignore[return-value]
         finally:
             self._expected, self.state.takes, self.state.deadlines = {}, [], []
+
+    async def _deadline(self, step: str) -> None:
+        async with self._lock:
+            if self._settled is None and self._ending is None:
+                self._deadline_passed()
+        await self.commit()
 
     def ends(self, outcome: str) -> Ending:
         """The application ends here with `outcome`: every decision from now on is refused.
@@ -241,6 +337,43 @@ class Process:
 
     def status(self) -> ApplicationStatus:
         return self.state.status()
+
+    # --- admission -------------------------------------------------------------------------
+
+    async def admit(self, start: Start) -> AdmissionVerdict | Ending:
+        """The application's input checked by the rules of submission (a local activity, so
+        that a rule changed later never changes how this history replays): what admission
+        recomputed, or the ending `refused` with every refusal on the record."""
+        info = workflow.info()
+        verdict = await workflow.execute_local_activity_method(
+            Admissions.admit_application,
+            AdmissionCheck(process=self.catalogue.process, application=start.raw,
+                           workflow_id=info.workflow_id,
+                           first_execution_run_id=info.first_execution_run_id,
+                           cron_schedule=info.cron_schedule or ""),
+            summary="admission", **LOCAL)
+        refusals = list(verdict.refusals)
+        if start.forged:
+            refusals.insert(0, Refusal(
+                "continued", "not_continued_as_new",
+                "only the platform's own continue-as-new carries an application's state: "
+                "an application cannot be started at a later step"))
+        if not refusals:
+            return verdict
+        s = self.state
+        # Not anyone's on record (its id may be another run chain's): its lines are its run's.
+        s.on_record, s.entry_prefix = False, f"{s.application_id}/refused/{info.run_id}"
+        s.admission_refusals, s.applicant_contacts = refusals, verdict.contacts
+        listed = "; ".join(str(r) for r in refusals)
+        self.record("admission", "refused", reason=listed[:2000],
+                    details={"refusals": [vars(r) for r in refusals]})
+        return Ending("refused", "admission", "platform", listed[:2000])
+
+    def refused(self) -> None:
+        """The valid contacts of an application refused at admission told why."""
+        refusals = "\n".join(f"- {r}" for r in self.state.admission_refusals)
+        self.notify(f"refused/{workflow.info().run_id}", "application_refused",
+                    {"refusals": refusals}, to=self.applicant)
 
     # --- deadlines -------------------------------------------------------------------------
 
@@ -273,11 +406,57 @@ class Process:
             self.notify(f"{purpose}/manager", "escalation", context,
                         role=Role.OPERATIONS_MANAGER)
 
+    # --- continuing as new ---------------------------------------------------------------
+
+    def _continue_wanted(self) -> bool:
+        """Whether this run should end and its application go on in a new one: Temporal
+        suggests it, or the run reached one of the application's ceilings."""
+        if self.continue_at_next_wait:
+            return True
+        info, limits = workflow.info(), self.state.limits
+        return (info.is_continue_as_new_suggested()
+                or info.get_current_history_length() >= limits.events_per_run
+                or info.get_current_history_size() >= limits.bytes_per_run
+                or self._signals >= limits.signals_per_run
+                or self._updates >= limits.updates_per_run)
+
+    def _quiet(self) -> bool:
+        """No message in this workflow task (Temporal would hand the run any arriving while it
+        ends, and run it again)."""
+        return self._last_message_at is None or self._last_message_at < workflow.now()
+
+    async def _continue_as_new(self) -> None:
+        """End this run, the application going on in a new one that carries its state; return
+        instead when a decision settled the step or ended the application meanwhile."""
+        while True:
+            await self.commit()
+            # Handlers at work (a decision being verified) finish in this run.
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if self._settled is not None or self._ending is not None:
+                return
+            # What arrived while committing is carried, when it is little; else written.
+            if self._journal_bytes() <= CARRIED_JOURNAL_BYTES:
+                break
+        # Signals arriving in this very task make Temporal refuse the end of the run and hand
+        # them to it: this code then runs again with them, and they are carried.
+        workflow.continue_as_new(self.state.next_run_input())
+
+    def _journal_bytes(self) -> int:
+        return sum(len(e.model_dump_json()) for e in self.state.journal)
+
     # --- decisions -------------------------------------------------------------------------
+
+    def _received(self, update: bool = False) -> None:
+        if update:
+            self._updates += 1
+        else:
+            self._signals += 1
+        self._last_message_at = workflow.now()
 
     async def receive(self, decision: DecisionType[Any], payload: RawValue) -> None:
         """A decision sent as a signal: read it, then decide on it. One that cannot be read is
         refused on the record, naming each field and rule."""
+        self._received()
         read = self.read(decision.name, decision.model, payload, decision.max_payload_bytes)
         if isinstance(read, BaseModel):
             await self.decide(decision, read)
@@ -290,6 +469,11 @@ class Process:
         Pure (validators are not replayed): it reads the state, never changes it."""
         if reason := self._refusal(decision, d):
             raise ValueError(reason)
+
+    async def take_update(self, decision: DecisionType[Any], d: Decision) -> DecisionReceipt:
+        """A decision sent as an update (its validator let it through)."""
+        self._received(update=True)
+        return await self.decide(decision, d)
 
     async def decide(self, decision: DecisionType[Any], d: Decision) -> DecisionReceipt:
         """Apply `d` if it fits the step and its sender may take it; on the record either way."""
@@ -312,14 +496,13 @@ class Process:
             else:
                 workflow.logger.info("decision refused", extra={
                     "decision_id": d.decision_id, "decision": decision.name, "reason": reason})
-                self._flush_soon()
         return DecisionReceipt(decision_id=d.decision_id, applied=reason is None,
                                reason=reason or "", step=step)
 
     def _refusal(self, decision: DecisionType[Any], d: Decision) -> str | None:
         """Why `d` cannot apply now, from the state and its rule alone; None if it can."""
         s = self.state
-        if d.decision_id in s.seen:
+        if s.seen(d.decision_id):
             return f"decision {d.decision_id} was already received"
         if self._ending is not None or s.outcome:
             return f"the application has ended ({s.outcome or self._ending.outcome})"
@@ -335,9 +518,7 @@ class Process:
     async def _verify(self, decision: DecisionType[Any], d: Decision,
                       received_at: datetime) -> str | None:
         s = self.state
-        not_by = sorted({r.decided_by.lower() for r in s.decisions
-                         if r.applied and r.decision == decision.four_eyes}) \
-            if decision.four_eyes else []
+        not_by = s.deciders(decision.four_eyes) if decision.four_eyes else []
         verified = await workflow.execute_local_activity_method(
             Decisions.verify_decision,
             DecisionCheck(application_id=s.application_id, organisation=s.organisation_id,
@@ -350,15 +531,28 @@ class Process:
 
     def _record_decision(self, name: str, d: Decision, step: str, received_at: datetime,
                          reason: str | None) -> None:
-        s = self.state
-        s.seen.add(d.decision_id)
-        s.decisions.append(DecisionRecord(
+        self._on_record(name, DecisionRecord(
             decision_id=d.decision_id, decision=name, decided_by=d.decided_by or "",
             note=d.note, step=step, received_at=received_at, applied=reason is None,
-            reason=reason or ""))
-        self.record(name, "applied" if reason is None else "refused",
-                    actor=d.decided_by or "unknown", reason=reason or "",
-                    details=d.model_dump(mode="json"))
+            reason=reason or ""), d.model_dump(mode="json"))
+
+    def _on_record(self, name: str, record: DecisionRecord, details: dict[str, Any]) -> None:
+        """A decision received, in the status and on the audit log: every applied one; a
+        refused one unless its sender is past its rate (then counted: REFUSALS_PER_SENDER...
+        in onboarding/domain/state.py), its content only up to REFUSED_DETAILS_BYTES."""
+        s = self.state
+        s.saw(record)
+        actor = record.decided_by or "unknown"
+        if record.applied:
+            self.record(name, "applied", actor=actor, details=details)
+        elif s.refusals.journals(actor.lower(), record.received_at):
+            shown = len(json.dumps(details, default=str))
+            self.record(name, "refused", actor=actor, reason=record.reason,
+                        details=details if shown <= REFUSED_DETAILS_BYTES else {
+                            "omitted": f"{shown} bytes", "fields": sorted(details)[:20]})
+            self._flush_soon(FLUSH_AFTER)
+        else:
+            self._flush_soon(COUNTS_AFTER)
 
     def read(self, name: str, model: type[D], payload: RawValue,
              max_bytes: int) -> D | tuple[Any, str]:
@@ -386,9 +580,11 @@ class Process:
     async def refuse_unknown(self, name: str, args: Sequence[RawValue]) -> None:
         """A signal no handler takes (a misspelt decision, say) is refused on the record, so
         that whoever sent it sees it was not applied."""
+        self._received()
         data: Any = None
         with contextlib.suppress(Exception):
-            data = workflow.payload_converter().from_payload(args[0].payload) if args else None
+            if args and len(args[0].payload.data) <= MAX_DECISION_BYTES:
+                data = workflow.payload_converter().from_payload(args[0].payload)
         takes = ", ".join(self._expected) or "no decision now"
         async with self._lock:
             self._refuse_unread(
@@ -401,25 +597,23 @@ class Process:
                    apply: Callable[[D], None]) -> None:
         """A message another process sends (not a decision): read it, and unless it is a
         repeat, `apply` it (journaling what it changes) under the lock."""
+        self._received()
         read = self.read(name, model, payload, MAX_DECISION_BYTES)
         async with self._lock:
             if not isinstance(read, BaseModel):
                 self._refuse_unread(name, *read)
-            elif read.decision_id not in self.state.seen:
-                self.state.seen.add(read.decision_id)
+            elif not self.state.seen(read.decision_id):
+                self.state.applied_ids.add(read.decision_id)
                 apply(read)
-                self._flush_soon()
+                self._flush_soon(FLUSH_AFTER)
 
     def _refuse_unread(self, name: str, data: Any, reason: str) -> None:
         fields = data if isinstance(data, dict) else {}
-        reason = reason[:2000]
-        self.state.decisions.append(DecisionRecord(
+        self._on_record(name, DecisionRecord(
             decision_id=str(fields.get("decision_id", ""))[:100], decision=name,
             decided_by=str(fields.get("decided_by", "") or "")[:200], note="",
-            step=self.state.step, received_at=workflow.now(), applied=False, reason=reason))
-        self.record(name, "refused", actor=str(fields.get("decided_by") or "unknown")[:200],
-                    reason=reason)
-        self._flush_soon()
+            step=self.state.step, received_at=workflow.now(), applied=False,
+            reason=reason[:2000]), {})
 
     # --- checks a step asks of the world ---------------------------------------------------
 
@@ -464,7 +658,8 @@ class Process:
 
     def record_application(self, organisation: Organisation, requested_apis: list[str]) -> None:
         self._journal(ApplicationOnRecord, process=self.catalogue.process,
-                      organisation=organisation, requested_apis=requested_apis)
+                      organisation=organisation, requested_apis=requested_apis,
+                      first_execution_run_id=workflow.info().first_execution_run_id)
 
     def record_contract(self, contract_type: ContractType, terms: ContractTerms | None,
                         d: Decision) -> None:
@@ -488,37 +683,62 @@ class Process:
     def withdraw_api(self, api_id: str) -> None:
         self._journal(ApiWithdrawnFromCatalogue, api_id=api_id)
 
+    def _journal_dropped(self) -> None:
+        """The refusals counted past their senders' rate since the last commit: one line a
+        sender, "N refusals from X dropped since T"."""
+        counts = self.state.refusals
+        for sender, dropped in sorted(counts.dropped.items()):
+            self.record("refusals_dropped", "refused", actor=sender,
+                        reason=f"{dropped.count} refusals from {sender} dropped since "
+                               f"{dropped.since.isoformat()}",
+                        details={"count": dropped.count, "since": dropped.since.isoformat()})
+        counts.dropped = {}
+
     async def commit(self, status: str | None = None) -> Committed:
-        """Write the journal (one transaction); what the workflow needs back."""
+        """Write the journal (one transaction, or a few when it is large); what the workflow
+        needs back."""
         async with self._committing:
+            self._journal_dropped()
             entries = list(self.state.journal)
             if not entries:
                 return Committed()
+            written: dict[str, Any] = {"subscriptions_to_tell": []}
             s = self.state
-            written = await workflow.execute_activity_method(
-                Records.write_record,
-                Commit(application_id=s.application_id,
-                       workflow_id=workflow.info().workflow_id,
-                       business_registration_number=s.organisation_id, step=s.step,
-                       status=status, entries=entries),
-                summary=f"record {len(entries)} entries", **ACTIVITY)
-            del s.journal[:len(entries)]
-            if written.keys is not None:
-                s.keys = written.keys
+            for batch in _batches(entries):
+                last = batch[-1] is entries[-1]
+                answer = await workflow.execute_activity_method(
+                    Records.write_record,
+                    Commit(application_id=s.application_id,
+                           workflow_id=workflow.info().workflow_id,
+                           business_registration_number=s.organisation_id, step=s.step,
+                           status=status if last else None, entries=batch,
+                           entry_prefix=s.entry_prefix, on_record=s.on_record),
+                    summary=f"record {len(batch)} entries", **ACTIVITY)
+                del s.journal[:len(batch)]
+                if answer.keys is not None:
+                    s.keys = written["keys"] = answer.keys
+                if answer.publication_refused:
+                    written["publication_refused"] = answer.publication_refused
+                written["subscriptions_to_tell"] += answer.subscriptions_to_tell
             if not s.journal and self._flush is not None:
                 self._flush.cancel()
                 self._flush = None
             self._describe()
-            return written
+            return Committed(**written)
 
-    def _flush_soon(self) -> None:
+    def _flush_soon(self, within: timedelta) -> None:
         """What was journaled while the process waits (a refusal) is committed within
-        FLUSH_AFTER, unless a commit comes first."""
-        if self._flush is None:
-            self._flush = asyncio.create_task(self._flush_later())
+        `within`, unless a commit comes first."""
+        due = workflow.now() + within
+        if self._flush is not None:
+            if self._flush_due is not None and self._flush_due <= due:
+                return
+            self._flush.cancel()
+        self._flush_due = due
+        self._flush = asyncio.create_task(self._flush_later(within))
 
-    async def _flush_later(self) -> None:
-        await workflow.sleep(FLUSH_AFTER, summary="record refusals")
+    async def _flush_later(self, within: timedelta) -> None:
+        await workflow.sleep(within, summary="record refusals")
         self._flush = None
         await self.commit()
 
@@ -545,12 +765,35 @@ class Process:
         if s.deadlines:
             lines.append(f"Next deadline: {s.deadlines[0].purpose} on "
                          f"{s.deadlines[0].due_at:%Y-%m-%d}")
+        if s.admission_refusals:
+            lines.append("Refused at admission: " + "; ".join(
+                str(r) for r in s.admission_refusals[:5])[:600])
         if s.decisions:
             last = s.decisions[-1]
             verdict = "applied" if last.applied else f"refused: {last.reason[:200]}"
             lines.append(f"Last decision: {last.decision} by {last.decided_by or 'unknown'} "
                          f"({verdict})")
+        if s.run > 1 or s.refused_not_listed or s.applied_not_listed:
+            applied = sum(d.applied for d in s.decisions) + s.applied_not_listed
+            refused = len(s.decisions) - applied + s.applied_not_listed + s.refused_not_listed
+            lines.append(f"Timeline: {applied} decisions applied, {refused} refused (the "
+                         "status lists the latest; the audit log has every one); run "
+                         f"{s.run} of this application")
         for key in s.keys:
             lines.append(f"{key.environment.capitalize()} key {key.display_prefix}…, "
                          f"{key.status}, valid until {key.expires_at:%Y-%m-%d}")
         workflow.set_current_details("\n".join(lines))
+
+
+def _batches(entries: list[Any]) -> list[list[Any]]:
+    """The journal in commits of about COMMIT_BYTES (an entry larger goes alone)."""
+    batches: list[list[Any]] = []
+    size = COMMIT_BYTES
+    for entry in entries:
+        length = len(entry.model_dump_json())
+        if size + length > COMMIT_BYTES and (not batches or batches[-1]):
+            batches.append([])
+            size = 0
+        batches[-1].append(entry)
+        size += length
+    return [b for b in batches if b]

@@ -21,6 +21,7 @@ process's (workflows/process.py).
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
     from activities.catalogue import Catalogue
@@ -35,17 +36,18 @@ with workflow.unsafe.imports_passed_through():
         SpecificationCheck,
         SpecificationSummary,
     )
-    from onboarding.domain.state import PublicationState
+    from onboarding.domain.state import ProcessState, PublicationState
     # Stop 8's frozen code: it ran sandboxed for stop 8 and never changes; loaded once, not
     # for every run.
     from workflows.legacy import Legacy
     from workflows.legacy.publication import PublicationWorkflow as Stop8
 
 from workflows.handlers import takes_decisions
-from workflows.process import LOCAL, Ending, Next, Process
+from workflows.process import LOCAL, Ending, Next, Process, read_start
 
 
 class Step:
+    ADMISSION = "admission"
     SUBMITTED = "submitted"
     PRE_REVIEW = "pre_review"
     CHANGES_REQUESTED = "specification_changes_requested"
@@ -63,21 +65,37 @@ ENDING_NOTICE = {"rejected": "application_rejected", "withdrawn": "publication_w
 @takes_decisions(decisions.PUBLICATION)
 class PublicationWorkflow:
     @workflow.init
-    def __init__(self, application: PublicationApplication) -> None:
+    def __init__(self, start: RawValue) -> None:
+        # Taken raw, as the subscription's (workflows/subscription.py).
         self.legacy = None
         if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
-            self.legacy = Legacy(Stop8, application)
+            self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
+                start.payload, PublicationApplication))
             return
-        self.state = PublicationState.of(application, workflow.now())
-        self.process = Process(self.state, decisions.PUBLICATION)
+        self.start = read_start(start, PublicationApplication)
+        application, continued = self.start.application, self.start.continued
+        self.state: ProcessState
+        if continued is not None:  # continued as new: the step it carries goes on
+            self.state = PublicationState.model_validate(
+                {**continued, "application": application})
+        elif workflow.patched("admission"):
+            self.state = (PublicationState.of(application, workflow.now(), Step.ADMISSION)
+                          if application is not None else ProcessState.unreadable(
+                              "publication", self.start.raw, workflow.info().workflow_id,
+                              workflow.now()))
+        else:  # begun before admission was the workflow's first step
+            self.state = PublicationState.of(application, workflow.now())
+        self.process = Process(self.state, decisions.PUBLICATION,
+                               resumed=continued is not None)
         # A revised specification's summary, by decision id (its check found it valid).
         self.validated: dict[str, SpecificationSummary] = {}
 
     @workflow.run
-    async def run(self, application: PublicationApplication) -> ApplicationStatus:
+    async def run(self, start: RawValue) -> ApplicationStatus:
         if self.legacy is not None:
             return await self.legacy.run()
         return await self.process.run({
+            Step.ADMISSION: self.admission,
             Step.SUBMITTED: self.submitted,
             Step.PRE_REVIEW: self.pre_review,
             Step.CHANGES_REQUESTED: self.changes_requested,
@@ -88,6 +106,17 @@ class PublicationWorkflow:
         }, end_early=self.end_early)
 
     # --- the procedure -------------------------------------------------------------------
+
+    async def admission(self) -> Next:
+        """0. Admission: the rules of submission (the document validates, among them),
+        whoever started the workflow."""
+        admitted = await self.process.admit(self.start)
+        if isinstance(admitted, Ending):
+            return admitted
+        assert isinstance(self.state, PublicationState) and admitted.organisation
+        self.state.admitted(admitted.organisation, admitted.reviewer_flags,
+                            admitted.specification_summary)
+        return Step.SUBMITTED
 
     async def submitted(self) -> Next:
         """The application on record and its provider told."""
@@ -162,8 +191,12 @@ class PublicationWorkflow:
 
     async def end_early(self, ending: Ending) -> None:
         """Rejected, withdrawn or lapsed: the API out of the catalogue (the open subscriptions
-        that requested it told), the provider told."""
+        that requested it told), the provider told. Refused at admission: the contacts it
+        names told why."""
         p = self.process
+        if ending.outcome == "refused":
+            p.refused()
+            return
         if self.state.in_catalogue:
             p.withdraw_api(self.state.application.api.api_id)
             for workflow_id in (await p.commit()).subscriptions_to_tell:

@@ -37,17 +37,18 @@ with workflow.unsafe.imports_passed_through():
         ServiceLaunched,
         SubscriptionApplication,
     )
-    from onboarding.domain.state import SubscriptionState
+    from onboarding.domain.state import ProcessState, SubscriptionState
     # Stop 8's frozen code: it ran sandboxed for stop 8 and never changes; loaded once, not
     # for every run.
     from workflows.legacy import Legacy
     from workflows.legacy.subscription import SubscriptionWorkflow as Stop8
 
 from workflows.handlers import takes_decisions
-from workflows.process import LOCAL, Ending, Next, Process
+from workflows.process import LOCAL, Ending, Next, Process, read_start
 
 
 class Step:
+    ADMISSION = "admission"
     SUBMITTED = "submitted"
     PRE_VERIFICATION = "pre_verification"
     CHANGES_REQUESTED = "changes_requested"
@@ -67,21 +68,38 @@ ENDING_NOTICE = {"rejected": "application_rejected", "withdrawn": "application_w
 @takes_decisions(decisions.SUBSCRIPTION)
 class SubscriptionWorkflow:
     @workflow.init
-    def __init__(self, application: SubscriptionApplication) -> None:
+    def __init__(self, start: RawValue) -> None:
+        # Taken raw: an input that is not an application is refused at admission, on the
+        # record, rather than failing the workflow's task.
         self.legacy = None
         if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
-            self.legacy = Legacy(Stop8, application)
+            self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
+                start.payload, SubscriptionApplication))
             return
-        self.state = SubscriptionState.of(application, workflow.now())
-        self.process = Process(self.state, decisions.SUBSCRIPTION)
+        self.start = read_start(start, SubscriptionApplication)
+        application, continued = self.start.application, self.start.continued
+        self.state: ProcessState
+        if continued is not None:  # continued as new: the step it carries goes on
+            self.state = SubscriptionState.model_validate(
+                {**continued, "application": application})
+        elif workflow.patched("admission"):
+            self.state = (SubscriptionState.of(application, workflow.now(), Step.ADMISSION)
+                          if application is not None else ProcessState.unreadable(
+                              "subscription", self.start.raw, workflow.info().workflow_id,
+                              workflow.now()))
+        else:  # begun before admission was the workflow's first step
+            self.state = SubscriptionState.of(application, workflow.now())
+        self.process = Process(self.state, decisions.SUBSCRIPTION,
+                               resumed=continued is not None)
         # What the catalogue said of a resubmission's APIs, by decision id (its check found it).
         self.offered: dict[str, CatalogueFacts] = {}
 
     @workflow.run
-    async def run(self, application: SubscriptionApplication) -> ApplicationStatus:
+    async def run(self, start: RawValue) -> ApplicationStatus:
         if self.legacy is not None:
             return await self.legacy.run()
         return await self.process.run({
+            Step.ADMISSION: self.admission,
             Step.SUBMITTED: self.submitted,
             Step.PRE_VERIFICATION: self.pre_verification,
             Step.CHANGES_REQUESTED: self.changes_requested,
@@ -94,6 +112,15 @@ class SubscriptionWorkflow:
         }, end_early=self.end_early)
 
     # --- the procedure -------------------------------------------------------------------
+
+    async def admission(self) -> Next:
+        """0. Admission: the rules of submission, whoever started the workflow."""
+        admitted = await self.process.admit(self.start)
+        if isinstance(admitted, Ending):
+            return admitted
+        assert isinstance(self.state, SubscriptionState) and admitted.organisation
+        self.state.admitted(admitted.organisation, admitted.reviewer_flags)
+        return Step.SUBMITTED
 
     async def submitted(self) -> Next:
         """The application on record and its applicant told; what the catalogue says of the
@@ -220,8 +247,12 @@ class SubscriptionWorkflow:
         return in_production
 
     async def end_early(self, ending: Ending) -> None:
-        """Rejected, withdrawn or lapsed: every key issued revoked, the applicant told."""
+        """Rejected, withdrawn or lapsed: every key issued revoked, the applicant told.
+        Refused at admission: the contacts it names told why (it holds nothing)."""
         p = self.process
+        if ending.outcome == "refused":
+            p.refused()
+            return
         p.revoke_keys(ending.outcome)
         p.notify(ending.outcome, ENDING_NOTICE[ending.outcome],
                  {"step": ending.step, "note": ending.note,

@@ -16,6 +16,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from onboarding.domain.models import (
+    MAX_ESCALATE_AFTER_DAYS,
+    MAX_LAPSE_AFTER_DAYS,
+    MAX_PRODUCTION_KEY_DAYS,
+    MAX_REMIND_AFTER_DAYS,
+    MAX_SANDBOX_KEY_DAYS,
+)
+
 
 class Settings(BaseSettings):
     # `.data/dev.env` is written by `make up` (the embedded database's URL, the payload keys)
@@ -56,8 +64,8 @@ class Settings(BaseSettings):
     # API keys: a key is derived from this secret and the issuance id, so that a retried
     # issuance re-derives the same key instead of issuing a second one. Only its hash is stored.
     key_issuance_secret: SecretStr | None = Field(None, min_length=32)
-    sandbox_key_valid_days: int = Field(180, ge=1)
-    production_key_valid_days: int = Field(730, ge=1)
+    sandbox_key_valid_days: int = Field(180, ge=1, le=MAX_SANDBOX_KEY_DAYS)
+    production_key_valid_days: int = Field(730, ge=1, le=MAX_PRODUCTION_KEY_DAYS)
 
     # Mail: the outbox relay delivers notices (a key's delivery too) over SMTP when SMTP_HOST
     # is set; otherwise they wait in the outbox until it is.
@@ -69,10 +77,11 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = 30
     mail_from: str = "openapi-platform@localhost"
 
-    # Default deadlines given to new applications (see README: deadlines).
-    remind_after_days: int = Field(7, ge=1)
-    escalate_after_days: int = Field(21, ge=1)
-    lapse_after_days: int = Field(90, ge=1)
+    # Default deadlines given to new applications (see README: deadlines), within the bounds
+    # every application is held to (onboarding/domain/models.py).
+    remind_after_days: int = Field(7, ge=1, le=MAX_REMIND_AFTER_DAYS)
+    escalate_after_days: int = Field(21, ge=1, le=MAX_ESCALATE_AFTER_DAYS)
+    lapse_after_days: int = Field(90, ge=1, le=MAX_LAPSE_AFTER_DAYS)
 
     # Payload encryption (onboarding.temporal.codec): organisation and contact data travel in
     # workflow inputs, decisions and results; Temporal stores them encrypted with AES-256-GCM.

@@ -1,17 +1,27 @@
-"""Submission: the rules an application is checked against before its workflow is started.
+"""Admission: the rules an application must meet, whoever starts it.
 
-A refusal names each field and the rule it breaks, and nothing is started. What needs the
-record (the catalogue) is checked by starter.py, through onboarding/store/.
+One implementation, used three ways: `starter.py` and the reviewer CLI check a submission
+before starting anything, so that a person gets the answer at once; and every application
+workflow checks its own input first (its `admission` step, the local activity
+`admit_application`, activities/admission.py), so that a service starting a workflow with
+nothing but the `temporal` CLI meets the same rules. `admit` holds the rules that need no
+record (the numbers and their check digits, corporations only, sizes, control characters,
+the bounds on deadlines, key validity and process limits, the application id matching the
+organisation and its service or API, the OpenAPI document); what the record must say (the
+catalogue, an API id or an application id not taken) is onboarding/store/admission.py.
+
+Reviewer flags and a publication's specification summary are recomputed here, never taken
+from the input. A refusal names each field and the rule it breaks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, validate_email
 
 from onboarding.core.config import Settings
 from onboarding.domain.models import (
@@ -20,6 +30,7 @@ from onboarding.domain.models import (
     Organisation,
     PublicationApplication,
     PublicationForm,
+    Refusal,
     SpecificationSummary,
     SubscriptionApplication,
     SubscriptionForm,
@@ -36,16 +47,6 @@ F = TypeVar("F", bound=BaseModel)
 
 # Workflow history carries the document: keep it well inside Temporal's payload limits.
 MAX_SPECIFICATION_BYTES = 512 * 1024
-
-
-@dataclass(frozen=True)
-class Refusal:
-    field: str
-    rule: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message} [{self.rule}]"
 
 
 class SubmissionRefused(ValueError):
@@ -86,18 +87,18 @@ def _control_characters(value: Any, path: str = "") -> list[Refusal]:
     return []
 
 
+def _validation_refusals(err: ValidationError) -> list[Refusal]:
+    return [Refusal(".".join(str(p) for p in e["loc"]) or "(submission)", e["type"], e["msg"])
+            for e in err.errors()]
+
+
 def _form(model: type[F], raw: dict[str, Any]) -> F:
     if refusals := _control_characters(raw)[:20]:
         raise SubmissionRefused(refusals)
     try:
         return model.model_validate(raw)
     except ValidationError as err:
-        raise SubmissionRefused(
-            [
-                Refusal(".".join(str(p) for p in e["loc"]) or "(submission)", e["type"], e["msg"])
-                for e in err.errors()
-            ]
-        ) from None
+        raise SubmissionRefused(_validation_refusals(err)) from None
 
 
 def _corporation(org: Organisation) -> tuple[Organisation, list[str]]:
@@ -130,25 +131,6 @@ def _deadlines(settings: Settings) -> DeadlinePolicy:
     )
 
 
-def prepare_subscription(raw: dict[str, Any], settings: Settings) -> SubscriptionApplication:
-    """Check a submitted form and turn it into the workflow's input (catalogue not checked)."""
-    form = _form(SubscriptionForm, raw)
-    organisation, flags = _corporation(form.organisation)
-    return SubscriptionApplication(
-        application_id=application_id_for(organisation.business_registration_number,
-                                          form.service.name),
-        organisation=organisation,
-        service=form.service,
-        requested_apis=form.requested_apis,
-        deadlines=_deadlines(settings),
-        key_validity=KeyValidity(
-            sandbox_days=settings.sandbox_key_valid_days,
-            production_days=settings.production_key_valid_days,
-        ),
-        reviewer_flags=flags,
-    )
-
-
 def specification_too_large(specification: dict[str, Any]) -> str | None:
     """Why the document is too large to carry in workflow history, or None."""
     try:
@@ -160,31 +142,179 @@ def specification_too_large(specification: dict[str, Any]) -> str | None:
     return None
 
 
-def prepare_publication(raw: dict[str, Any], settings: Settings) -> PublicationApplication:
-    """Check a provider's submission, its OpenAPI document included (catalogue not checked)."""
-    form = _form(PublicationForm, raw)
-    organisation, flags = _corporation(form.organisation)
-    if too_large := specification_too_large(form.specification):
+def _summary(specification: dict[str, Any]) -> SpecificationSummary:
+    """The document's summary, or SubmissionRefused naming each finding's path."""
+    if too_large := specification_too_large(specification):
         raise SubmissionRefused([Refusal("specification", "too_large", too_large)])
     try:
-        summary = check_openapi(form.specification, "specification")
+        summary = check_openapi(specification, "specification")
     except SpecFindings as refused:
         # Each finding reads "<path>: <message>"; the path names the field.
         raise SubmissionRefused(
             [Refusal(*finding.split(": ", 1)[:1], "openapi", finding.split(": ", 1)[-1])
              for finding in refused.findings]
         ) from None
-    return PublicationApplication(
-        application_id=f"publication-{organisation.business_registration_number}-{form.api.api_id}",
-        organisation=organisation,
-        api=form.api,
-        specification=form.specification,
-        specification_summary=SpecificationSummary(
-            openapi_version=summary.openapi_version, title=summary.title,
-            version=summary.version, operation_count=summary.operation_count,
-            sha256=summary.sha256,
-        ),
-        deadlines=_deadlines(settings),
-        reviewer_flags=flags,
-    )
+    return SpecificationSummary(
+        openapi_version=summary.openapi_version, title=summary.title, version=summary.version,
+        operation_count=summary.operation_count, sha256=summary.sha256)
 
+
+# --- a submission: the form a person or a service fills in ------------------------------------
+
+
+def prepare_subscription(raw: dict[str, Any], settings: Settings) -> SubscriptionApplication:
+    """A submitted form as the workflow's input, checked as the workflow will check it
+    (`admit`; the record's checks are onboarding/store/admission.py)."""
+    form = _form(SubscriptionForm, raw)
+    organisation, _ = _corporation(form.organisation)
+    application = SubscriptionApplication(
+        application_id=application_id_for(organisation.business_registration_number,
+                                          form.service.name),
+        organisation=organisation,
+        service=form.service,
+        requested_apis=form.requested_apis,
+        deadlines=_deadlines(settings),
+        key_validity=KeyValidity(
+            sandbox_days=settings.sandbox_key_valid_days,
+            production_days=settings.production_key_valid_days,
+        ),
+    )
+    return _admitted(admit("subscription", application.model_dump(mode="json")))
+
+
+def prepare_publication(raw: dict[str, Any], settings: Settings) -> PublicationApplication:
+    """A provider's submission, its OpenAPI document included, as the workflow's input."""
+    form = _form(PublicationForm, raw)
+    organisation, _ = _corporation(form.organisation)
+    application = {
+        "application_id": publication_id_for(organisation.business_registration_number,
+                                             form.api.api_id),
+        "organisation": organisation.model_dump(mode="json"),
+        "api": form.api.model_dump(mode="json"),
+        "specification": form.specification,
+        "deadlines": _deadlines(settings).model_dump(mode="json"),
+    }
+    return _admitted(admit("publication", application))
+
+
+def _admitted(admission: Admission) -> Any:
+    if admission.refusals:
+        raise SubmissionRefused(admission.refusals)
+    return admission.application
+
+
+def publication_id_for(business_registration_number: str, api_id: str) -> str:
+    """A provider applies once to publish an API."""
+    return f"publication-{business_registration_number}-{api_id}"
+
+
+# --- an application: the workflow's input, whoever sent it -------------------------------------
+
+
+@dataclass
+class Admission:
+    """What `admit` found: the application as the workflow runs it (numbers normalised, flags
+    and summary recomputed) when no rule refuses it; else every refusal. `contacts`: the
+    addresses in the input that are valid, to tell of a refusal."""
+
+    application: SubscriptionApplication | PublicationApplication | None
+    refusals: list[Refusal] = field(default_factory=list)
+    contacts: list[str] = field(default_factory=list)
+
+
+# Whatever an input holds, at most this many refusals are named: enough to fix it by.
+MAX_REFUSALS = 30
+MAX_CONTACTS = 10
+
+
+def admit(process: Literal["subscription", "publication"], raw: Any,
+          workflow_id: str | None = None) -> Admission:
+    """Every rule an application must meet that needs no record, on its raw input (JSON).
+
+    `workflow_id`: the workflow the input started, whose id must be the application's.
+    """
+    model = SubscriptionApplication if process == "subscription" else PublicationApplication
+    contacts = valid_contacts(raw)
+    if not isinstance(raw, dict):
+        return Admission(None, [Refusal("(application)", "not_an_object",
+                                        f"a {process} application is a JSON object, not "
+                                        f"{type(raw).__name__}")], contacts)
+    if refusals := _control_characters(raw)[:MAX_REFUSALS]:
+        return Admission(None, refusals, contacts)
+    # Recomputed below, never taken from the input.
+    given = {k: v for k, v in raw.items() if k not in ("reviewer_flags", "specification_summary")}
+    if process == "publication":
+        given["specification_summary"] = _UNCHECKED
+    try:
+        application = model.model_validate(given)
+    except ValidationError as err:
+        refusals = _validation_refusals(err)
+        named = {r.field for r in refusals}
+        # The numbers too, when they can be read: every refusal at once.
+        org = raw.get("organisation") if isinstance(raw.get("organisation"), dict) else {}
+        for name, check in (
+                ("business_registration_number", check_business_registration_number),
+                ("corporate_registration_number", check_corporate_registration_number)):
+            where = f"organisation.{name}"
+            if isinstance(org.get(name), str) and where not in named:
+                try:
+                    check(org[name][:40], where)
+                except RegistrationNumberError as bad:
+                    refusals.append(Refusal(bad.field, bad.rule, str(bad).split(": ", 1)[1]))
+        return Admission(None, refusals[:MAX_REFUSALS], contacts)
+    refusals: list[Refusal] = []
+    update: dict[str, Any] = {}
+    try:
+        organisation, flags = _corporation(application.organisation)
+    except SubmissionRefused as refused:
+        refusals += refused.refusals
+        brn = None
+    else:
+        update.update(organisation=organisation, reviewer_flags=flags)
+        brn = organisation.business_registration_number
+    if isinstance(application, PublicationApplication):
+        try:
+            update["specification_summary"] = _summary(application.specification)
+        except SubmissionRefused as refused:
+            refusals += refused.refusals
+    if brn is not None:
+        if isinstance(application, SubscriptionApplication):
+            expected = application_id_for(brn, application.service.name)
+            names = "the organisation's business registration number and the service's name"
+        else:
+            expected = publication_id_for(brn, application.api.api_id)
+            names = "the organisation's business registration number and the API's id"
+        if application.application_id != expected:
+            refusals.append(Refusal("application_id", "application_id_mismatch",
+                                    f"must be {expected}, made of {names}"))
+    if workflow_id is not None and workflow_id != application.application_id:
+        refusals.append(Refusal("application_id", "workflow_id_mismatch",
+                                f"the workflow's id is {workflow_id[:200]!r}: an application's "
+                                "workflow id is its application id"))
+    if refusals:
+        return Admission(None, refusals[:MAX_REFUSALS], contacts)
+    return Admission(application.model_copy(update=update), [], contacts)
+
+
+_UNCHECKED = {"openapi_version": "", "title": "", "version": "", "operation_count": 0,
+              "sha256": ""}
+
+
+def valid_contacts(raw: Any) -> list[str]:
+    """The valid e-mail addresses among the input's organisation.contact_emails (at most ten),
+    lower case: whom to tell that the application was refused."""
+    organisation = raw.get("organisation") if isinstance(raw, dict) else None
+    given = organisation.get("contact_emails") if isinstance(organisation, dict) else None
+    found: list[str] = []
+    for value in given if isinstance(given, list) else []:
+        if not isinstance(value, str) or len(value) > 254 or _CONTROL.search(value):
+            continue
+        try:
+            _, address = validate_email(value)
+        except Exception:  # noqa: BLE001 - not an address: nobody to tell there
+            continue
+        if address.lower() not in found:
+            found.append(address.lower())
+        if len(found) == MAX_CONTACTS:
+            break
+    return found

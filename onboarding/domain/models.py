@@ -9,6 +9,7 @@ later must not make an old history unreadable on replay.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -48,6 +49,20 @@ class Role(StrEnum):
 # --- submission ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """Why an application is not admitted: the field, the rule it breaks (a machine id), and
+    what is wrong (onboarding/domain/admission.py)."""
+
+    field: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message} [{self.rule}]"
+
+
+
 class Organisation(Model):
     legal_name: Text
     # Checked and normalised at submission (onboarding.domain.registration), digits only after that.
@@ -64,12 +79,21 @@ class ServicePlan(Model):
     expected_launch: date
 
 
+# The bounds an application's numbers are held to (docs/domain.md, "What an application may
+# set"): whoever starts it, the workflow refuses numbers outside them (its admission).
+MAX_REMIND_AFTER_DAYS = 60
+MAX_ESCALATE_AFTER_DAYS = 120
+MAX_LAPSE_AFTER_DAYS = 365
+MAX_SANDBOX_KEY_DAYS = 366
+MAX_PRODUCTION_KEY_DAYS = 1096
+
+
 class DeadlinePolicy(Model):
     """How long a person may keep an application waiting (README: deadlines)."""
 
-    remind_after_days: int = Field(7, ge=1)
-    escalate_after_days: int = Field(21, ge=1)
-    lapse_after_days: int = Field(90, ge=1)
+    remind_after_days: int = Field(7, ge=1, le=MAX_REMIND_AFTER_DAYS)
+    escalate_after_days: int = Field(21, ge=1, le=MAX_ESCALATE_AFTER_DAYS)
+    lapse_after_days: int = Field(90, ge=1, le=MAX_LAPSE_AFTER_DAYS)
 
     @model_validator(mode="after")
     def _ordered(self) -> DeadlinePolicy:
@@ -79,8 +103,19 @@ class DeadlinePolicy(Model):
 
 
 class KeyValidity(Model):
-    sandbox_days: int = Field(180, ge=1)
-    production_days: int = Field(730, ge=1)
+    sandbox_days: int = Field(180, ge=1, le=MAX_SANDBOX_KEY_DAYS)
+    production_days: int = Field(730, ge=1, le=MAX_PRODUCTION_KEY_DAYS)
+
+
+class ProcessLimits(Model):
+    """When a run of the application's workflow continues as new: well before any of
+    Temporal's own limits (10,240 events warned, 51,200 terminated; 10,000 signals and 2,000
+    updates per run; 50 MiB of history), whatever reaches it. Each bound: docs/domain.md."""
+
+    events_per_run: int = Field(2_000, ge=200, le=8_000)
+    bytes_per_run: int = Field(4 * 1024 * 1024, ge=2 * 1024 * 1024, le=16 * 1024 * 1024)
+    signals_per_run: int = Field(1_000, ge=10, le=5_000)
+    updates_per_run: int = Field(500, ge=10, le=1_500)
 
 
 class SubscriptionForm(Model):
@@ -100,7 +135,9 @@ class SubscriptionApplication(Model):
     requested_apis: Annotated[list[ApiId], Field(min_length=1, max_length=50)]
     deadlines: DeadlinePolicy = DeadlinePolicy()
     key_validity: KeyValidity = KeyValidity()
-    # Notes for the eligibility reviewer found at submission (e.g. a foreign corporation).
+    limits: ProcessLimits = ProcessLimits()
+    # Notes for the eligibility reviewer, found by admission (e.g. a foreign corporation):
+    # recomputed by the workflow's admission, whatever the input says.
     reviewer_flags: list[str] = []
 
     @model_validator(mode="after")
@@ -146,8 +183,9 @@ class PublicationApplication(Model):
     organisation: Organisation
     api: ApiProposal
     specification: dict[str, Any]
-    specification_summary: SpecificationSummary
+    specification_summary: SpecificationSummary  # recomputed by admission, like the flags
     deadlines: DeadlinePolicy = DeadlinePolicy()
+    limits: ProcessLimits = ProcessLimits()
     reviewer_flags: list[str] = []
 
 
@@ -334,6 +372,14 @@ class ApplicationStatus(Model):
     withdrawn_apis: list[str] = []
     # The decisions the current step takes (besides withdraw); empty while the platform works.
     takes: list[str] = []
+    # Why admission refused the application (outcome `refused`): each field and rule.
+    admission_refusals: list[Refusal] = []
+    # Decisions received but no longer listed here (the audit log has every one): refusals
+    # past the latest, and when a run had to carry less, the oldest applied ones.
+    refused_not_listed: int = 0
+    applied_not_listed: int = 0
+    # Which run of the application's workflow answers: 1, one more at each continue-as-new.
+    run: int = 1
 
 
 # --- what activities look up -----------------------------------------------------------------

@@ -125,6 +125,22 @@ TEMPLATES: dict[str, dict[Language, tuple[str, str]]] = {
                "The publication of $api lapsed after $days days without a response from the "
                "provider."),
     },
+    "application_refused": {
+        "ko": ("[Open API] 신청이 접수되지 않았습니다 ($application_id)",
+               "신청 요건을 충족하지 않아 신청이 접수되지 않았습니다. 아래 사항을 바로잡아 "
+               "다시 제출해 주십시오.\n$refusals"),
+        "en": ("[Open API] Application refused ($application_id)",
+               "The application does not meet the platform's rules and was not admitted. "
+               "Correct the following and submit it again:\n$refusals"),
+    },
+    "keys_revoked_process_closed": {
+        "ko": ("[Open API] API 키가 폐기되었습니다 ($application_id)",
+               "신청의 처리 절차가 운영 전환 없이 종료되어($closed) 다음 API 키를 "
+               "폐기했습니다: $keys"),
+        "en": ("[Open API] API keys revoked ($application_id)",
+               "The application's process ended without reaching production ($closed), so "
+               "these API keys were revoked: $keys"),
+    },
     "application_in_production": {
         "ko": ("[Open API] 운영 전환 완료 ($application_id)",
                "서비스 계약이 등록되고 운영 API 키가 발급되었습니다. 서비스 개시를 축하드립니다."),

@@ -52,6 +52,9 @@ class ApplicationOnRecord(Entry):
     process: Process
     organisation: Organisation
     requested_apis: list[str]
+    # The run that began the application's workflow: a second run chain under the same
+    # application id is refused by admission (onboarding/store/admission.py).
+    first_execution_run_id: str | None = None
 
 
 class ContractRecorded(Entry):
@@ -114,6 +117,12 @@ class Commit(Model):
     # Set once, when the application ends (its outcome).
     status: str | None = None
     entries: list[JournalEntry]
+    # Audit lines are `<entry_prefix>/<seq>` (the application id when empty). An application
+    # refused at admission is nobody's on record: its lines are its run's own, and its step
+    # and status are not written on the application's row (`on_record`), which may be another
+    # run chain's.
+    entry_prefix: str = ""
+    on_record: bool = True
 
 
 class Committed(Model):

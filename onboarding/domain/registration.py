@@ -154,6 +154,11 @@ def check_corporate_registration_number(
         raise RegistrationNumberError(
             field, "format", f"must be 13 digits written XXXXXX-XXXXXXX — {value!r}"
         )
+    if number[:4] == "0000" or number[6:12] == "000000":  # no registry issues these
+        raise RegistrationNumberError(
+            field, "format", f"must have a non-zero registry office (digits 1-4) and serial "
+                             f"(digits 7-12) — {number[:6]}-{number[6:]}"
+        )
 
     flags: list[str] = []
     valid = corporate_check_digit(number[:12]) == int(number[12])

@@ -31,19 +31,20 @@ async def upsert_organisation(db: Db, org: Organisation) -> None:
 
 
 async def record(db: Db, *, application_id: str, process: Literal["subscription", "publication"],
-                 organisation: Organisation, workflow_id: str, requested_apis: list[str]) -> None:
+                 organisation: Organisation, workflow_id: str, requested_apis: list[str],
+                 first_execution_run_id: str | None = None) -> None:
     """The application's row (and its organisation's), written once; a resubmission's APIs
-    replace those on record."""
+    replace those on record. `first_execution_run_id`: the run that began its workflow."""
     await upsert_organisation(db, organisation)
     await db.execute(
         """INSERT INTO applications (application_id, process, business_registration_number,
-               workflow_id, status, current_step, requested_apis)
-           VALUES ($1, $2, $3, $4, 'open', 'submitted', $5)
+               workflow_id, status, current_step, requested_apis, first_execution_run_id)
+           VALUES ($1, $2, $3, $4, 'open', 'submitted', $5, $6)
            ON CONFLICT (application_id) DO UPDATE SET
                requested_apis = excluded.requested_apis, updated_at = now()
            WHERE applications.requested_apis <> excluded.requested_apis""",
         application_id, process, organisation.business_registration_number, workflow_id,
-        requested_apis,
+        requested_apis, first_execution_run_id,
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio import activity
 
+from activities.admission import Admissions
 from activities.catalogue import Catalogue
 from activities.decisions import Decisions
 from onboarding.core.config import Settings
@@ -25,6 +26,7 @@ from onboarding.domain.models import (
     KeySummary,
     LaunchCheck,
     LicenceLookup,
+    Refusal,
     Role,
     SpecificationCheck,
     SpecificationVerdict,
@@ -44,9 +46,33 @@ class Roster(Decisions):
         return [Role(role) for who, role in self.staff if who.lower() == person.lower()]
 
 
+class Record(Admissions):
+    """admit_application as the platform runs it, over the stand-ins' catalogue."""
+
+    def __init__(self, stand_ins: StandIns) -> None:
+        self.stand_ins = stand_ins
+
+    async def on_record(self, *, requested_apis: list[str] = (), proposed_api: str | None = None,
+                        application_id: str | None = None,
+                        first_execution_run_id: str | None = None) -> list[Refusal]:
+        found = []
+        unknown = [a for a in requested_apis if a not in self.stand_ins.apis]
+        if unknown:
+            found.append(Refusal("requested_apis", "not_in_catalogue",
+                                 f"not in the API catalogue: {', '.join(unknown)}"))
+        if proposed_api in self.stand_ins.apis:
+            found.append(Refusal("api.api_id", "api_id_taken", f"{proposed_api} is taken"))
+        chain = self.stand_ins.run_chains.setdefault(application_id, first_execution_run_id)
+        if chain != first_execution_run_id:
+            found.append(Refusal("application_id", "already_used", "another run chain's"))
+        return found
+
+
 class StandIns:
     def __init__(self, settings: Settings) -> None:
         self.roster = Roster(data.STAFF)
+        self.admissions = Record(self)
+        self.run_chains: dict[str | None, str | None] = {}  # application id -> first run
         self.specifications = Catalogue(None, settings)  # type: ignore[arg-type]  # pure
         self.apis = {api_id: ApiFacts(api_id=api_id, name=name, is_market_data=market_data,
                                       provider_contact_emails=[
@@ -60,7 +86,8 @@ class StandIns:
         self.keys: dict[str, dict[str, KeySummary]] = {}
 
     def activities(self) -> list[Any]:
-        return [self.write_record, self.roster.verify_decision, self.look_up_catalogue,
+        return [self.write_record, self.roster.verify_decision, self.admissions.admit_application,
+                self.look_up_catalogue,
                 self.find_market_data_licence, self.check_contract_number,
                 self.check_specification, self.check_service_launch]
 

@@ -301,3 +301,20 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
     assert sorted(k.environment for k in status.keys) == ["production", "sandbox"]
     assert re.search(r"outcome\s+in_production", shown.output)
     assert all(k.display_prefix in shown.output for k in status.keys)
+
+
+def test_decide_refuses_a_decision_too_large_for_temporal_before_sending_it(tmp_path,
+                                                                           monkeypatch):
+    """An update larger than Temporal takes would wedge the application (the server does not
+    size-check updates): the CLI refuses it, naming the limit, and never connects."""
+    monkeypatch.setattr(cli, "connect", lambda settings: pytest.fail("connected"))
+    spec = json.loads(json.dumps(data.PUBLICATION_EXAMPLE["specification"]))
+    spec["info"]["description"] = "x" * (600 * 1024)
+    payload = tmp_path / "revision.json"
+    payload.write_text(json.dumps({"integration_method": "vpn", "specification": spec}))
+    result = runner.invoke(cli.app, ["decide", "publication-1348672683-bond-yields",
+                                     "revise_specification", "--by", "p@provider.example.com",
+                                     "--file", str(payload)])
+    assert result.exit_code == 2, result.output
+    assert "not sent, the decision is too large" in result.output
+    assert "a revise_specification may have at most 557056 [too_large]" in result.output

@@ -502,6 +502,27 @@ def test_temporal_setup_gives_up_eventually(services, tmp_path):
     assert 1 < len(calls) <= 1000
 
 
+# --- Temporal's dynamic config -------------------------------------------------------------------
+
+
+def test_temporal_reads_the_platforms_dynamic_config(services):
+    """The limits `make up` and the tests' dev servers run with (dynamic_config.py) are the
+    cluster's: the file compose mounts, where auto-setup's server looks for it."""
+    from onboarding.temporal import dynamic_config
+
+    temporal = services["temporal"]
+    mounted = {}
+    for volume in temporal["volumes"]:
+        source, target, *_ = volume.split(":")
+        mounted[target] = (ROOT / source).resolve()
+    path = temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
+    assert not path.startswith("/"), "auto-setup resolves it against /etc/temporal"
+    directory, name = f"/etc/temporal/{path}".rsplit("/", 1)
+    config = yaml.safe_load((mounted[directory] / name).read_text())
+    assert {key: [entry["value"] for entry in entries] for key, entries in config.items()} == {
+        key: [value] for key, value in dynamic_config.VALUES.items()}
+
+
 # --- images --------------------------------------------------------------------------------------
 
 

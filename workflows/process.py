@@ -96,7 +96,7 @@ with workflow.unsafe.imports_passed_through():
         KeysRevoked,
         NoticeQueued,
     )
-    from onboarding.domain.state import ProcessState
+    from onboarding.domain.state import ProcessState, Seen
     from onboarding.temporal import search_attributes as sa
 
 # The commit retries for as long as it takes (a database restart must not fail an
@@ -202,6 +202,10 @@ class Process:
         self._flush_due: datetime | None = None
         # A run continued as new resumes the step it carries, without entering it again.
         self._resume_at: str | None = state.step if resumed else None
+        # The ids of decisions received (the state's, as sets), and how many
+        # refusals the status lists.
+        self._seen = Seen(applied=set(state.applied_ids), refused=set(state.refused_ids))
+        self._refusals_listed = sum(not d.applied for d in state.decisions)
         # Messages this run received (Temporal's per-run ceilings), and when the last came.
         self._signals = self._updates = 0
         self._last_message_at: datetime | None = None
@@ -442,7 +446,7 @@ class Process:
         workflow.continue_as_new(self.state.next_run_input())
 
     def _journal_bytes(self) -> int:
-        return sum(len(e.model_dump_json()) for e in self.state.journal)
+        return sum(len(e.model_dump_json().encode()) for e in self.state.journal)
 
     # --- decisions -------------------------------------------------------------------------
 
@@ -487,13 +491,13 @@ class Process:
                 reason = await check(d)
             if reason is None:  # the state may have moved while we awaited
                 reason = self._refusal(decision, d)
-            self._record_decision(decision.name, d, step, received_at, reason)
+            journaled = self._record_decision(decision.name, d, step, received_at, reason)
             if reason is None:
                 if decision.ends_application:
                     self._ending = Ending("withdrawn", step, d.decided_by or "", d.note)
                 else:
                     self._settled, self.state.takes = d, []
-            else:
+            elif journaled:  # past its sender's rate, a refusal is only counted: no line either
                 workflow.logger.info("decision refused", extra={
                     "decision_id": d.decision_id, "decision": decision.name, "reason": reason})
         return DecisionReceipt(decision_id=d.decision_id, applied=reason is None,
@@ -502,7 +506,7 @@ class Process:
     def _refusal(self, decision: DecisionType[Any], d: Decision) -> str | None:
         """Why `d` cannot apply now, from the state and its rule alone; None if it can."""
         s = self.state
-        if s.seen(d.decision_id):
+        if d.decision_id in self._seen.applied or d.decision_id in self._seen.refused:
             return f"decision {d.decision_id} was already received"
         if self._ending is not None or s.outcome:
             return f"the application has ended ({s.outcome or self._ending.outcome})"
@@ -530,29 +534,34 @@ class Process:
         return verified.reason or None
 
     def _record_decision(self, name: str, d: Decision, step: str, received_at: datetime,
-                         reason: str | None) -> None:
-        self._on_record(name, DecisionRecord(
+                         reason: str | None) -> bool:
+        return self._on_record(name, DecisionRecord(
             decision_id=d.decision_id, decision=name, decided_by=d.decided_by or "",
             note=d.note, step=step, received_at=received_at, applied=reason is None,
-            reason=reason or ""), d.model_dump(mode="json"))
+            reason=reason or ""), lambda: d.model_dump(mode="json"))
 
-    def _on_record(self, name: str, record: DecisionRecord, details: dict[str, Any]) -> None:
+    def _on_record(self, name: str, record: DecisionRecord,
+                   details: Callable[[], dict[str, Any]]) -> bool:
         """A decision received, in the status and on the audit log: every applied one; a
         refused one unless its sender is past its rate (then counted: REFUSALS_PER_SENDER...
-        in onboarding/domain/state.py), its content only up to REFUSED_DETAILS_BYTES."""
+        in onboarding/domain/state.py), its content only up to REFUSED_DETAILS_BYTES. Whether
+        it was journaled. Cheap when only counted: a flood's cost is in these few lines."""
         s = self.state
-        s.saw(record)
+        self._refusals_listed = s.saw(record, self._seen, self._refusals_listed)
         actor = record.decided_by or "unknown"
         if record.applied:
-            self.record(name, "applied", actor=actor, details=details)
-        elif s.refusals.journals(actor.lower(), record.received_at):
-            shown = len(json.dumps(details, default=str))
-            self.record(name, "refused", actor=actor, reason=record.reason,
-                        details=details if shown <= REFUSED_DETAILS_BYTES else {
-                            "omitted": f"{shown} bytes", "fields": sorted(details)[:20]})
-            self._flush_soon(FLUSH_AFTER)
-        else:
+            self.record(name, "applied", actor=actor, details=details())
+            return True
+        if not s.refusals.journals(actor.lower(), record.received_at):
             self._flush_soon(COUNTS_AFTER)
+            return False
+        content = details()
+        shown = len(json.dumps(content, default=str))
+        self.record(name, "refused", actor=actor, reason=record.reason,
+                    details=content if shown <= REFUSED_DETAILS_BYTES else {
+                        "omitted": f"{shown} bytes", "fields": sorted(content)[:20]})
+        self._flush_soon(FLUSH_AFTER)
+        return True
 
     def read(self, name: str, model: type[D], payload: RawValue,
              max_bytes: int) -> D | tuple[Any, str]:
@@ -602,8 +611,9 @@ class Process:
         async with self._lock:
             if not isinstance(read, BaseModel):
                 self._refuse_unread(name, *read)
-            elif not self.state.seen(read.decision_id):
-                self.state.applied_ids.add(read.decision_id)
+            elif read.decision_id not in self._seen.applied \
+                    and read.decision_id not in self._seen.refused:
+                self.state.applied(read.decision_id, self._seen)
                 apply(read)
                 self._flush_soon(FLUSH_AFTER)
 
@@ -613,7 +623,7 @@ class Process:
             decision_id=str(fields.get("decision_id", ""))[:100], decision=name,
             decided_by=str(fields.get("decided_by", "") or "")[:200], note="",
             step=self.state.step, received_at=workflow.now(), applied=False,
-            reason=reason[:2000]), {})
+            reason=reason[:2000]), dict)
 
     # --- checks a step asks of the world ---------------------------------------------------
 
@@ -790,7 +800,7 @@ def _batches(entries: list[Any]) -> list[list[Any]]:
     batches: list[list[Any]] = []
     size = COMMIT_BYTES
     for entry in entries:
-        length = len(entry.model_dump_json())
+        length = len(entry.model_dump_json().encode())
         if size + length > COMMIT_BYTES and (not batches or batches[-1]):
             batches.append([])
             size = 0

@@ -36,7 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 import starter
 from onboarding.core.config import Settings, get_settings
 from onboarding.domain.admission import SubmissionRefused
-from onboarding.domain.decisions import CATALOGUES
+from onboarding.domain.decisions import CATALOGUES, too_large
 from onboarding.domain.models import (
     ApplicationStatus,
     Decision,
@@ -379,12 +379,16 @@ def build_decision(application_id: str, name: str, base: dict[str, Any],
     payload = {**base, **{k: v for k, v in fields.items() if v is not None}}
     payload.setdefault("decision_id", f"{name}-{uuid.uuid4().hex[:12]}")
     try:
-        return model.model_validate(payload)
+        decision = model.model_validate(payload)
     except ValidationError as err:
         problems = "\n".join(
             f"  - {'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']} [{e['type']}]"
             for e in err.errors())
         _fail(f"{name} not sent, the decision is malformed:\n{problems}", 2)
+    # Refused before Temporal: an update too large for it would wedge the application.
+    if reason := too_large(CATALOGUES[process][name], len(decision.model_dump_json().encode())):
+        _fail(f"{name} not sent, the decision is too large: {reason}", 2)
+    return decision
 
 
 async def _until_the_step_takes_decisions(client: Client, application_id: str) -> None:

@@ -38,6 +38,7 @@ from onboarding.devstack.embedded import ensure_database, start_embedded_postgre
 from onboarding.devstack.mailsink import start_mail_sink
 from onboarding.services import key_verification
 from onboarding.services.codec_server import start_codec_server
+from onboarding.temporal import dynamic_config
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import new_payload_key
@@ -65,6 +66,8 @@ def start_temporal(settings: Settings) -> subprocess.Popen:
         "--ui-codec-endpoint", codec_endpoint(settings),
         "--namespace", settings.temporal_namespace,
         "--log-level", "warn",
+        # The limits of the platform's clusters (docker-compose's dynamic config).
+        *dynamic_config.dev_server_args(),
     ]
     for key in sa.ALL:
         args += ["--search-attribute", f"{key.name}=Keyword"]

@@ -200,3 +200,19 @@ PUBLICATION = Catalogue(
     SERVICE_LAUNCHED, WITHDRAW_PUBLICATION)
 
 CATALOGUES: dict[str, Catalogue] = {c.process: c for c in (SUBSCRIPTION, PUBLICATION)}
+
+
+# The largest a decision of any process may be (a revised specification): what a client that
+# does not know which decision a payload is (the codec server, encoding for the Web UI) may
+# refuse above, before Temporal. Below Temporal's blob limit (onboarding/temporal/dynamic_config.py).
+LARGEST_DECISION_BYTES = max(d.max_payload_bytes for c in CATALOGUES.values() for d in c.values())
+
+
+def too_large(decision: DecisionType[Any], size: int) -> str | None:
+    """Why a payload of `size` bytes is refused as `decision`, before it is even read: a
+    workflow refuses it on the record undecoded; a client should not send it at all (an
+    oversized update would wedge the application: README, What the platform guarantees)."""
+    if size > decision.max_payload_bytes:
+        return (f"{size} bytes; a {decision.name} may have at most "
+                f"{decision.max_payload_bytes} [too_large]")
+    return None

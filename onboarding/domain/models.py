@@ -109,12 +109,13 @@ class KeyValidity(Model):
 
 class ProcessLimits(Model):
     """When a run of the application's workflow continues as new: well before any of
-    Temporal's own limits (10,240 events warned, 51,200 terminated; 10,000 signals and 2,000
-    updates per run; 50 MiB of history), whatever reaches it. Each bound: docs/domain.md."""
+    Temporal's own limits (10,240 events warned, 51,200 terminated; 2,000 signals a run, as the
+    platform configures it (onboarding/temporal/dynamic_config.py), and 2,000 updates; 50 MiB
+    of history), whatever reaches it. The bounds: docs/domain.md."""
 
     events_per_run: int = Field(2_000, ge=200, le=8_000)
     bytes_per_run: int = Field(4 * 1024 * 1024, ge=2 * 1024 * 1024, le=16 * 1024 * 1024)
-    signals_per_run: int = Field(1_000, ge=10, le=5_000)
+    signals_per_run: int = Field(1_000, ge=10, le=1_500)
     updates_per_run: int = Field(500, ge=10, le=1_500)
 
 

@@ -9,20 +9,28 @@ whatever reaches the application (docs/architecture.md, "A history that stays bo
 - every decision applied, and the latest RECENT_REFUSALS refused ones, are listed in the
   status; earlier refusals are counted (the audit log has each);
 - a decision id is recognised as a repeat if it was applied, or among the latest
-  RECENT_REFUSED_IDS refused;
+  RECENT_REFUSED_IDS refused (when a run must carry less: the latest 100 refused, and the
+  applied ones still listed);
 - past REFUSALS_PER_SENDER_PER_HOUR refusals from one sender (or REFUSALS_PER_HOUR from all),
   refusals are counted rather than journaled one by one, and the counts go on the record
   ("N refusals from X dropped since T");
-- a run carries at most CARRIED_BYTES (`carried`): beyond it, the oldest applied decisions'
-  notes are shortened, then the oldest records dropped from the list (counted).
+- a run carries at most CARRIED_BYTES (`carried`): beyond it, notes and reasons are
+  shortened, then the oldest records dropped from the list (counted: the audit log has them),
+  but for each person who took a decision four eyes depends on; then the oldest applied ids.
+  What it cannot shorten is bounded: keys (2), deadlines (3), the catalogue's facts of at most
+  50 APIs, the refusal counts (SENDERS_COUNTED senders), the journal not yet written (the
+  continue-as-new commits first while it is over 64 KiB), and who pre-verified: people on the
+  roster. tests/test_bounds.py builds the worst of it.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict
 
 from onboarding.domain.admission import Refusal, valid_contacts
 from onboarding.domain.decisions import CATALOGUES
@@ -49,10 +57,11 @@ REFUSALS_PER_SENDER_PER_HOUR = 20
 REFUSALS_PER_HOUR = 200
 # Senders whose refusals are counted one by one within an hour; any further sender's count
 # under OTHER_SENDERS.
-SENDERS_COUNTED = 100
+SENDERS_COUNTED = 50
+SENDER_KEPT = 80  # characters of a sender's name in the counts
 OTHER_SENDERS = "(other senders)"
 # What a run carries to the next besides the application itself (whose size admission bounds).
-CARRIED_BYTES = 256 * 1024
+CARRIED_BYTES = 320 * 1024
 NOTE_CARRIED = 200  # characters of an older decision's note or reason, when the budget is short
 
 
@@ -71,6 +80,7 @@ class RefusalCounts(BaseModel):
     def journals(self, sender: str, now: datetime) -> bool:
         """Whether a refusal from `sender` at `now` goes on the record one by one (counted
         either way)."""
+        sender = sender[:SENDER_KEPT]
         if self.window_start is None or now - self.window_start >= timedelta(hours=1):
             self.window_start, self.journaled = now, {}
         if sender not in self.journaled and len(self.journaled) >= SENDERS_COUNTED:
@@ -83,6 +93,14 @@ class RefusalCounts(BaseModel):
             sender = OTHER_SENDERS
         self.dropped.setdefault(sender, Dropped(since=now)).count += 1
         return False
+
+
+@dataclass
+class Seen:
+    """The ids a process recognises as repeats, as sets (the state keeps them as lists)."""
+
+    applied: set[str]
+    refused: set[str]
 
 
 class ProcessState(BaseModel):
@@ -112,7 +130,7 @@ class ProcessState(BaseModel):
     decisions: list[DecisionRecord] = []  # applied ones, and the latest refused
     refused_not_listed: int = 0
     applied_not_listed: int = 0
-    applied_ids: set[str] = set()
+    applied_ids: list[str] = []  # oldest first
     refused_ids: list[str] = []  # the latest, oldest first
     refusals: RefusalCounts = RefusalCounts()
     keys: list[KeySummary] = []
@@ -121,8 +139,6 @@ class ProcessState(BaseModel):
     run: int = 1  # this run of the application's workflow: 1, and one more at each continue-as-new
     seq: int = 0  # the journal's next entry number, across runs
     journal: list[JournalEntry] = []  # entries not yet committed
-
-    _refused: set[str] | None = PrivateAttr(None)
 
     @classmethod
     def unreadable(cls, process: Process, raw: Any, application_id: str,
@@ -144,28 +160,31 @@ class ProcessState(BaseModel):
 
     # --- decisions seen ------------------------------------------------------------------
 
-    def seen(self, decision_id: str) -> bool:
-        if self._refused is None:
-            self._refused = set(self.refused_ids)
-        return decision_id in self.applied_ids or decision_id in self._refused
-
-    def saw(self, record: DecisionRecord) -> None:
+    def saw(self, record: DecisionRecord, seen: Seen, listed: int) -> int:
         """A decision received: in the list, its id remembered (a refused one's among the
-        latest), the oldest refusal unlisted when there are more than RECENT_REFUSALS."""
+        latest; `seen` is the workflow's sets of them); the oldest refusal unlisted when more
+        than RECENT_REFUSALS are (`listed`, how many are before this one; returned after).
+        Kept cheap: a flood of refusals costs these few lines each."""
         self.decisions.append(record)
         if record.applied:
-            self.applied_ids.add(record.decision_id)
-            return
+            self.applied(record.decision_id, seen)
+            return listed
         if record.decision_id:
-            self.seen(record.decision_id)  # the set, built
             self.refused_ids.append(record.decision_id)
-            self._refused.add(record.decision_id)  # type: ignore[union-attr]
+            seen.refused.add(record.decision_id)
             if len(self.refused_ids) > RECENT_REFUSED_IDS:
-                self._refused.discard(self.refused_ids.pop(0))  # type: ignore[union-attr]
-        if sum(not d.applied for d in self.decisions) > RECENT_REFUSALS:
+                seen.refused.discard(self.refused_ids.pop(0))
+        listed += 1
+        if listed > RECENT_REFUSALS:
             oldest = next(i for i, d in enumerate(self.decisions) if not d.applied)
             del self.decisions[oldest]
             self.refused_not_listed += 1
+            listed -= 1
+        return listed
+
+    def applied(self, decision_id: str, seen: Seen) -> None:
+        self.applied_ids.append(decision_id)
+        seen.applied.add(decision_id)
 
     def deciders(self, decision: str) -> list[str]:
         """Who took `decision` (applied) in this application, lower case: four eyes."""
@@ -195,30 +214,39 @@ class ProcessState(BaseModel):
         return carried.model_dump(mode="json", exclude=self._application_fields())
 
     def _fit(self) -> None:
-        def size() -> int:
-            return len(self.model_dump_json(exclude=self._application_fields()).encode())
-
-        if size() <= CARRIED_BYTES:
+        total = _bytes(self.model_dump_json(exclude=self._application_fields()))
+        if total <= CARRIED_BYTES:
             return
         self.decisions = [d.model_copy(update={"note": d.note[:NOTE_CARRIED],
                                                "reason": d.reason[:NOTE_CARRIED]})
                           for d in self.decisions]
         self.refused_ids = self.refused_ids[-RECENT_REFUSED_IDS // 5:]
-        while size() > CARRIED_BYTES:
-            # Four eyes needs who took a decision others may then not take: each such
-            # person's latest record stays listed (as many as took it: people on the roster).
-            needed = {max(i for i, e in enumerate(self.decisions)
-                          if e.applied and e.decision == d.decision
-                          and e.decided_by.lower() == d.decided_by.lower())
-                      for d in self.decisions if d.applied and d.decision in FOUR_EYES_SOURCES}
-            drop = next((i for i in range(len(self.decisions)) if i not in needed), None)
-            if drop is None:
-                break
-            gone = self.decisions.pop(drop)
-            if gone.applied:
+        total = _bytes(self.model_dump_json(exclude=self._application_fields()))
+        # Four eyes needs who took a decision others may then not take: each such person's
+        # latest record stays listed (as many as took it: people on the roster).
+        latest = {(d.decision, d.decided_by.lower()): i for i, d in enumerate(self.decisions)
+                  if d.applied and d.decision in FOUR_EYES_SOURCES}
+        needed = set(latest.values())
+        kept = []
+        for i, d in enumerate(self.decisions):  # oldest first, while over the budget
+            if total <= CARRIED_BYTES or i in needed:
+                kept.append(d)
+                continue
+            total -= _bytes(d.model_dump_json()) + 1
+            if d.applied:
                 self.applied_not_listed += 1
             else:
                 self.refused_not_listed += 1
+        self.decisions = kept
+        # Then the ids of applied decisions no longer listed, oldest first.
+        listed = {d.decision_id for d in kept}
+        ids = []
+        for decision_id in self.applied_ids:
+            if total <= CARRIED_BYTES or decision_id in listed:
+                ids.append(decision_id)
+            else:
+                total -= _bytes(json.dumps(decision_id, ensure_ascii=False)) + 1
+        self.applied_ids = ids
 
     @classmethod
     def _application_fields(cls) -> set[str]:
@@ -287,6 +315,10 @@ class PublicationState(ProcessState):
     @classmethod
     def _application_fields(cls) -> set[str]:
         return {"application"}
+
+
+def _bytes(text: str) -> int:
+    return len(text.encode())
 
 
 def _generic(application: SubscriptionApplication | PublicationApplication) -> dict:

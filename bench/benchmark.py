@@ -26,6 +26,8 @@ their own) and prints:
 3. history: events and bytes per completed application; on the time-skipping server, the same
    when every step waits past its escalation (reminder and escalation fire) and twice as long,
    checking that the history grows by a fixed number of events per step, once.
+   3b. flood: --flood wrong-step decisions sent 64 at a time at one application waiting at
+   pre-verification: history events (all its runs) per refused signal, goal <= 4.
 4. memory: the worker's resident set (VmRSS) with N applications open and waiting at
    pre-verification, for each level of --open.
 5. key verification: `verify_key` per second with the worker's pool settings and as many at a
@@ -72,6 +74,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import History
 from temporalio.client import WorkflowHandle
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment
 
 from activities.records import Records
@@ -126,9 +129,10 @@ def _script() -> list[tuple[str, str, Callable[[str], dict[str, Any]]]]:
 SCRIPT = _script()
 
 DEFAULTS = {"applications": 300, "concurrency": 60, "latency_applications": 40,
-            "latency_concurrency": 4, "open": "1000,5000", "verifications": 20000}
+            "latency_concurrency": 4, "open": "1000,5000", "verifications": 20000,
+            "flood": 12000}
 QUICK = {"applications": 80, "concurrency": 20, "latency_applications": 10,
-         "latency_concurrency": 4, "open": "100,300", "verifications": 4000}
+         "latency_concurrency": 4, "open": "100,300", "verifications": 4000, "flood": 4000}
 
 
 # --- processes: CPU time and resident memory, from /proc ----------------------------------------
@@ -292,6 +296,7 @@ ACTIVITY_DONE = {EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
                  EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
                  EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
                  EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED}
+CONTINUED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
 ENDED_BADLY = {EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
                EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
                EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
@@ -889,7 +894,7 @@ def profile_report(report: Report, life: Profiler, bare: Profiler, n: int) -> No
 
 # --- the run -------------------------------------------------------------------------------------
 
-PHASES = ("throughput", "latency", "history", "keys", "gateway", "memory")
+PHASES = ("throughput", "latency", "history", "flood", "keys", "gateway", "memory")
 
 
 @dataclass
@@ -930,6 +935,8 @@ async def main(args: argparse.Namespace) -> None:
                 await latency(run)
             if "history" not in args.skip:
                 await history(run)
+            if "flood" not in args.skip:
+                await flood(run)
             if "keys" not in args.skip:
                 await key_verification(run)
             if "gateway" not in args.skip:
@@ -1135,6 +1142,65 @@ async def history(run: Run) -> None:
                   f"{'none but workflow-task batching: bounded' if bounded else 'MORE: NOT bounded'}")
 
 
+async def flood(run: Run) -> None:
+    """Decisions that do not apply, sent as fast as a client can (64 at a time) at an
+    application waiting at pre-verification: what they cost its history, all its runs
+    together, per signal Temporal took (goal <= 4 events)."""
+    report, n, at_once = run.report, run.args.flood, 64
+    report.phase(f"3b. flood: {n} wrong-step decisions at one application, {at_once} at a time")
+    settings = run.stack.settings_for(run.life.task_queue)
+    application = prepare_subscription(data.subscription_form(apis=APIS), settings)
+    handle = await start_application(run.stack.client, settings, application)
+    await wait_for_step(handle, "pre_verification")
+    before = (await handle.describe()).raw_description.workflow_execution_info.history_length
+    outcomes: Counter = Counter()
+    sent = iter(range(n))
+
+    async def sender() -> None:
+        for _ in sent:
+            try:
+                await handle.signal("final_approval",
+                                    data.decision(data.APPROVER, verdict="approve"))
+                outcomes["taken"] += 1
+            except RPCError as err:
+                outcomes[err.message.split(" for ")[0]] += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(at_once)))
+    seconds = time.perf_counter() - began
+    taken = outcomes["taken"]
+
+    async def settled() -> ApplicationStatus | None:
+        status = await handle.query("status", result_type=ApplicationStatus)
+        info = (await handle.describe()).raw_description.workflow_execution_info
+        counted = len(status.decisions) + status.refused_not_listed >= taken
+        return status if counted and info.history_length < 100 and status.takes else None
+
+    status = None
+    async with asyncio.timeout(300):
+        while (status := await settled()) is None:
+            await asyncio.sleep(0.5)
+    runs = [w async for w in run.stack.client.list_workflows(f'WorkflowId = "{handle.id}"')]
+    events = 0
+    for listed in runs:
+        history = await run.stack.client.get_workflow_handle(
+            handle.id, run_id=listed.run_id).fetch_history()
+        events += len(history.events)
+        if any(e.event_type in ENDED_BADLY - {CONTINUED} for e in history.events):
+            raise AssertionError(f"{handle.id}: a run ended badly during the flood")
+    await handle.signal("withdraw", data.decision(str(application.organisation.contact_emails[0])))
+    per_signal = (events - before) / max(taken, 1)
+    refused_by_temporal = ", ".join(f"{v} {k!r}" for k, v in outcomes.items() if k != "taken")
+    report.line(f"  sent in {seconds:.1f} s ({n / seconds:.0f}/s): Temporal took {taken}"
+                + (f", refused {refused_by_temporal}" if refused_by_temporal else ""))
+    report.line(f"  {len(runs)} runs (each continued as new once quiet), {events} events in all, "
+                f"{before} of them before the flood; status: {len(status.decisions)} listed, "
+                f"{status.refused_not_listed} counted")
+    report.figure("3b. events per refused signal",
+                  f"{per_signal:.2f} (goal <= 4; {taken} signals taken, {len(runs)} runs, "
+                  f"{n / seconds:.0f} signals/s sent)")
+
+
 async def key_verification(run: Run) -> None:
     report, n = run.report, run.args.verifications
     report.phase(f"5. key verification: {n} verifications of issued keys")
@@ -1199,6 +1265,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"(default {DEFAULTS['latency_concurrency']})")
     parser.add_argument("--open", help=f"levels of open applications for the memory phase, "
                                        f"comma-separated (default {DEFAULTS['open']})")
+    parser.add_argument("--flood", type=int,
+                        help=f"wrong-step decisions sent at one application in the flood phase "
+                             f"(default {DEFAULTS['flood']})")
     parser.add_argument("--verifications", type=int,
                         help=f"key verifications (default {DEFAULTS['verifications']})")
     parser.add_argument("--skip", default="", help=f"phases to leave out, comma-separated: "

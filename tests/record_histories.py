@@ -19,12 +19,19 @@ from pathlib import Path
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from temporalio.worker import Worker
+
+from activities import platform_activities
+from onboarding.core.db import create_pool
 from onboarding.domain.admission import prepare_publication, prepare_subscription
+from onboarding.domain.models import ProcessLimits
 from starter import start_application
 from tests.support import data, drive
 from tests.support.data import publication_form, revised
 from tests.support.servers import Stack
-from worker import running
+from worker import WORKFLOW_RUNNER, running
+from workflows.legacy.publication import PublicationWorkflow as Stop8Publication
+from workflows.legacy.subscription import SubscriptionWorkflow as Stop8Subscription
 
 HERE = Path(__file__).parent / "histories"
 
@@ -145,6 +152,84 @@ async def publication_to_production(client, settings, name: str) -> dict[str, Wo
     return {name: handle, "v2_subscription_production_telling_a_publication": sub}
 
 
+async def refused_at_admission(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """Started without starter.py: a sole proprietor's number, an API not in the catalogue."""
+    raw = prepare_subscription(data.subscription_form(["account-balance"]),
+                               settings).model_dump(mode="json")
+    raw["organisation"]["business_registration_number"] = "123-23-45670"
+    raw["requested_apis"] = ["api-that-does-not-exist"]
+    handle = await client.start_workflow("SubscriptionApplication", raw,
+                                         id=raw["application_id"],
+                                         task_queue=settings.temporal_task_queue)
+    await handle.result()
+    return {name: handle}
+
+
+async def continued_as_new(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """At a ceiling of ten signals a run, refusals at final approval pass it: the run
+    continues as new there; a repeat and four eyes in the next; then production."""
+    form = data.subscription_form(apis=["account-balance"])
+    application = prepare_subscription(form, settings).model_copy(
+        update={"limits": ProcessLimits(signals_per_run=10)})
+    applicant = form["organisation"]["contact_emails"][0]
+    d = data.decision
+    handle = await start_application(client, settings, application)
+    await drive.signal_at(handle, "pre_verification", "pre_verification",
+                          d(data.REVIEWER_AND_APPROVER, verdict="approve",
+                            criteria=data.CRITERIA_HOLD))
+    await drive.signal_at(handle, "platform_contract", "platform_contract",
+                          d(data.PLATFORM, verdict="signed", eligibility_confirmed=True,
+                            contract=data.contract()))
+    await drive.wait_for_step(handle, "final_approval")
+    refused = d(data.SALES, verdict="approve")
+    for _ in range(11):
+        await handle.signal("final_approval", refused)
+    await drive.status_until(handle, lambda s: s.run == 2 and s.takes, "continued as new")
+    await handle.signal("final_approval", refused)  # a repeat, across the runs
+    await handle.signal("final_approval", d(data.REVIEWER_AND_APPROVER, verdict="approve"))
+    await handle.signal("final_approval", d(data.APPROVER, verdict="approve"))
+    for step, name_, payload in [
+        ("sandbox_testing", "sandbox_testing_complete", d(applicant)),
+        ("sandbox_verification", "sandbox_verification", d(data.PLATFORM, verdict="approve")),
+        ("production_switch", "production_switch",
+         d(data.APPROVER, verdict="approve", service_contract=data.contract())),
+    ]:
+        await drive.signal_at(handle, step, name_, payload)
+    await drive.result(handle)
+    return {name: client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id),
+            "v2_subscription_continued_as_new_last_run": handle}
+
+
+async def moved_from_stop_8(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """Stop 8's worker takes a subscription to sandbox testing; today's, the next decision
+    moves it to v2, which continues as new and reaches production."""
+    from tests.test_legacy import stop8_payload, stop8_step
+
+    queue = f"record-stop8-{uuid.uuid4().hex[:8]}"
+    ours = settings.model_copy(update={"temporal_task_queue": queue})
+    form = data.subscription_form(apis=["account-balance"])
+    application = prepare_subscription(form, settings)
+    pool = await create_pool(settings)
+    try:
+        async with Worker(client, task_queue=queue, workflows=[Stop8Subscription, Stop8Publication],
+                          activities=platform_activities(pool, ours),
+                          workflow_runner=WORKFLOW_RUNNER):
+            handle = await start_application(client, ours, application)
+            for step in ("pre_verification", "platform_contract", "final_approval"):
+                await stop8_step(handle, step)
+                signal, payload = drive.approval(step, application)
+                await handle.signal(signal, stop8_payload(payload))
+            await stop8_step(handle, "sandbox_testing")
+        async with running(client, ours, pool):
+            for step in ("sandbox_testing", "sandbox_verification", "production_switch"):
+                await drive.signal_at(handle, step, *drive.approval(step, application))
+            await drive.result(handle)
+    finally:
+        await pool.close()
+    return {name: client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id),
+            "v2_moved_from_stop8_subscription_v2_run": handle}
+
+
 # History name -> the scenario that leaves it (and possibly others, named in its result).
 # v2's, named so; those without a prefix were saved by stop 8 (tests/histories/README.md).
 SCENARIOS = {
@@ -155,6 +240,10 @@ SCENARIOS = {
     "v2_publication_production_via_subscription": publication_to_production,
     "v2_subscription_misspelt_signal_then_production": subscription(
         ["account-balance"], misspelt_signal_then_production),
+    # Phase B2 (issue 11): admission, continue-as-new, stop 8's applications moving to v2.
+    "v2_subscription_refused_at_admission": refused_at_admission,
+    "v2_subscription_continued_as_new_first_run": continued_as_new,
+    "v2_moved_from_stop8_subscription_moved_run": moved_from_stop_8,
 }
 
 

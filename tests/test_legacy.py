@@ -1,32 +1,37 @@
 """Applications started by stop 8 go on after v2 is deployed: a stop-8 worker takes one to
-sandbox testing, then today's worker finishes it, through the v2 class's gate
-(workflows/legacy/). Also: stop 8's activity names are all registered, with stop 8's shapes.
-The replay of stop 8's saved histories is tests/test_replay.py."""
+sandbox testing, then today's worker takes it on, through the v2 class's gate
+(workflows/legacy/), and moves it to v2 at its next event. Also: stop 8's activity names are
+all registered, with stop 8's shapes. The replay of stop 8's saved histories, and of one that
+moved, is tests/test_replay.py."""
 
 from __future__ import annotations
 
 import asyncio
 import typing
+from datetime import timedelta
 from collections import Counter
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
-from temporalio.worker import Worker
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.worker import Replayer, Worker
 
 import starter
 from activities import platform_activities
 from activities.interceptors import AuditActivityFailures, Heartbeats
 from onboarding.domain import models
+from onboarding.domain.models import Deadline
 from onboarding.mail.relay import Relay
 from onboarding.temporal.codec import for_worker
 from tests.support import data, drive
 from tests.support.drive import approval
 from tests.support.eventually import eventually
+from tests.support.inbox import notice_id
 from tests.support.stand_ins import activity_name
 from workflows.legacy import models as stop8
 from workflows.legacy.publication import PublicationWorkflow as Stop8Publication
 from workflows.legacy.subscription import SubscriptionWorkflow as Stop8Subscription
-from worker import WORKFLOW_RUNNER, running
+from worker import WORKFLOW_RUNNER, WORKFLOWS, running
 
 # Stop 8's activities and the input each takes (onboarding/domain/models.py of e1bc065).
 STOP8_ACTIVITIES = {
@@ -52,55 +57,6 @@ def stop8_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return {("outcome" if k == "verdict" else k): v for k, v in payload.items()}
 
 
-async def test_an_application_started_by_stop_8_is_finished_by_todays_worker(
-        dev_server, settings, pool, task_queue, inbox):
-    application = data.new_application(settings, ["account-balance"])
-    app_id = application.application_id
-    ours = settings.model_copy(update={"temporal_task_queue": task_queue})
-    client = Client(**{**dev_server.client.config(),
-                       "data_converter": for_worker(dev_server.client.data_converter)})
-
-    # Stop 8's worker: its workflow classes, its activities (by their names).
-    stop = asyncio.Event()
-    relay = asyncio.create_task(Relay(pool, ours).run(stop))
-    async with Worker(client, task_queue=task_queue,
-                      workflows=[Stop8Subscription, Stop8Publication],
-                      activities=platform_activities(pool, ours),
-                      interceptors=[AuditActivityFailures(pool), Heartbeats()],
-                      workflow_runner=WORKFLOW_RUNNER):
-        handle = await starter.start_application(dev_server.client, ours, application)
-        for step in ("pre_verification", "platform_contract", "final_approval"):
-            await stop8_step(handle, step)
-            name, payload = approval(step, application)
-            await handle.signal(name, stop8_payload(payload))
-        await stop8_step(handle, "sandbox_testing")
-    stop.set()
-    await relay
-    keys = await pool.fetch("SELECT environment FROM api_keys WHERE application_id = $1", app_id)
-    assert [k["environment"] for k in keys] == ["sandbox"]
-
-    # Today's worker on the same task queue: the v2 class runs it as stop 8 did.
-    async with running(dev_server.client, ours, pool):
-        status = await drive.wait_for_step(handle, "sandbox_testing")
-        assert (status.process, status.takes) == ("subscription", ["sandbox_testing_complete"])
-        await drive.drive_to(handle, application, "production_switch")  # v2's payloads
-        await handle.signal(*approval("production_switch", application))
-        final = await drive.result(handle)
-
-    assert final.outcome == "in_production"
-    assert [d.applied for d in final.decisions] == [True] * 6
-    keys = await pool.fetch(
-        "SELECT environment, status FROM api_keys WHERE application_id = $1", app_id)
-    assert Counter((k["environment"], k["status"]) for k in keys) == Counter(
-        {("sandbox", "active"): 1, ("production", "active"): 1})
-    history = await handle.fetch_history()
-    assert not any(e.marker_recorded_event_attributes.marker_name == "core_patch"
-                   and b"process-v2" in e.SerializeToString() for e in history.events)
-    delivered = lambda: [m for m in inbox.messages  # noqa: E731
-                         if f"{app_id}/key/" in (m["X-Notice-Id"] or "")]
-    await eventually(lambda: len(delivered()) == 2, what="both keys delivered")
-
-
 async def stop8_step(handle: WorkflowHandle, step: str) -> None:
     """Until stop 8's status (its own shape) shows the application waiting at `step`."""
 
@@ -110,3 +66,137 @@ async def stop8_step(handle: WorkflowHandle, step: str) -> None:
         return True
 
     await eventually(there, what=f"stop 8 at {step}")
+
+
+async def test_an_application_started_by_stop_8_moves_to_v2_at_its_next_decision(
+        dev_server, settings, pool, task_queue, inbox):
+    """Stop 8 takes it to sandbox testing (pre-verified by someone who is a final approver as
+    well). Today's worker: the next decision moves it to v2, which takes that decision by its
+    own rules and continues as new; its timeline, keys, deadlines and four eyes carry over,
+    and it reaches production with one key per environment. The moved run's history replays."""
+    application = data.new_application(settings, ["account-balance"])
+    app_id = application.application_id
+    ours = settings.model_copy(update={"temporal_task_queue": task_queue})
+    client = Client(**{**dev_server.client.config(),
+                       "data_converter": for_worker(dev_server.client.data_converter)})
+    stop = asyncio.Event()
+    relay = asyncio.create_task(Relay(pool, ours).run(stop))
+    async with Worker(client, task_queue=task_queue,
+                      workflows=[Stop8Subscription, Stop8Publication],
+                      activities=platform_activities(pool, ours),
+                      interceptors=[AuditActivityFailures(pool), Heartbeats()],
+                      workflow_runner=WORKFLOW_RUNNER):
+        handle = await starter.start_application(dev_server.client, ours, application)
+        await stop8_step(handle, "pre_verification")
+        await handle.signal("pre_verification", stop8_payload(data.decision(
+            data.REVIEWER_AND_APPROVER, verdict="approve", criteria=data.CRITERIA_HOLD)))
+        for step in ("platform_contract", "final_approval"):
+            await stop8_step(handle, step)
+            await handle.signal(*approval(step, application)[:1],
+                                stop8_payload(approval(step, application)[1]))
+        await stop8_step(handle, "sandbox_testing")
+        before = await handle.query("status", result_type=stop8.ApplicationStatus)
+    stop.set()
+    await relay
+    first_run = (await handle.describe()).run_id
+
+    async with running(dev_server.client, ours, pool):
+        # Until its next event, today's worker runs it with stop 8's code, answering in v2's
+        # shapes.
+        status = await drive.wait_for_step(handle, "sandbox_testing")
+        assert (status.process, status.takes, status.run) == (
+            "subscription", ["sandbox_testing_complete"], 1)
+        assert status.deadlines == [Deadline(purpose=d.kind, due_at=d.due_at)
+                                    for d in before.deadlines]
+        await handle.signal(*approval("sandbox_testing", application))  # moves it
+        moved = await drive.status_until(handle, lambda s: s.run == 2 and s.takes,
+                                         "moved to v2, in a run of its own")
+        assert (moved.step, moved.takes) == ("sandbox_verification", ["sandbox_verification"])
+        # Stop 8's timeline and key carried, the moving decision taken by v2 after them.
+        assert [d.decision for d in moved.decisions] == [
+            "pre_verification", "platform_contract", "final_approval",
+            "sandbox_testing_complete"]
+        assert all(d.applied for d in moved.decisions)
+        assert [(k.environment, k.key_id) for k in moved.keys] == [
+            (k.environment, k.key_id) for k in before.keys]
+        await drive.signal_at(handle, "sandbox_verification",
+                              *approval("sandbox_verification", application))
+        await drive.wait_for_step(handle, "production_switch")
+        # Four eyes, from stop 8's record: who pre-verified may not switch to production.
+        own = data.decision(data.REVIEWER_AND_APPROVER, verdict="approve",
+                            service_contract=data.contract())
+        await handle.signal("production_switch", own)
+        refused = await drive.status_until(
+            handle, lambda s: own["decision_id"] in drive.by_id(s), "four eyes applied")
+        assert "four eyes" in drive.by_id(refused)[own["decision_id"]].reason
+        await handle.signal(*approval("production_switch", application))
+        final = await drive.result(handle)
+
+    assert final.outcome == "in_production"
+    keys = await pool.fetch(
+        "SELECT environment, status FROM api_keys WHERE application_id = $1", app_id)
+    assert Counter((k["environment"], k["status"]) for k in keys) == Counter(
+        {("sandbox", "active"): 1, ("production", "active"): 1})
+    history = await dev_server.client.get_workflow_handle(app_id, run_id=first_run) \
+        .fetch_history()
+    patches = [e.SerializeToString() for e in history.events
+               if e.marker_recorded_event_attributes.marker_name == "core_patch"]
+    # The fourth decision that found it waiting: the first three (stop 8's, replayed) did not
+    # move it.
+    assert len(patches) == 1 and b'"migrate-to-v2/4"' in patches[0]
+    assert history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    replayed = await Replayer(workflows=WORKFLOWS, data_converter=dev_server.client.data_converter,
+                              workflow_runner=WORKFLOW_RUNNER).replay_workflow(history)
+    assert replayed.replay_failure is None
+    # Stop 8's deliveries were not sent again: one mail per key.
+    delivered = lambda: [m for m in inbox.messages  # noqa: E731
+                         if f"{app_id}/key/" in (m["X-Notice-Id"] or "")]
+    await eventually(lambda: len(delivered()) == 2, what="both keys delivered")
+    assert len({m["X-Notice-Id"] for m in delivered()}) == 2
+
+
+async def test_a_deadline_reaching_an_application_started_by_stop_8_moves_it_to_v2(
+        time_skipping_server, settings, pool, task_queue, inbox):
+    """Nothing is decided after deployment: the reminder, when its day comes, moves the
+    application. v2 lets that deadline pass (once: stop 8 had not), the next on its day."""
+    env = time_skipping_server
+    application = data.new_application(settings, ["account-balance"])
+    app_id = application.application_id
+    ours = settings.model_copy(update={"temporal_task_queue": task_queue})
+    client = Client(**{**env.client.config(),
+                       "data_converter": for_worker(env.client.data_converter)})
+    async with Worker(client, task_queue=task_queue,
+                      workflows=[Stop8Subscription, Stop8Publication],
+                      activities=platform_activities(pool, ours),
+                      workflow_runner=WORKFLOW_RUNNER,
+                      # No sticky queue: the time-skipping server would keep the workflow on
+                      # the gone worker's (the dev server lets go when a worker shuts down).
+                      max_cached_workflows=0):
+        handle = await starter.start_application(env.client, ours, application)
+        await stop8_step(handle, "pre_verification")
+        before = await handle.query("status", result_type=stop8.ApplicationStatus)
+    try:
+        async with running(env.client, ours, pool):
+            await env.sleep(before.waiting_since + timedelta(days=7, hours=1)
+                            - await env.get_current_time())
+            moved = await drive.status_until(handle, lambda s: s.run == 2 and s.takes,
+                                             "moved to v2 by the reminder")
+            assert (moved.step, moved.waiting_since) == ("pre_verification",
+                                                         before.waiting_since)
+            assert [d.purpose for d in moved.deadlines] == ["escalation"]
+            await env.sleep(timedelta(days=14))
+            await drive.status_until(handle, lambda s: not s.deadlines, "the escalation")
+            await handle.signal("withdraw", data.decision(data.applicant(application)))
+            assert (await drive.result(handle)).outcome == "withdrawn"
+    finally:
+        if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await handle.terminate("test over")
+    actions = [r["action"] for r in await pool.fetch(
+        "SELECT action FROM audit_log WHERE application_id = $1 ORDER BY seq", app_id)]
+    assert actions.count("reminder_due") == 1 and actions.count("escalation_due") == 1
+    assert "moved_to_v2" in actions
+    prefix = f"{app_id}/pre_verification/{before.waiting_since.isoformat()}/"
+    await eventually(lambda: {notice_id(m) for m in inbox.messages
+                              if notice_id(m).startswith(prefix)} == {
+        prefix + "reminder", prefix + "escalation", prefix + "escalation/manager"},
+        what="the reminder and the escalation, once each")

@@ -61,9 +61,7 @@ def _named(fn: Any, name: str, annotations: dict[str, Any]) -> Any:
 
 def _signal(decision: DecisionType[Any]) -> Any:
     async def signal(self: Any, payload: RawValue) -> None:
-        if self.legacy is not None:
-            await self.legacy.signal(decision.name, payload)
-        else:
+        if self.legacy is None or not await self.legacy.decision(decision.name, payload):
             await self.process.receive(decision, payload)
 
     _named(signal, f"{decision.name}_signal", {"payload": RawValue, "return": None})
@@ -72,8 +70,9 @@ def _signal(decision: DecisionType[Any]) -> Any:
 
 def _update(decision: DecisionType[Any]) -> Any:
     async def update(self: Any, d: Any) -> DecisionReceipt:
-        if self.legacy is not None:
-            return await self.legacy.update(decision.name, d)
+        if self.legacy is not None and (
+                answer := await self.legacy.decision_update(decision.name, d)) is not None:
+            return answer
         return await self.process.take_update(decision, d)
 
     def validate(self: Any, d: Any) -> None:

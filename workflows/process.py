@@ -227,6 +227,7 @@ class Process:
             except Ended as ended:
                 step = ended.ending
         ending = step
+        self._resume_at = None  # never waiting again: decisions waiting for it are refused
         self.state.outcome = ending.outcome  # decisions from now on are refused
         self.state.takes, self.state.deadlines = [], []
         if ending.outcome != "in_production":
@@ -471,7 +472,10 @@ class Process:
     def validate(self, decision: DecisionType[Any], d: Decision) -> None:
         """An update's validator: refuse, before anything is written, what cannot apply now.
         Pure (validators are not replayed): it reads the state, never changes it."""
-        if reason := self._refusal(decision, d):
+        if self._resume_at is not None:  # a new run, not yet at the step it resumes: the
+            if reason := self._repeat(d) or decision.rule(d):  # handler checks the rest there
+                raise ValueError(reason)
+        elif reason := self._refusal(decision, d):
             raise ValueError(reason)
 
     async def take_update(self, decision: DecisionType[Any], d: Decision) -> DecisionReceipt:
@@ -482,6 +486,8 @@ class Process:
     async def decide(self, decision: DecisionType[Any], d: Decision) -> DecisionReceipt:
         """Apply `d` if it fits the step and its sender may take it; on the record either way."""
         received_at = workflow.now()
+        if self._resume_at is not None:  # a new run: once it waits at the step it resumes
+            await workflow.wait_condition(lambda: self._resume_at is None)
         async with self._lock:
             step = self.state.step
             reason = self._refusal(decision, d)
@@ -506,8 +512,8 @@ class Process:
     def _refusal(self, decision: DecisionType[Any], d: Decision) -> str | None:
         """Why `d` cannot apply now, from the state and its rule alone; None if it can."""
         s = self.state
-        if d.decision_id in self._seen.applied or d.decision_id in self._seen.refused:
-            return f"decision {d.decision_id} was already received"
+        if reason := self._repeat(d):
+            return reason
         if self._ending is not None or s.outcome:
             return f"the application has ended ({s.outcome or self._ending.outcome})"
         if not decision.ends_application:
@@ -518,6 +524,11 @@ class Process:
             if self._settled is not None:
                 return f"step {s.step} has already been decided"
         return decision.rule(d)
+
+    def _repeat(self, d: Decision) -> str | None:
+        if d.decision_id in self._seen.applied or d.decision_id in self._seen.refused:
+            return f"decision {d.decision_id} was already received"
+        return None
 
     async def _verify(self, decision: DecisionType[Any], d: Decision,
                       received_at: datetime) -> str | None:

@@ -70,7 +70,7 @@ class PublicationWorkflow:
         self.legacy = None
         if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
-                start.payload, PublicationApplication))
+                start.payload, PublicationApplication), self.moved)
             return
         self.start = read_start(start, PublicationApplication)
         application, continued = self.start.application, self.start.continued
@@ -92,8 +92,8 @@ class PublicationWorkflow:
 
     @workflow.run
     async def run(self, start: RawValue) -> ApplicationStatus:
-        if self.legacy is not None:
-            return await self.legacy.run()
+        if self.legacy is not None and (ended := await self.legacy.run()) is not None:
+            return ended
         return await self.process.run({
             Step.ADMISSION: self.admission,
             Step.SUBMITTED: self.submitted,
@@ -104,6 +104,15 @@ class PublicationWorkflow:
             Step.SANDBOX_PUBLICATION: self.sandbox_publication,
             Step.WAITING_FOR_SERVICE: self.waiting_for_service,
         }, end_early=self.end_early)
+
+    def moved(self, carried: dict) -> None:
+        """An application stop 8 began goes on in v2 from its next event (workflows/legacy/):
+        in this run until its next wait, then in a run of its own."""
+        self.state = PublicationState.model_validate(carried)
+        self.process = Process(self.state, decisions.PUBLICATION, resumed=True)
+        self.process.continue_at_next_wait = True
+        self.process.record("moved_to_v2", details={"step": self.state.step})
+        self.legacy = None
 
     # --- the procedure -------------------------------------------------------------------
 

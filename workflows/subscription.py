@@ -74,7 +74,7 @@ class SubscriptionWorkflow:
         self.legacy = None
         if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
-                start.payload, SubscriptionApplication))
+                start.payload, SubscriptionApplication), self.moved)
             return
         self.start = read_start(start, SubscriptionApplication)
         application, continued = self.start.application, self.start.continued
@@ -96,8 +96,8 @@ class SubscriptionWorkflow:
 
     @workflow.run
     async def run(self, start: RawValue) -> ApplicationStatus:
-        if self.legacy is not None:
-            return await self.legacy.run()
+        if self.legacy is not None and (ended := await self.legacy.run()) is not None:
+            return ended
         return await self.process.run({
             Step.ADMISSION: self.admission,
             Step.SUBMITTED: self.submitted,
@@ -110,6 +110,15 @@ class SubscriptionWorkflow:
             Step.SANDBOX_VERIFICATION: self.sandbox_verification,
             Step.PRODUCTION_SWITCH: self.production_switch,
         }, end_early=self.end_early)
+
+    def moved(self, carried: dict) -> None:
+        """An application stop 8 began goes on in v2 from its next event (workflows/legacy/):
+        in this run until its next wait, then in a run of its own."""
+        self.state = SubscriptionState.model_validate(carried)
+        self.process = Process(self.state, decisions.SUBSCRIPTION, resumed=True)
+        self.process.continue_at_next_wait = True
+        self.process.record("moved_to_v2", details={"step": self.state.step})
+        self.legacy = None
 
     # --- the procedure -------------------------------------------------------------------
 

@@ -18,12 +18,21 @@ At this boundary, and only here, v2's words become stop 8's and back: the decisi
 an update's answer are given in v2's shapes. Payloads that need nothing translated (all of stop
 8's own histories) pass through untouched, so their replay is exactly what stop 8 did.
 
-Moving a legacy application to v2 at its next event is phase B2's work.
+An application stop 8 began moves to v2 at its next event after deployment: a decision of
+v2's catalogue (a signal or an update) or a deadline reaching it while it waits on a person.
+Then its state (step, since when, deadlines, decisions, keys, four eyes, the catalogue's facts)
+is carried into a v2 process (`carried`), which takes the decision by v2's rules, or lets the
+deadline pass, in this same run, and continues as new at its next wait: the application goes on
+in a run of v2's alone. The move is guarded by a patch id first asked at that event,
+`migrate-to-v2/<n>` with n counting the events at which it could move (`patched` answers one
+id the same for a whole run: the events replayed from before deployment answer False, this
+one True; temporal-research.md §2). Stop 8's coroutine is told to stop by the exception it
+already raises when an application ends (`Migrating` as its `_ended`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio import workflow
@@ -43,19 +52,73 @@ STOP8_NAMES = {"api_test_review": "api_testing"}
 V2_NAMES = {old: new for new, old in STOP8_NAMES.items()}
 
 
-class Legacy:
-    """A stop-8 application: its workflow object, and v2's handlers answered by its own."""
+class Migrating(Exception):
+    """Raised out of stop 8's waiting: the application goes on in v2."""
 
-    def __init__(self, cls: type, application: Model) -> None:
+    how = "moved to the v2 process"  # what stop 8 says of an ended application
+
+
+class Legacy:
+    """A stop-8 application: its workflow object, and v2's handlers answered by its own,
+    until it moves to v2 (`moved` is given the state it carries there)."""
+
+    def __init__(self, cls: type, application: Model,
+                 moved: Callable[[dict[str, Any]], None]) -> None:
         self.definition = workflow._Definition.must_from_class(cls)
         self.application = application
         self.instance = cls(application)
+        self.moved = moved
+        self._chances = 0  # events at which it could have moved: the patch ids asked
+        procedure = self.instance.procedure
+        stop8_deadline = procedure._deadline_passed
 
-    async def run(self) -> ApplicationStatus:
-        return _v2_status(await self.instance.run(self.application))
+        async def deadline_passed(deadline: Any, step: str, waiting_on: Any) -> None:
+            if self._moves_now():
+                self.moved(carried(self.instance, first=deadline))
+                raise Migrating()
+            await stop8_deadline(deadline, step, waiting_on)
+
+        procedure._deadline_passed = deadline_passed
+
+    async def run(self) -> ApplicationStatus | None:
+        """Stop 8's run; None when the application moved to v2 meanwhile."""
+        try:
+            return _v2_status(await self.instance.run(self.application))
+        except Migrating:
+            return None
+
+    def _moves_now(self) -> bool:
+        """Whether this event (a decision, a deadline) moves the application to v2: it waits on
+        a person and nothing of stop 8's is at work; and the event is new since deployment."""
+        p = self.instance.procedure
+        if (not p._expected or p._settled is not None or p._ended is not None or p.outcome
+                or p._lock.locked()):
+            return False
+        self._chances += 1
+        return workflow.patched(f"migrate-to-v2/{self._chances}")
+
+    def _move(self) -> None:
+        self.moved(carried(self.instance))
+        self.instance.procedure._ended = Migrating()  # stop 8's wait ends, raising it
 
     def status(self) -> ApplicationStatus:
         return _v2_status(self.definition.queries["status"].fn(self.instance))
+
+    async def decision(self, name: str, payload: RawValue) -> bool:
+        """A decision of v2's catalogue sent as a signal: handled by stop 8, or False when it
+        moves the application to v2 (which then takes it)."""
+        if self._moves_now():
+            self._move()
+            return False
+        await self.signal(name, payload)
+        return True
+
+    async def decision_update(self, name: str, decision: Model) -> DecisionReceipt | None:
+        """The same, sent as an update: stop 8's answer, or None when it moves."""
+        if self._moves_now():
+            self._move()
+            return None
+        return await self.update(name, decision)
 
     async def signal(self, name: str, payload: RawValue) -> None:
         own = self.definition.signals.get(STOP8_NAMES.get(name, name))
@@ -143,3 +206,34 @@ def _v2_status(stop8: Any) -> ApplicationStatus:
                    for d in stop8.decisions],
         keys=stop8.keys, outcome=stop8.outcome, reviewer_flags=stop8.reviewer_flags,
         withdrawn_apis=stop8.withdrawn_apis, takes=[V2_NAMES.get(t, t) for t in stop8.takes])
+
+
+def carried(instance: Any, first: Any = None) -> dict[str, Any]:
+    """What a stop-8 application carries into v2 (onboarding/domain/state.py's fields): where it
+    waits and since when, its deadlines (`first`: one due now, that stop 8 had taken off),
+    every decision (four eyes reads them), keys, the catalogue's facts. v2's journal starts
+    at 0: its audit ids (`<application>/<seq>`) are of another shape than stop 8's, its notice
+    ids the same (so nothing stop 8 sent is sent again)."""
+    p = instance.procedure
+    decisions = [DecisionRecord(decision=V2_NAMES.get(d.kind, d.kind), decision_id=d.decision_id,
+                                decided_by=d.decided_by, note=d.note, step=d.step,
+                                received_at=d.received_at, applied=d.applied, reason=d.reason)
+                 for d in p.decisions]
+    applied = [d.decision_id for d in decisions if d.applied]
+    state: dict[str, Any] = {
+        "process": p.kind, "application": instance.application,
+        "application_id": p.application_id, "organisation_id": p.organisation_id,
+        "organisation_name": p.organisation_name, "applicant_contacts": p.applicant_contacts,
+        "language": p.language, "deadline_policy": p.deadlines,
+        "reviewer_flags": list(p.reviewer_flags), "step": p.step, "waiting_on": p.waiting_on,
+        "waiting_since": p.waiting_since,
+        "deadlines": [Deadline(purpose=d.kind, due_at=d.due_at)
+                      for d in ([first] if first is not None else []) + list(p.due)],
+        "decisions": decisions, "applied_ids": applied,
+        "refused_ids": sorted(i for i in p._seen if i not in applied)[-500:],
+        "keys": list(p.keys.values())}
+    if p.kind == "subscription":
+        state.update(catalogue=instance.catalogue, withdrawn_apis=list(p.withdrawn_apis))
+    else:
+        state["in_catalogue"] = instance.in_catalogue
+    return state

@@ -25,13 +25,15 @@ from temporalio.worker import Worker
 from activities.platform import PlatformActivities
 from onboarding.core.config import Settings
 from onboarding.core.logs import configure_logging
+from onboarding.identity.attestation import new_sealing_key
 from onboarding.temporal.codec import data_converter, new_payload_key
-from tests.support import servers
+from tests.support import identity, servers
 from tests.support.inbox import Inbox
 from worker import build_worker
 
 # The fixtures that start a server, wherever they are defined. `smtp_server`: test_notices.py's.
-SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "time_skipping_server", "smtp_server"}
+SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "time_skipping_server", "smtp_server",
+                   "identity_provider"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,12 +58,25 @@ async def database_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+def identity_provider() -> Iterator[identity.TestIdentityProvider]:
+    """The dev identity provider, in a thread, with the test staff as users."""
+    provider = identity.start()
+    yield provider
+    provider.running.stop()
+
+
+SEALING_KEY, SEALING_VERIFICATION_KEY = new_sealing_key("test-seal")
+
+
+@pytest.fixture(scope="session")
 def plain_settings() -> Settings:
     """The platform's settings for the run, naming no server: for rules and codecs."""
     return Settings(
         _env_file=None,
         key_issuance_secret=secrets.token_urlsafe(32),
         payload_encryption_keys=new_payload_key("test"),
+        sealing_keys=SEALING_KEY,
+        sealing_verification_keys=SEALING_VERIFICATION_KEY,
         log_format="console",
         log_level="INFO",
         metrics_port=0,

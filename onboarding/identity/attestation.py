@@ -1,0 +1,238 @@
+"""Sealed decisions: an attestation binds a verified identity to one decision of one application.
+
+A component that has verified the sender's access token (the codec server) seals the decision:
+it adds `attestation`, a JWS signed with Ed25519 (EdDSA) under a sealing key that only sealing
+components hold. It is not the payload encryption key, which every worker and every holder of
+PAYLOAD_ENCRYPTION_KEYS has: a worker can check a seal, not make one.
+
+    header   {"alg": "EdDSA", "kid": <sealing key id>, "typ": "onboarding-attestation+jwt"}
+    claims   identity      {issuer, subject, kind, email, name, client_id}: who, verified
+             application_id, decision (its name), decision_id
+             content_sha256  SHA-256 of the decision's canonical JSON without `attestation`
+             iat, exp (ATTESTATION_TTL_SECONDS later), jti
+
+Keys, `kid:base64` entries, comma-separated, like PAYLOAD_ENCRYPTION_KEYS:
+- SEALING_KEYS (private, 32-byte Ed25519 seeds; the codec server): the first seals, every one
+  listed also verifies;
+- SEALING_VERIFICATION_KEYS (public, 32 bytes; the workers): every one listed verifies.
+Rotation is an overlap: add the new key first in SEALING_KEYS and to SEALING_VERIFICATION_KEYS,
+keep the old public key listed while decisions sealed under it may still arrive (ATTESTATION_TTL
+after the switch), then drop it. Verdicts already taken are in the histories (the check runs in
+an activity), so replay never needs a retired key.
+
+The canonical content is the JSON object with sorted keys, no spaces, UTF-8 (not ASCII-escaped).
+The sealer hashes the JSON it received; the checker hashes the decision as the workflow decoded
+it: `decision_content(model)` gives the fields that were set, as JSON, which is the JSON received
+for every decision the platform's models accept (tests/test_identity.py checks it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel
+
+from onboarding.identity.models import (
+    BAD_SIGNATURE,
+    EXPIRED,
+    NOT_VERIFIED,
+    OTHER_APPLICATION,
+    OTHER_CONTENT,
+    OTHER_DECISION,
+    UNKNOWN_KEY,
+    VerifiedIdentity,
+)
+
+ALGORITHM = "EdDSA"
+TYPE = "onboarding-attestation+jwt"
+TTL = timedelta(minutes=15)
+# Clocks of the sealer and of the worker a little apart.
+LEEWAY = timedelta(seconds=30)
+ATTESTATION = "attestation"  # the decision's field holding it
+
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def _entries(text: str, variable: str) -> dict[str, bytes]:
+    """`kid:base64,kid:base64` as {kid: 32 bytes}; a ValueError names the entry and the rule,
+    never the key."""
+    found: dict[str, bytes] = {}
+    for number, entry in enumerate(text.split(","), start=1):
+        kid, colon, encoded = entry.strip().partition(":")
+        if not colon or not _KEY_ID.fullmatch(kid):
+            raise ValueError(f"{variable} entry {number}: must be <id>:<base64 key>, the id made "
+                             "of letters, digits, '-' and '_'")
+        try:
+            raw = base64.b64decode(encoded.strip(), validate=True)
+        except binascii.Error:
+            raw = b""
+        if len(raw) != 32:
+            raise ValueError(f"{variable} key {kid!r}: must be 32 bytes (Ed25519), base64-encoded "
+                             "(`python -m onboarding.identity.attestation` makes a pair)")
+        if kid in found:
+            raise ValueError(f"{variable} lists key id {kid!r} twice")
+        found[kid] = raw
+    return found
+
+
+def sealing_keys(text: str) -> dict[str, Ed25519PrivateKey]:
+    """SEALING_KEYS, in order: the first seals."""
+    return {kid: Ed25519PrivateKey.from_private_bytes(raw)
+            for kid, raw in _entries(text, "SEALING_KEYS").items()}
+
+
+def verification_keys(text: str) -> dict[str, Ed25519PublicKey]:
+    """SEALING_VERIFICATION_KEYS."""
+    return {kid: Ed25519PublicKey.from_public_bytes(raw)
+            for kid, raw in _entries(text, "SEALING_VERIFICATION_KEYS").items()}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def public_entry(kid: str, key: Ed25519PrivateKey) -> str:
+    """The SEALING_VERIFICATION_KEYS entry for a sealing key."""
+    return f"{kid}:{_b64(key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))}"
+
+
+def new_sealing_key(kid: str) -> tuple[str, str]:
+    """A fresh pair: (the SEALING_KEYS entry, the SEALING_VERIFICATION_KEYS entry)."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                serialization.NoEncryption())
+    return f"{kid}:{_b64(private)}", public_entry(kid, key)
+
+
+# --- content -----------------------------------------------------------------------------------
+
+
+def canonical(content: Mapping[str, Any]) -> bytes:
+    """The decision's JSON without its attestation: sorted keys, no spaces, UTF-8.
+    ValueError for what JSON cannot carry (NaN, infinities)."""
+    rest = {k: v for k, v in content.items() if k != ATTESTATION}
+    return json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+def content_digest(content: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(content)).hexdigest()
+
+
+def decision_content(decision: BaseModel) -> dict[str, Any]:
+    """A decoded decision's content as it was sent: the fields set, as JSON."""
+    return decision.model_dump(mode="json", exclude_unset=True, exclude={ATTESTATION})
+
+
+# --- sealing and checking ----------------------------------------------------------------------
+
+
+def _timestamp(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+class Sealer:
+    """Seals under the first of its keys (SEALING_KEYS); verifies under all of them."""
+
+    def __init__(self, keys: Mapping[str, Ed25519PrivateKey], ttl: timedelta = TTL) -> None:
+        if not keys:
+            raise ValueError("SEALING_KEYS is empty")
+        self._keys = dict(keys)
+        self._kid = next(iter(self._keys))
+        self.ttl = ttl
+
+    def seal(self, identity: VerifiedIdentity, application_id: str, decision: str,
+             decision_id: str, content: Mapping[str, Any], *,
+             now: datetime | None = None) -> str:
+        now = now or datetime.now(UTC)
+        claims = {
+            "identity": identity.model_dump(mode="json"),
+            "application_id": application_id,
+            "decision": decision,
+            "decision_id": decision_id,
+            "content_sha256": content_digest(content),
+            "iat": _timestamp(now),
+            "exp": _timestamp(now + self.ttl),
+            "jti": secrets.token_urlsafe(12),
+        }
+        return jwt.encode(claims, self._keys[self._kid], algorithm=ALGORITHM,
+                          headers={"kid": self._kid, "typ": TYPE})
+
+    def verifier(self) -> AttestationVerifier:
+        return AttestationVerifier({kid: key.public_key() for kid, key in self._keys.items()})
+
+
+class AttestationVerifier:
+    """Checks seals with the public keys alone (SEALING_VERIFICATION_KEYS)."""
+
+    def __init__(self, keys: Mapping[str, Ed25519PublicKey]) -> None:
+        self._keys = dict(keys)
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
+    def check(self, attestation: str | None, application_id: str, decision: str,
+              decision_id: str, content: Mapping[str, Any], at: datetime
+              ) -> VerifiedIdentity | str:
+        """Who sealed this decision, or the reason (worded for the record) it does not count.
+        `at`: when the decision was received (the workflow's time), not the clock now."""
+        if not attestation:
+            return NOT_VERIFIED
+        try:
+            header = jwt.get_unverified_header(attestation)
+        except jwt.PyJWTError:
+            return BAD_SIGNATURE
+        key = self._keys.get(str(header.get("kid")))
+        if key is None:
+            return UNKNOWN_KEY
+        if header.get("alg") != ALGORITHM or header.get("typ") != TYPE:
+            return BAD_SIGNATURE
+        try:
+            claims = jwt.decode(attestation, key, algorithms=[ALGORITHM],
+                                options={"verify_exp": False, "verify_iat": False,
+                                         "verify_nbf": False, "verify_aud": False})
+            identity = VerifiedIdentity.model_validate(claims["identity"])
+            expires = int(claims["exp"])
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError):
+            return BAD_SIGNATURE
+        if _timestamp(at - LEEWAY) >= expires:
+            return EXPIRED
+        if claims.get("application_id") != application_id:
+            return OTHER_APPLICATION
+        if claims.get("decision") != decision or claims.get("decision_id") != decision_id:
+            return OTHER_DECISION
+        try:
+            digest = content_digest(content)
+        except ValueError:
+            return OTHER_CONTENT
+        if claims.get("content_sha256") != digest:
+            return OTHER_CONTENT
+        return identity
+
+
+def main() -> None:
+    """`python -m onboarding.identity.attestation [KID]`: a new sealing key pair."""
+    import sys
+
+    kid = sys.argv[1] if len(sys.argv) > 1 else datetime.now(UTC).strftime("seal-%Y%m%d")
+    private, public = new_sealing_key(kid)
+    print(f"SEALING_KEYS={private}\nSEALING_VERIFICATION_KEYS={public}")
+
+
+if __name__ == "__main__":
+    main()

@@ -160,6 +160,11 @@ class Decision(Model):
     decision_id: Annotated[str, Field(min_length=1, max_length=100)]
     decided_by: Annotated[str, Field(min_length=1, max_length=200)]
     note: Note = ""
+    # What a seal binds (issue 12: the codec server's /encode sees no workflow id or signal
+    # name), and the seal it adds for the verified sender (onboarding.identity.attestation).
+    application_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    decision: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    attestation: Annotated[str, Field(max_length=8192)] | None = None
 
 
 class PreVerificationCriteria(Model):

@@ -26,9 +26,11 @@ from activities.platform import PlatformActivities
 from onboarding.core.config import Settings
 from onboarding.core.logs import configure_logging
 from onboarding.identity.attestation import new_sealing_key
+from onboarding.services.codec_server import start_codec_server
 from onboarding.temporal.codec import data_converter, new_payload_key
 from tests.support import identity, servers
 from tests.support.inbox import Inbox
+from tests.support.net import free_port
 from worker import build_worker
 
 # The fixtures that start a server, wherever they are defined. `smtp_server`: test_notices.py's.
@@ -82,6 +84,23 @@ def plain_settings() -> Settings:
         metrics_port=0,
         worker_graceful_shutdown_seconds=5,
     )
+
+
+@pytest.fixture
+async def codec_server(plain_settings: Settings,
+                       identity_provider: identity.TestIdentityProvider) -> AsyncIterator[str]:
+    """The codec server on a free port, trusting the dev identity provider: its URL."""
+    port = free_port()
+    url = f"http://localhost:{port}"
+    identity_provider.register_codec_server(url)
+    runner = await start_codec_server(plain_settings.model_copy(update={
+        "codec_server_port": port, "codec_public_url": url,
+        "oidc_issuer": identity_provider.issuer,
+        "codec_oidc_client_secret": SecretStr(identity.CODEC_SECRET)}))
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture(scope="session")

@@ -83,6 +83,13 @@ class TestIdentityProvider:
     def issuer(self) -> str:
         return self.running.issuer
 
+    def register_codec_server(self, url: str) -> None:
+        """The codec server's sign-in returns to `url`/callback (a test's own port)."""
+        self.provider.clients[:] = [c for c in self.provider.clients
+                                    if c.client_id != CODEC_CLIENT]
+        self.provider.clients.append(idp.DevClient(CODEC_CLIENT, CODEC_SECRET,
+                                                   redirect_uris=(f"{url}/callback",)))
+
     def person(self, email: str, name: str | None = None) -> idp.DevUser:
         """The provider's user for `email`, added (with a fresh password) if it has none."""
         for user in self.provider.users:

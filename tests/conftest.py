@@ -28,7 +28,7 @@ from onboarding.core.logs import configure_logging
 from onboarding.identity.attestation import new_sealing_key
 from onboarding.services.codec_server import start_codec_server
 from onboarding.temporal.codec import data_converter, new_payload_key
-from tests.support import identity, servers
+from tests.support import data, identity, servers
 from tests.support.inbox import Inbox
 from tests.support.net import free_port
 from worker import build_worker
@@ -118,6 +118,14 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     pool = await servers.prepared_pool(settings)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def roster(pool: asyncpg.Pool, identity_provider: identity.TestIdentityProvider
+                 ) -> asyncpg.Pool:
+    """The pool, with the staff enrolled under their identities at the test provider."""
+    await data.enrol_staff(pool, identity_provider.issuer)
+    return pool
 
 
 @pytest.fixture(scope="session")

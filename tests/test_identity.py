@@ -49,6 +49,7 @@ from onboarding.identity.models import (
     VerifiedIdentity,
 )
 from onboarding.identity.tokens import TokenRefused, TokenVerifier, kind_of
+from onboarding.store import identities as store
 from tests.support import data, identity
 from tests.support.identity import AUDIENCE
 
@@ -405,3 +406,36 @@ async def test_the_applicant_is_a_contact_by_verified_email_or_a_listed_service(
         "someone@else.example.com is not a registered contact of the applicant")
     assert (await verdict(PORTAL, "applicant", decided_by=None, organisation="2208162517")
             ).reason == "service developer-portal is not listed as acting for organisation 2208162517"
+
+
+# --- the roster on verified identities (PostgreSQL) ----------------------------------------------
+
+
+async def test_the_roster_knows_staff_by_identity_and_services_by_mandate(roster,
+                                                                          identity_provider):
+    approver = VerifiedIdentity(issuer=identity_provider.issuer, kind="person",
+                                subject=identity_provider.subject(data.APPROVER),
+                                email=data.APPROVER)
+    dual = IdentityRef(issuer=identity_provider.issuer,
+                       subject=identity_provider.subject(data.REVIEWER_AND_APPROVER))
+    organisation = data.corporate_brn()
+    await store.grant_mandate(roster, identity_provider.issuer, identity.SERVICE, organisation)
+    pool_roster = store.PoolRoster(roster)
+
+    assert await pool_roster.staff_roles(approver.ref()) == ["final_approver"]
+    assert await pool_roster.staff_roles(dual) == ["final_approver", "pre_verification_reviewer"]
+    assert await pool_roster.staff_roles(IdentityRef(issuer="https://elsewhere.example.com",
+                                                     subject=approver.subject)) == []
+    assert await store.staff_identity(roster, approver.ref()) == data.APPROVER
+    assert await pool_roster.acts_for(identity_provider.issuer, identity.SERVICE, organisation)
+    assert not await pool_roster.acts_for(identity_provider.issuer, identity.SERVICE,
+                                          data.corporate_brn())
+
+    seal, seals = sealer()
+    content = approval()
+    check = DecisionCheck(
+        application_id=APPLICATION, organisation=organisation, decision="final_approval",
+        decision_id="final-1", content=content, role="final_approver", received_at=NOW,
+        attestation=seal.seal(approver, APPLICATION, "final_approval", "final-1", content,
+                              now=NOW))
+    assert (await verification.verify_decision(check, seals, pool_roster)).applied

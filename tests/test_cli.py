@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import stat
+import urllib.request
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from temporalio import activity
@@ -17,22 +21,39 @@ from typer.testing import CliRunner, Result
 
 from activities.platform import PlatformActivities
 from onboarding.cli import app as cli
+from onboarding.cli import login as signing_in
 from onboarding.core.config import get_settings
 from onboarding.domain.models import ApplicationStatus, KeyIssuance, KeySummary
-from tests.support import data, drive
+from onboarding.identity.attestation import AttestationVerifier, verification_keys
+from tests.support import data, drive, identity
 from tests.support.data import APPROVER, PLATFORM, REVIEWER, SALES
 from tests.support.eventually import eventually
+from tests.support.identity import TestIdentityProvider
 
 runner = CliRunner()
+# Set by cli_env: how a test's reviewer signs in before each decision.
+_provider: TestIdentityProvider | None = None
 
 
 async def run(*args: str) -> Result:
+    """The CLI with these arguments. A decision `--by` someone is sent as they would send it:
+    signed in as them first (their tokens where `login` keeps them)."""
+    if args and args[0] in ("decide", "withdraw") and "--by" in args and _provider:
+        await sign_in_as(args[list(args).index("--by") + 1])
     return await asyncio.to_thread(runner.invoke, cli.app, list(args))
 
 
+async def sign_in_as(email: str) -> None:
+    assert _provider is not None
+    signing_in.save(get_settings(), await _provider.sign_in(email, identity.CLI_CLIENT))
+
+
 @pytest.fixture
-def cli_env(monkeypatch, dev_server, settings, pool, task_queue):
-    """The CLI's settings (get_settings) point at this test's servers and task queue."""
+def cli_env(monkeypatch, dev_server, settings, pool, task_queue, identity_provider,
+            codec_server, tmp_path):
+    """The CLI's settings (get_settings) point at this test's servers and task queue, the
+    identity provider and the codec server (which seals every decision)."""
+    global _provider
     client = dev_server.client
     monkeypatch.setenv("TEMPORAL_ADDRESS", client.service_client.config.target_host)
     monkeypatch.setenv("TEMPORAL_NAMESPACE", client.namespace)
@@ -40,8 +61,13 @@ def cli_env(monkeypatch, dev_server, settings, pool, task_queue):
     monkeypatch.setenv("DATABASE_URL", settings.database_url.get_secret_value())
     monkeypatch.setenv("PAYLOAD_ENCRYPTION_KEYS",
                        settings.payload_encryption_keys.get_secret_value())
+    monkeypatch.setenv("OIDC_ISSUER", identity_provider.issuer)
+    monkeypatch.setenv("TEMPORAL_CODEC_ENDPOINT", codec_server)
+    monkeypatch.setenv("CLI_TOKEN_FILE", str(tmp_path / "config" / "tokens.json"))
     get_settings.cache_clear()
+    _provider = identity_provider
     yield
+    _provider = None
     get_settings.cache_clear()
 
 
@@ -155,9 +181,9 @@ async def test_decide_refuses_a_malformed_decision_and_sends_nothing(
     connections = []
     real_connect = cli.connect
 
-    async def counting_connect(settings):
+    async def counting_connect(settings, **options):
         connections.append(settings)
-        return await real_connect(settings)
+        return await real_connect(settings, **options)
 
     monkeypatch.setattr(cli, "connect", counting_connect)
     async with run_worker(dev_server.client):
@@ -296,3 +322,67 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
     assert sorted(k.environment for k in status.keys) == ["production", "sandbox"]
     assert re.search(r"outcome\s+in_production", shown.output)
     assert all(k.display_prefix in shown.output for k in status.keys)
+
+
+# --- signing in ----------------------------------------------------------------------------------
+
+
+def browser_for(provider: TestIdentityProvider, email: str):
+    """What the person does once `login` opens the browser: signs in at the provider's form,
+    and the browser follows the redirect to the CLI's loopback address."""
+    user = provider.person(email)
+
+    def open_url(url: str) -> bool:
+        back = identity.submit_sign_in_form(url, user.email, user.password)
+        assert back.startswith("http://127.0.0.1:") and "/callback?" in back
+        with urllib.request.urlopen(back, timeout=10) as page:
+            assert b"return to the terminal" in page.read()
+        return True
+
+    return open_url
+
+
+async def test_login_then_every_decision_is_sealed_for_the_signed_in_reviewer(
+    cli_env, dev_server, run_worker, settings, task_queue, identity_provider, monkeypatch
+):
+    monkeypatch.setattr(signing_in.webbrowser, "open", browser_for(identity_provider, REVIEWER))
+    token_file = signing_in.token_file(get_settings())
+    async with run_worker(dev_server.client):
+        _, handle = await start(dev_server, settings, task_queue)
+        await drive.wait_for_step(handle, "pre_verification")
+        logged_in = await asyncio.to_thread(runner.invoke, cli.app, ["login"])
+        token = await asyncio.to_thread(runner.invoke, cli.app, ["token"])
+        mode = stat.S_IMODE(os.stat(token_file).st_mode)
+        not_me = await asyncio.to_thread(runner.invoke, cli.app, [
+            "decide", handle.id, "pre_verification", "--by", APPROVER, "--outcome", "approve",
+            "--criteria-all"])
+        decided = await asyncio.to_thread(runner.invoke, cli.app, [
+            "decide", handle.id, "pre_verification", "--outcome", "approve", "--criteria-all",
+            "--decision-id", "pv-sealed"])
+        await drive.wait_for_step(handle, "platform_contract")
+        logged_out = await asyncio.to_thread(runner.invoke, cli.app, ["logout"])
+        after = await asyncio.to_thread(runner.invoke, cli.app, [
+            "decide", handle.id, "platform_contract", "--outcome", "reject", "--note", "no"])
+        history = await handle.fetch_history()
+
+    assert logged_in.exit_code == 0, logged_in.output
+    assert f"signed in as {REVIEWER}" in logged_in.output
+    assert identity_provider.subject(REVIEWER) in logged_in.output
+    assert mode == 0o600
+    assert token.exit_code == 0 and token.stdout.startswith("Bearer ey")
+    assert not_me.exit_code == 2 and f"you are signed in as {REVIEWER}" in not_me.output
+    assert decided.exit_code == 0, decided.output
+    assert logged_out.exit_code == 0 and not token_file.exists()
+    assert after.exit_code == 2 and "not signed in: run `openapi-onboarding login`" in after.output
+
+    # The decision as the workflow received it: sealed for the reviewer who signed in.
+    [update] = [e.workflow_execution_update_accepted_event_attributes for e in history.events
+                if e.HasField("workflow_execution_update_accepted_event_attributes")]
+    payload, = await dev_server.client.data_converter.payload_codec.decode(
+        list(update.accepted_request.input.args.payloads))
+    sent = json.loads(payload.data)
+    assert (sent["application_id"], sent["decision"], sent["decided_by"]) == \
+        (handle.id, "pre_verification", REVIEWER)
+    who = AttestationVerifier(verification_keys(settings.sealing_verification_keys)).check(
+        sent["attestation"], handle.id, "pre_verification", "pv-sealed", sent, datetime.now(UTC))
+    assert who.email == REVIEWER and who.subject == identity_provider.subject(REVIEWER)

@@ -75,6 +75,8 @@ def submit_sign_in_form(url: str, email: str, password: str) -> str:
 class TestIdentityProvider:
     """The running provider and what tests do with it."""
 
+    __test__ = False  # not a test class, whatever its name
+
     def __init__(self, running: idp.RunningProvider) -> None:
         self.running = running
         self.provider = running.provider

@@ -370,7 +370,8 @@ async def test_login_then_every_decision_is_sealed_for_the_signed_in_reviewer(
     assert identity_provider.subject(REVIEWER) in logged_in.output
     assert mode == 0o600
     assert token.exit_code == 0 and token.stdout.startswith("Bearer ey")
-    assert not_me.exit_code == 2 and f"you are signed in as {REVIEWER}" in not_me.output
+    assert not_me.exit_code == 2
+    assert f"not signed in as {APPROVER}: run `openapi-onboarding login`" in not_me.output
     assert decided.exit_code == 0, decided.output
     assert logged_out.exit_code == 0 and not token_file.exists()
     assert after.exit_code == 2 and "not signed in: run `openapi-onboarding login`" in after.output

@@ -444,19 +444,14 @@ async def _until_the_step_takes_decisions(client: Client, application_id: str) -
 
 
 def _signed_in(settings: Settings, by: str | None) -> tuple[str, str]:
-    """The signed-in reviewer's access token and who the CLI sends decisions as: their e-mail
-    address. A `--by` naming someone else is refused here (exit 2): the decision would be
-    sealed for the signed-in person anyway, and refused for the mismatch."""
+    """The access token of whoever takes the decision, and their e-mail address: the one
+    person signed in, or, when several are (one terminal playing several people in the dev
+    stack), the one `--by` names. A decision is sealed for the sign-in it is sent with; `--by`
+    only chooses among sign-ins."""
     if not settings.temporal_codec_endpoint:
         _fail("decisions are sealed for you by the codec server: set TEMPORAL_CODEC_ENDPOINT "
               "(make up writes it into .data/dev.env)", 2)
-    token = _run(settings, signing_in.access_token(settings))
-    claims = signing_in.claims_of(token)
-    me = str(claims.get("email") or claims.get("client_id") or claims.get("sub"))
-    if by and by.strip().lower() != me.lower():
-        _fail(f"--by {by}: you are signed in as {me}; a decision is taken by whoever is signed "
-              "in (openapi-onboarding login)", 2)
-    return token, me
+    return _run(settings, signing_in.access_token(settings, by))
 
 
 def send_decision(application_id: str, name: str, decision: Decision,
@@ -514,8 +509,9 @@ def decide(
              "withdraw. Publication: pre_review, revise_specification, api_test_report, "
              "api_testing, withdraw.")],
     by: Annotated[str | None, typer.Option(
-        "--by", metavar="EMAIL", help="Optional: whoever is signed in (openapi-onboarding "
-        "login) decides; when given, it must be their e-mail address.")] = None,
+        "--by", metavar="EMAIL", help="Who decides: a person signed in with `openapi-onboarding "
+        "login` (needed only when several are). Staff hold the step's role; an applicant is "
+        "a registered contact.")] = None,
     note: Annotated[str | None, typer.Option(metavar="TEXT", help="Why; needed for reject, request_changes, "
                                                    "more_testing.")] = None,
     outcome: Annotated[str | None, typer.Option(
@@ -585,8 +581,8 @@ def withdraw(
     application_id: Annotated[str, typer.Argument(
         metavar="APPLICATION_ID", help="subscription-... or publication-...")],
     by: Annotated[str | None, typer.Option(
-        "--by", metavar="EMAIL", help="Optional: whoever is signed in withdraws (a registered "
-        "contact of the applicant or provider); when given, it must be their address.")] = None,
+        "--by", metavar="EMAIL", help="A registered contact of the applicant or provider, "
+        "signed in with `openapi-onboarding login` (needed only when several are).")] = None,
     note: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the record.")] = "",
 ) -> None:
     """Withdraw an application (the applicant or provider).
@@ -610,27 +606,33 @@ def login(no_browser: Annotated[bool, typer.Option(
 
     Every decision sent after (decide, withdraw) is sealed for you by the codec server. The
     tokens are kept in CLI_TOKEN_FILE (default: openapi-onboarding/tokens.json in your config
-    directory), readable by you alone; `logout` removes them.
+    directory), readable by you alone; `logout` removes them. Signing in as someone else keeps
+    both sign-ins: `--by` then says whose a decision uses.
     """
     settings = get_settings()
     open_url = (lambda url: None) if no_browser else signing_in.webbrowser.open
     tokens = _run(settings, signing_in.sign_in(settings, open_url=open_url,
                                                say=lambda m: typer.echo(m, err=True)))
     claims = signing_in.claims_of(tokens["access_token"])
-    typer.echo(f"signed in as {claims.get('email') or claims.get('sub')} "
+    typer.echo(f"signed in as {signing_in.who(tokens['access_token'])} "
                f"(issuer {claims.get('iss')}, subject {claims.get('sub')})")
 
 
 @app.command()
-def logout() -> None:
+def logout(person: Annotated[str | None, typer.Argument(
+        metavar="[EMAIL]", help="Whose sign-in to forget; everyone's when left out.")] = None
+           ) -> None:
     """Forget the tokens `login` kept."""
-    removed = signing_in.forget(get_settings())
-    typer.echo("signed out" if removed else "not signed in")
+    gone = signing_in.forget(get_settings(), person)
+    typer.echo(f"signed out: {', '.join(gone)}" if gone else "not signed in")
 
 
 @app.command()
-def token() -> None:
+def token(person: Annotated[str | None, typer.Option(
+        "--as", metavar="EMAIL", help="Whose sign-in, when several people are signed in.")
+        ] = None) -> None:
     """Print `Bearer <access token>`, refreshed if needed, for the temporal CLI:
     export TEMPORAL_CODEC_AUTH="$(openapi-onboarding token)"."""
     settings = get_settings()
-    typer.echo(f"Bearer {_run(settings, signing_in.access_token(settings))}")
+    access, _ = _run(settings, signing_in.access_token(settings, person))
+    typer.echo(f"Bearer {access}")

@@ -5,7 +5,9 @@ Authorization code + PKCE for a public client (OIDC_CLI_CLIENT_ID, no secret), r
 loopback address (RFC 8252 §7.3): `http://127.0.0.1:<a free port>/callback`, served here for
 the one request that brings the code back. The tokens are kept in CLI_TOKEN_FILE (default
 `openapi-onboarding/tokens.json` in the user's config directory), readable by the user alone
-(0600); the access token is refreshed with the refresh token when it has expired.
+(0600); the access token is refreshed with the refresh token when it has expired. Several
+people may be signed in at once in one terminal (the dev stack's walkthrough plays them all):
+`--by` says whose sign-in a decision uses.
 """
 
 from __future__ import annotations
@@ -47,13 +49,22 @@ def provider_url(settings: Settings) -> str:
     return url
 
 
-def save(settings: Settings, tokens: dict[str, Any]) -> Path:
+def _read(settings: Settings) -> dict[str, Any]:
+    try:
+        record = json.loads(token_file(settings).read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        raise NotSignedIn(f"{token_file(settings)} is unreadable: run `openapi-onboarding "
+                          "login`") from None
+    if record.get("issuer") != settings.oidc_issuer:
+        return {}  # signed in with another provider: those tokens are of no use here
+    return record
+
+
+def _write(settings: Settings, record: dict[str, Any]) -> Path:
     path = token_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    record = {"issuer": settings.oidc_issuer, "client_id": settings.oidc_cli_client_id,
-              "access_token": tokens["access_token"],
-              "refresh_token": tokens.get("refresh_token"),
-              "expires_at": time.time() + float(tokens.get("expires_in", 60))}
     # Created 0600 from the start: never readable by others, not even for a moment.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -62,12 +73,43 @@ def save(settings: Settings, tokens: dict[str, Any]) -> Path:
     return path
 
 
-def forget(settings: Settings) -> bool:
-    path = token_file(settings)
-    if path.exists():
-        path.unlink()
-        return True
-    return False
+def who(token: str) -> str:
+    """Whom a token is for, as the CLI names them: the e-mail address it carries, else its
+    subject."""
+    claims = claims_of(token)
+    return str(claims.get("email") or claims.get("sub"))
+
+
+def save(settings: Settings, tokens: dict[str, Any]) -> str:
+    """Keep a sign-in's tokens, beside the others' (one terminal may serve several people in
+    the dev stack's walkthrough; a reviewer normally holds one). Returns whom they are for."""
+    record = _read(settings) or {"issuer": settings.oidc_issuer, "identities": {}}
+    me = who(tokens["access_token"])
+    previous = record["identities"].get(me, {})
+    record["identities"][me] = {
+        "access_token": tokens["access_token"],
+        "refresh_token": tokens.get("refresh_token") or previous.get("refresh_token"),
+        "expires_at": time.time() + float(tokens.get("expires_in", 60))}
+    _write(settings, record)
+    return me
+
+
+def forget(settings: Settings, person: str | None = None) -> list[str]:
+    """Forget `person`'s tokens, or everyone's; returns whose were forgotten."""
+    record = _read(settings)
+    identities = record.get("identities", {})
+    gone = [p for p in identities if person is None or p.lower() == person.lower()]
+    for p in gone:
+        del identities[p]
+    if identities:
+        _write(settings, record)
+    elif token_file(settings).exists():
+        token_file(settings).unlink()
+    return gone
+
+
+def signed_in(settings: Settings) -> list[str]:
+    return list(_read(settings).get("identities", {}))
 
 
 async def sign_in(settings: Settings, open_url=webbrowser.open, say=print) -> dict[str, Any]:
@@ -111,31 +153,34 @@ async def sign_in(settings: Settings, open_url=webbrowser.open, say=print) -> di
     return tokens
 
 
-async def access_token(settings: Settings) -> str:
-    """The signed-in reviewer's access token, refreshed when it has expired."""
-    path = token_file(settings)
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NotSignedIn("not signed in: run `openapi-onboarding login`") from None
-    except ValueError:
-        raise NotSignedIn(f"{path} is unreadable: run `openapi-onboarding login`") from None
-    if record.get("issuer") != settings.oidc_issuer:
-        raise NotSignedIn(f"signed in with {record.get('issuer')}, not with OIDC_ISSUER "
-                          f"{settings.oidc_issuer}: run `openapi-onboarding login`")
-    if time.time() < float(record.get("expires_at", 0)) - EARLY:
-        return record["access_token"]
-    if not record.get("refresh_token"):
-        raise NotSignedIn("the sign-in has expired: run `openapi-onboarding login`")
+async def access_token(settings: Settings, person: str | None = None) -> tuple[str, str]:
+    """The access token of `person` (or of the one person signed in), refreshed when it has
+    expired, and whom it is for."""
+    identities = _read(settings).get("identities", {})
+    if person is None:
+        if not identities:
+            raise NotSignedIn("not signed in: run `openapi-onboarding login`")
+        if len(identities) > 1:
+            raise NotSignedIn(f"signed in as {', '.join(identities)}: say which with --by")
+        person = next(iter(identities))
+    me = next((p for p in identities if p.lower() == person.lower()), None)
+    if me is None:
+        raise NotSignedIn(f"not signed in as {person}: run `openapi-onboarding login` and sign "
+                          f"in as them" + (f" (signed in: {', '.join(identities)})"
+                                           if identities else ""))
+    held = identities[me]
+    if time.time() < float(held.get("expires_at", 0)) - EARLY:
+        return held["access_token"], me
+    if not held.get("refresh_token"):
+        raise NotSignedIn(f"the sign-in of {me} has expired: run `openapi-onboarding login`")
     try:
         tokens = await oidc.refresh(await oidc.discover(provider_url(settings)),
-                                    record["refresh_token"], settings.oidc_cli_client_id)
+                                    held["refresh_token"], settings.oidc_cli_client_id)
     except oidc.OIDCError as err:
-        raise NotSignedIn(f"the sign-in has expired ({err}): run `openapi-onboarding login`") \
-            from None
-    save(settings, {**tokens, "refresh_token": tokens.get("refresh_token")
-                    or record["refresh_token"]})
-    return tokens["access_token"]
+        raise NotSignedIn(f"the sign-in of {me} has expired ({err}): run "
+                          "`openapi-onboarding login`") from None
+    save(settings, tokens)
+    return tokens["access_token"], me
 
 
 def claims_of(token: str) -> dict[str, Any]:

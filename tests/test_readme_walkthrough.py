@@ -11,6 +11,8 @@ command of the walkthrough's `sh` blocks, in order, in a shell.
 - `temporal workflow signal` and `update` lines are sent when the application takes that
   decision, as a person reading the UI's summary would; `openapi-onboarding decide` waits by
   itself.
+- `openapi-onboarding login` opens the browser: here a stand-in that signs in as the person
+  the line's expected output names, with the password `make up` wrote.
 - At the end both subscriptions and the publication are in production, both keys of each
   subscription were mailed into the stack's Maildir, and Ctrl-C stops the whole stack.
 """
@@ -37,7 +39,8 @@ from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-DEV_PORTS = {"temporal": 7233, "ui": 8233, "codec": 8081, "gateway": 8090}
+DEV_PORTS = {"temporal": 7233, "ui": 8233, "codec": 8081, "gateway": 8090, "idp": 8180}
+SIGNED_IN_AS = re.compile(r"^signed in as (\S+)")
 
 
 @dataclass
@@ -83,15 +86,22 @@ class Stack:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.ports = {"temporal": free_port(), "ui": free_port(), "codec": free_port(),
-                      "gateway": free_port()}
+                      "gateway": free_port(), "idp": free_port()}
         self.env = {
             **{k: v for k, v in os.environ.items()
-               if not k.startswith(("TEMPORAL_", "DATABASE_URL", "PAYLOAD_", "CODEC_"))},
+               if not k.startswith(("TEMPORAL_", "DATABASE_URL", "PAYLOAD_", "CODEC_", "OIDC_",
+                                    "SEALING_", "CLI_TOKEN_FILE"))},
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "TEMPORAL_ADDRESS": f"127.0.0.1:{self.ports['temporal']}",
             "TEMPORAL_UI_PORT": str(self.ports["ui"]),
             "CODEC_SERVER_PORT": str(self.ports["codec"]),
             "GATEWAY_PORT": str(self.ports["gateway"]),
+            "DEV_IDENTITY_PROVIDER_PORT": str(self.ports["idp"]),
+            # `login`'s tokens stay in the scratch directory; its browser is a stand-in that
+            # signs in as SIGN_IN_AS with the password make up wrote (tests/support/browser.py).
+            "CLI_TOKEN_FILE": str(workdir / ".config" / "tokens.json"),
+            "BROWSER": f"{sys.executable} -m tests.support.browser %s",
+            "PYTHONPATH": str(ROOT),
             "DEV_MAIL_PORT": str(free_port()),
             "METRICS_PORT": "0",
             "COLUMNS": "160",
@@ -195,6 +205,8 @@ async def test_the_readme_walkthrough_runs_from_submission_to_production(tmp_pat
                 assert done.returncode == 0 and done.stdout, f"$ {line}\n{done.stderr}"
                 env[name] = done.stdout
                 continue
+            if line == "openapi-onboarding login":  # the person signs in at the browser
+                env["SIGN_IN_AS"] = SIGNED_IN_AS.match(command.expected[0])[1]
             if sent := SENT_BY_TEMPORAL_CLI.match(line):
                 application_id = env.get(sent[1].removeprefix("$"), sent[1])
                 await until_it_takes(client, application_id, sent[2])

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import jwt
 import pytest
@@ -439,3 +440,17 @@ async def test_the_roster_knows_staff_by_identity_and_services_by_mandate(roster
         attestation=seal.seal(approver, APPLICATION, "final_approval", "final-1", content,
                               now=NOW))
     assert (await verification.verify_decision(check, seals, pool_roster)).applied
+
+
+async def test_the_compose_demo_roster_applies_and_reapplies(roster):
+    """deploy/keycloak/demo-roster.sql, as an operator applies it to the cluster's database."""
+    sql = (Path(__file__).resolve().parent.parent / "deploy" / "keycloak" / "demo-roster.sql"
+           ).read_text()
+    await roster.execute(sql)
+    await roster.execute(sql)
+
+    keycloak_approver = IdentityRef(issuer="http://localhost:8180/realms/onboarding",
+                                    subject=identity.idp.subject_for(data.APPROVER))
+    assert await store.staff_roles(roster, keycloak_approver) == ["final_approver"]
+    assert await store.acts_for(roster, keycloak_approver.issuer, "developer-portal",
+                                "1248100998")

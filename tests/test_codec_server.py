@@ -5,9 +5,11 @@ reviewer CLI, programs) and with its own sign-in's session cookie (the Web UI)."
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from datetime import UTC, datetime
 from http.cookies import SimpleCookie
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -18,7 +20,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from onboarding.identity.attestation import AttestationVerifier, verification_keys
 from onboarding.services.codec_server import MAX_DECISION_BYTES, SESSION_COOKIE
 from onboarding.temporal.codec import payload_encryption
-from tests.support import data, identity
+from tests.support import data, drive, identity
 
 UI = "http://localhost:8233"
 APPLICATION = "subscription-1248100998-aea1a1bdff67"
@@ -232,3 +234,44 @@ async def test_a_preflight_needs_no_identity(codec_server, path):
             "Access-Control-Request-Headers": "content-type,x-namespace"}) as answer:
         assert answer.status == 204
         assert answer.headers["Access-Control-Allow-Credentials"] == "true"
+
+
+# --- a program, as a service -----------------------------------------------------------------------
+
+
+def load_example():
+    path = Path(__file__).resolve().parent.parent / "examples" / "service_decision.py"
+    spec = importlib.util.spec_from_file_location("service_decision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_a_program_decides_as_a_service_through_the_codec_server(
+        codec_server, identity_provider, dev_server, run_worker, settings, task_queue):
+    example = load_example()
+    program = settings.model_copy(update={
+        "temporal_address": dev_server.client.service_client.config.target_host,
+        "temporal_namespace": dev_server.client.namespace, "payload_encryption_keys": None,
+        "oidc_issuer": identity_provider.issuer, "temporal_codec_endpoint": codec_server})
+    async with run_worker(dev_server.client):
+        _, handle = await start(dev_server, settings, task_queue)
+        await drive.wait_for_step(handle, "pre_verification")
+        client = await example.service_client(program, identity.SERVICE, identity.SERVICE_SECRET)
+        answer = await client.get_workflow_handle(handle.id).execute_update("withdraw", {
+            "decision_id": "w-portal", "decided_by": identity.SERVICE, "note": "for the applicant",
+            "application_id": handle.id, "decision": "withdraw"})
+        history = await handle.fetch_history()
+
+    assert answer["decision_id"] == "w-portal"
+    [update] = [e.workflow_execution_update_accepted_event_attributes for e in history.events
+                if e.HasField("workflow_execution_update_accepted_event_attributes")]
+    sent, = await opened(settings, list(update.accepted_request.input.args.payloads))
+    who = seals(settings).check(sent["attestation"], handle.id, "withdraw", "w-portal", sent,
+                                datetime.now(UTC))
+    assert who.kind == "service" and who.client_id == identity.SERVICE
+
+
+async def start(dev_server, settings, task_queue):
+    application = data.new_application(settings)
+    return application, await drive.start(dev_server.client, settings, task_queue, application)

@@ -166,28 +166,34 @@ class Settings(BaseSettings):
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def payload_keys(text: str) -> dict[str, bytes]:
-    """PAYLOAD_ENCRYPTION_KEYS, `id:base64key,id:base64key`, as {key id: 32-byte key}, in order.
-
-    A ValueError names the entry and the rule it breaks, never the key itself.
-    """
+def keyring(text: str, variable: str, kind: str, made: str) -> dict[str, bytes]:
+    """`id:base64key,id:base64key` as {key id: 32-byte key}, in order: PAYLOAD_ENCRYPTION_KEYS,
+    SEALING_KEYS, SEALING_VERIFICATION_KEYS. `kind` says what the 32 bytes are, `made` how to
+    make them. A ValueError names the variable, the entry and the rule it breaks, never the
+    key."""
     keys: dict[str, bytes] = {}
     for number, entry in enumerate(text.split(","), start=1):
         key_id, colon, encoded = entry.strip().partition(":")
         if not colon or not _KEY_ID.fullmatch(key_id):
-            raise ValueError(f"PAYLOAD_ENCRYPTION_KEYS entry {number}: must be <id>:<base64 key>, "
+            raise ValueError(f"{variable} entry {number}: must be <id>:<base64 key>, "
                              "the id made of letters, digits, '-' and '_'")
         try:
             key = base64.b64decode(encoded.strip(), validate=True)
         except binascii.Error:
             key = b""
         if len(key) != 32:
-            raise ValueError(f"PAYLOAD_ENCRYPTION_KEYS key {key_id!r}: must be 32 bytes (AES-256), "
-                             "base64-encoded, as `openssl rand -base64 32` prints")
+            raise ValueError(f"{variable} key {key_id!r}: must be 32 bytes ({kind}), "
+                             f"base64-encoded, {made}")
         if key_id in keys:
-            raise ValueError(f"PAYLOAD_ENCRYPTION_KEYS lists key id {key_id!r} twice")
+            raise ValueError(f"{variable} lists key id {key_id!r} twice")
         keys[key_id] = key
     return keys
+
+
+def payload_keys(text: str) -> dict[str, bytes]:
+    """PAYLOAD_ENCRYPTION_KEYS as {key id: 32-byte AES-256 key}, in order."""
+    return keyring(text, "PAYLOAD_ENCRYPTION_KEYS", "AES-256",
+                   "as `openssl rand -base64 32` prints")
 
 
 @lru_cache

@@ -12,6 +12,7 @@
 - `oidc`: the client side of OIDC (discovery, authorization code + PKCE, refresh, client
   credentials), for the codec server's sign-in, the reviewer CLI and programs.
 
-`models` and `decisions` are pure (no I/O, no clock: times are passed in), so workflow code may
-import them; the rest does I/O at the edges.
+`models` is pure, so workflow code may import it (the decision's verification runs in an
+activity); `decisions` and `attestation` do no I/O and read no clock (times are passed in);
+`tokens` and `oidc` talk to the provider.
 """

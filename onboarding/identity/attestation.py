@@ -29,10 +29,8 @@ for every decision the platform's models accept (tests/test_identity.py checks i
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
-import re
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -43,6 +41,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 
+from onboarding.core.config import keyring
 from onboarding.identity.models import (
     BAD_SIGNATURE,
     EXPIRED,
@@ -61,44 +60,22 @@ TTL = timedelta(minutes=15)
 LEEWAY = timedelta(seconds=30)
 ATTESTATION = "attestation"  # the decision's field holding it
 
-_KEY_ID = re.compile(r"[A-Za-z0-9_-]+")
-
-
 # --- keys --------------------------------------------------------------------------------------
 
 
-def _entries(text: str, variable: str) -> dict[str, bytes]:
-    """`kid:base64,kid:base64` as {kid: 32 bytes}; a ValueError names the entry and the rule,
-    never the key."""
-    found: dict[str, bytes] = {}
-    for number, entry in enumerate(text.split(","), start=1):
-        kid, colon, encoded = entry.strip().partition(":")
-        if not colon or not _KEY_ID.fullmatch(kid):
-            raise ValueError(f"{variable} entry {number}: must be <id>:<base64 key>, the id made "
-                             "of letters, digits, '-' and '_'")
-        try:
-            raw = base64.b64decode(encoded.strip(), validate=True)
-        except binascii.Error:
-            raw = b""
-        if len(raw) != 32:
-            raise ValueError(f"{variable} key {kid!r}: must be 32 bytes (Ed25519), base64-encoded "
-                             "(`python -m onboarding.identity.attestation` makes a pair)")
-        if kid in found:
-            raise ValueError(f"{variable} lists key id {kid!r} twice")
-        found[kid] = raw
-    return found
+_MADE = "as `python -m onboarding.identity.attestation` prints a pair"
 
 
 def sealing_keys(text: str) -> dict[str, Ed25519PrivateKey]:
     """SEALING_KEYS, in order: the first seals."""
     return {kid: Ed25519PrivateKey.from_private_bytes(raw)
-            for kid, raw in _entries(text, "SEALING_KEYS").items()}
+            for kid, raw in keyring(text, "SEALING_KEYS", "Ed25519", _MADE).items()}
 
 
 def verification_keys(text: str) -> dict[str, Ed25519PublicKey]:
     """SEALING_VERIFICATION_KEYS."""
     return {kid: Ed25519PublicKey.from_public_bytes(raw)
-            for kid, raw in _entries(text, "SEALING_VERIFICATION_KEYS").items()}
+            for kid, raw in keyring(text, "SEALING_VERIFICATION_KEYS", "Ed25519", _MADE).items()}
 
 
 def _b64(raw: bytes) -> str:

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 
+import asyncpg
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
@@ -30,13 +31,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from onboarding.core.config import Settings, get_settings
 from onboarding.core.db import create_pool
 from onboarding.domain.admission import (
+    Refusal,
     SubmissionRefused,
-    check_api_id_free,
-    check_catalogue,
     prepare_publication,
     prepare_subscription,
 )
 from onboarding.domain.models import PublicationApplication, SubscriptionApplication
+from onboarding.store import catalogue
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from workflows.publication import PublicationWorkflow
@@ -81,6 +82,25 @@ async def start_application(
         raise AlreadySubmitted(
             f"application {application.application_id} was already submitted"
         ) from None
+
+
+async def check_api_id_free(pool: asyncpg.Pool, application: PublicationApplication) -> None:
+    """An API id names one API in the catalogue, whoever provides it."""
+    if await catalogue.in_catalogue(pool, application.api.api_id):
+        raise SubmissionRefused(
+            [Refusal("api.api_id", "api_id_taken",
+                     f"{application.api.api_id} is already in the API catalogue")]
+        )
+
+
+async def check_catalogue(pool: asyncpg.Pool, application: SubscriptionApplication) -> None:
+    """Refuse APIs the catalogue does not offer, naming each."""
+    unknown = (await catalogue.look_up(pool, application.requested_apis)).unknown
+    if unknown:
+        raise SubmissionRefused(
+            [Refusal("requested_apis", "not_in_catalogue",
+                     f"not in the API catalogue: {', '.join(unknown)}")]
+        )
 
 
 async def submit(kind: str, raw: dict, settings: Settings) -> str:

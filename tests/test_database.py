@@ -15,12 +15,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from temporalio.testing import ActivityEnvironment
 
-from activities.platform import PlatformActivities
 from onboarding.core.db import Migration, MigrationMismatch, apply_migrations, bundled_migrations
 from onboarding.domain.admission import prepare_subscription
-from onboarding.domain.models import ApplicationRecord, SubscriptionApplication
+from onboarding.domain.models import SubscriptionApplication
+from onboarding.store import applications
 from tests.support import data, servers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "onboarding" / "core" / "migrations"
@@ -54,10 +53,9 @@ async def public_tables(conn: asyncpg.Connection) -> set[str]:
 async def new_application(pool: asyncpg.Pool, settings) -> SubscriptionApplication:
     """A fresh application with its organisation and application rows written."""
     app = prepare_subscription(data.subscription_form(), settings)
-    await ActivityEnvironment().run(
-        PlatformActivities(pool, settings).record_application,
-        ApplicationRecord(application=app, workflow_id=app.application_id),
-    )
+    await applications.record(pool, application_id=app.application_id, process="subscription",
+                              organisation=app.organisation, workflow_id=app.application_id,
+                              requested_apis=app.requested_apis)
     return app
 
 
@@ -187,7 +185,7 @@ async def test_audit_log_accepts_inserts_and_refuses_update_delete_truncate(pool
     entry_id = f"test-audit/{uuid.uuid4().hex}"
     async with pool.acquire() as conn:
         await conn.execute(
-            """INSERT INTO audit_log (entry_id, application_id, actor, action, outcome, details)
+            """INSERT INTO audit_log (entry_id, application_id, actor, action, result, details)
                VALUES ($1, 'app-x', 'tester', 'tested', 'succeeded', $2)""",
             entry_id, {"n": 1},
         )
@@ -195,7 +193,7 @@ async def test_audit_log_accepts_inserts_and_refuses_update_delete_truncate(pool
         count_before = await conn.fetchval("SELECT count(*) FROM audit_log")
 
         statements = [
-            ("UPDATE", "UPDATE audit_log SET outcome = 'failed', details = '{}' WHERE entry_id = $1"),
+            ("UPDATE", "UPDATE audit_log SET result = 'failed', details = '{}' WHERE entry_id = $1"),
             ("DELETE", "DELETE FROM audit_log WHERE entry_id = $1"),
             ("TRUNCATE", "TRUNCATE audit_log"),
         ]

@@ -276,17 +276,17 @@ def test_bad_key_settings_are_refused_naming_the_variable_never_the_key():
 
 @pytest.mark.parametrize("model, sent", [
     (PreVerificationDecision, {"decision_id": "d1", "decided_by": data.REVIEWER,
-                               "outcome": "approve", "criteria": {
+                               "verdict": "approve", "criteria": {
                                    "related_to_capital_market_development": True,
                                    "not_speculative_or_gambling": True,
                                    "not_harmful_to_public_morals": True}}),
     (MarketDataLicenceDecision, {"decision_id": "d2", "decided_by": data.SALES,
-                                 "outcome": "concluded", "contract": data.contract("MD-1"),
+                                 "verdict": "concluded", "contract": data.contract("MD-1"),
                                  "note": "한국어 메모"}),
     (PlatformContractDecision, {"decision_id": "d3", "decided_by": data.PLATFORM,
-                                "outcome": "reject", "contract": None, "note": ""}),
+                                "verdict": "reject", "contract": None, "note": ""}),
     (FinalApprovalDecision, {"decision_id": "d4", "decided_by": data.APPROVER,
-                             "outcome": "approve"}),
+                             "verdict": "approve"}),
     (Resubmission, {"decision_id": "d5", "decided_by": "dev@fintech.example.com",
                     "service": {"name": "Robo", "description": "x",
                                 "expected_launch": "2027-06-01"},

@@ -1,4 +1,5 @@
-"""Registration-number checks against the facts in DOMAIN.md ("Who may apply: corporations only")."""
+"""Registration-number checks against the facts in docs/domain.md, "Who may apply: corporations
+only"."""
 
 from __future__ import annotations
 

@@ -11,7 +11,6 @@ import starter
 from onboarding.domain.admission import (
     SubmissionRefused,
     application_id_for,
-    check_catalogue,
     prepare_subscription,
 )
 from tests.support import data
@@ -87,7 +86,7 @@ async def test_apis_not_in_the_catalogue_are_named(settings, pool):
         data.subscription_form(apis=["account-balance", "crypto-casino", "moon-prices"]),
         settings)
     with pytest.raises(SubmissionRefused) as refused:
-        await check_catalogue(pool, app)
+        await starter.check_catalogue(pool, app)
     assert "crypto-casino, moon-prices" in str(refused.value)
     assert refusal_rules(refused.value) == {"requested_apis": "not_in_catalogue"}
 

@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     sandbox_key_valid_days: int = Field(180, ge=1)
     production_key_valid_days: int = Field(730, ge=1)
 
-    # Mail: notices are delivered over SMTP when SMTP_HOST is set; otherwise they stay in the
-    # outbox. Key delivery needs SMTP: without it, issuance retries until SMTP is configured.
+    # Mail: the outbox relay delivers notices (a key's delivery too) over SMTP when SMTP_HOST
+    # is set; otherwise they wait in the outbox until it is.
     smtp_host: str | None = None
     smtp_port: int = 25
     smtp_username: str | None = None

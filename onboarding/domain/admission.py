@@ -1,6 +1,7 @@
-"""Submission: everything checked before an application's workflow is started.
+"""Submission: the rules an application is checked against before its workflow is started.
 
-A refusal names each field and the rule it breaks, and nothing is started.
+A refusal names each field and the rule it breaks, and nothing is started. What needs the
+record (the catalogue) is checked by starter.py, through onboarding/store/.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import asyncpg
 from pydantic import BaseModel, ValidationError
 
 from onboarding.core.config import Settings
@@ -102,7 +102,7 @@ def _form(model: type[F], raw: dict[str, Any]) -> F:
 
 def _corporation(org: Organisation) -> tuple[Organisation, list[str]]:
     """The organisation with its numbers normalised, and notes for the eligibility reviewer;
-    refused unless it is a corporation (DOMAIN.md)."""
+    refused unless it is a corporation (docs/domain.md, "Who may apply: corporations only")."""
     refusals: list[Refusal] = []
     flags: list[str] = []
     checked: dict[str, str] = {}
@@ -188,29 +188,3 @@ def prepare_publication(raw: dict[str, Any], settings: Settings) -> PublicationA
         reviewer_flags=flags,
     )
 
-
-async def check_api_id_free(pool: asyncpg.Pool, application: PublicationApplication) -> None:
-    """An API id names one API in the catalogue, whoever provides it."""
-    if await pool.fetchval("SELECT 1 FROM api_catalogue WHERE api_id = $1",
-                           application.api.api_id):
-        raise SubmissionRefused(
-            [Refusal("api.api_id", "api_id_taken",
-                     f"{application.api.api_id} is already in the API catalogue")]
-        )
-
-
-async def check_catalogue(pool: asyncpg.Pool, application: SubscriptionApplication) -> None:
-    """Refuse APIs the catalogue does not offer, naming each."""
-    offered = {
-        r["api_id"]
-        for r in await pool.fetch(
-            "SELECT api_id FROM api_catalogue WHERE api_id = ANY($1::text[]) AND stage <> 'withdrawn'",
-            application.requested_apis,
-        )
-    }
-    unknown = [a for a in application.requested_apis if a not in offered]
-    if unknown:
-        raise SubmissionRefused(
-            [Refusal("requested_apis", "not_in_catalogue",
-                     f"not in the API catalogue: {', '.join(unknown)}")]
-        )

@@ -1,4 +1,4 @@
-"""Checks on the two numbers a corporate applicant identifies itself with (DOMAIN.md,
+"""Checks on the two numbers a corporate applicant identifies itself with (docs/domain.md,
 "Who may apply: corporations only").
 
 Pure and deterministic (no I/O, no clock), so Temporal workflow code may import it. A passing

@@ -1,4 +1,7 @@
-"""Key verification for the API gateway: is this presented key valid, and for what?
+"""API keys on record: issued (a hash and a display prefix, never the key), revoked, and
+verified for the API gateway.
+
+Key verification: is this presented key valid, and for what?
 
 Only the key's SHA-256 is on record (onboarding/domain/keys.py), so a presented key is hashed and
 looked up by its hash, in the unique index on `api_keys.key_hash`.
@@ -35,13 +38,16 @@ refused at once.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import asyncpg
 
-from onboarding.domain.keys import key_hash
-from onboarding.domain.models import Environment, Model
+from onboarding.domain.keys import display_prefix, key_hash
+from onboarding.domain.models import Environment, KeySummary, Model
+
+Db = asyncpg.Pool | asyncpg.Connection
+_COLUMNS = "key_id, environment, display_prefix, scopes, expires_at, status"
 
 # Issued keys are 57 characters; anything this long cannot be one. Hashing at most this much
 # bounds the work whatever is presented.
@@ -98,3 +104,57 @@ async def verify_key(pool: asyncpg.Pool, presented: str, now: datetime | None = 
         key_id=row["key_id"],
         expires_at=row["expires_at"] if valid else None,
     )
+
+
+# --- issuing and revoking --------------------------------------------------------------------
+
+
+def _summary(row: asyncpg.Record) -> KeySummary:
+    return KeySummary(key_id=str(row["key_id"]), environment=row["environment"],
+                      display_prefix=row["display_prefix"], scopes=list(row["scopes"]),
+                      expires_at=row["expires_at"], status=row["status"])
+
+
+async def issue(db: Db, *, issuance_id: str, application_id: str,
+                business_registration_number: str, environment: Environment,
+                scopes: list[str], valid_days: int, key: str) -> tuple[KeySummary, bool]:
+    """The key of `issuance_id` on record, by its hash and display prefix; with True when this
+    call issued it, False when it was on record already (a retried issuance: the same key,
+    derived again from the same issuance id). Run it in a transaction."""
+    row = await db.fetchrow(
+        f"""INSERT INTO api_keys (key_id, issuance_id, application_id,
+                business_registration_number, environment, key_hash, display_prefix, scopes,
+                expires_at)
+            VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (issuance_id) DO NOTHING RETURNING {_COLUMNS}""",
+        issuance_id, application_id, business_registration_number, environment,
+        key_hash(key), display_prefix(key), scopes,
+        datetime.now(UTC) + timedelta(days=valid_days),
+    )
+    if row is not None:
+        return _summary(row), True
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM api_keys WHERE issuance_id = $1",
+                            issuance_id)
+    return _summary(row), False
+
+
+async def issued(db: Db, issuance_id: str) -> asyncpg.Record | None:
+    """The key row of an issuance, its hash included (to check a re-derived key against)."""
+    return await db.fetchrow(
+        f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE issuance_id = $1", issuance_id)
+
+
+async def revoke(db: Db, application_id: str, reason: str) -> list[KeySummary]:
+    """Every active key of the application revoked; those revoked now."""
+    rows = await db.fetch(
+        f"""UPDATE api_keys SET status = 'revoked', revoked_at = now(), revoked_reason = $2
+            WHERE application_id = $1 AND status = 'active' RETURNING {_COLUMNS}""",
+        application_id, reason)
+    return [_summary(r) for r in rows]
+
+
+async def of_application(db: Db, application_id: str) -> list[KeySummary]:
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM api_keys WHERE application_id = $1 ORDER BY issued_at",
+        application_id)
+    return [_summary(r) for r in rows]

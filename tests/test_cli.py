@@ -16,6 +16,7 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+import typer
 from temporalio import activity
 from typer.testing import CliRunner, Result
 
@@ -23,6 +24,7 @@ from activities.records import Records
 from onboarding.cli import app as cli
 from onboarding.cli import login as signing_in
 from onboarding.core.config import get_settings
+from onboarding.domain.decisions import CATALOGUES
 from onboarding.domain.models import ApplicationStatus
 from onboarding.domain.record import Commit, Committed
 from onboarding.identity.attestation import AttestationVerifier, verification_keys
@@ -218,6 +220,23 @@ async def test_decide_refuses_a_malformed_decision_and_sends_nothing(
     assert "pre_review: not a subscription decision; one of: pre_verification" in unknown.output
     assert connections == []  # never even connected
     assert (status.step, status.decisions) == ("pre_verification", [])
+
+
+def test_a_decision_larger_than_the_catalogue_allows_is_not_sent(capsys):
+    """The cap is the catalogue's: a revised specification has room for an OpenAPI document,
+    not for more."""
+    cap = CATALOGUES["publication"]["revise_specification"].max_payload_bytes
+    application = "publication-1248100998-bond-yields"
+    fits = {"integration_method": "vpn", "specification": {"openapi": "3.1.0",
+                                                           "x-padding": "y" * (cap - 1000)}}
+    too_big = {**fits, "specification": {"openapi": "3.1.0", "x-padding": "y" * cap}}
+
+    assert cli.build_decision(application, "revise_specification", fits, {})
+    with pytest.raises(typer.Exit) as refused:
+        cli.build_decision(application, "revise_specification", too_big, {})
+    assert refused.value.exit_code == 2
+    assert re.search(rf"revise_specification not sent: it is \d+ bytes; the platform takes at "
+                     rf"most {cap}$", capsys.readouterr().err.strip())
 
 
 async def test_decide_for_another_step_is_rejected_by_the_validator(

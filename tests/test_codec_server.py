@@ -99,8 +99,10 @@ async def test_a_service_token_seals_as_the_service(codec_server, identity_provi
                                                     plain_settings):
     token = await identity_provider.service_token()
 
+    withdrawal = {**decision(decision="withdraw")}
+    del withdrawal["verdict"]
     sealed, = await opened(plain_settings, await encoded(
-        codec_server, [as_json(decision(decision="withdraw"))], bearer(token)))
+        codec_server, [as_json(withdrawal)], bearer(token)))
 
     who = seals(plain_settings).check(sealed["attestation"], APPLICATION, "withdraw",
                                       "final-1", sealed, datetime.now(UTC))
@@ -121,21 +123,55 @@ async def test_what_is_not_a_decision_is_encrypted_only(codec_server, identity_p
 async def test_a_decision_that_cannot_be_sealed_is_refused(codec_server, identity_provider):
     token = await identity_provider.access_token(data.REVIEWER)
     unbound = {"decision_id": "d1", "decided_by": data.APPROVER, "verdict": "approve"}
+    refused = [
+        (unbound, "application_id, decision"),
+        (decision(decision="final_aproval"), "final_aproval is not a decision a person takes"),
+        (decision(decision="pre_review"), "pre_review is not a decision a person takes on "
+                                          f"{APPLICATION}"),
+        (decision(decision="service_launched", application_id="publication-1-x"),
+         "service_launched is not a decision a person takes"),
+        (decision(verdict="maybe", note=3),
+         "malformed final_approval: note: Input should be a valid string [string_type]; "
+         "verdict: Input should be 'approve' or 'reject' [literal_error]"),
+        (decision(note="x" * 2001), "note: String should have at most 2000 characters"),
+    ]
+    for sent, reason in refused:
+        status, text = await post(codec_server, "/encode", [as_json(sent)], bearer(token))
+        assert status == 400 and reason in json.loads(text)["error"], text
 
-    status, text = await post(codec_server, "/encode", [as_json(unbound)], bearer(token))
 
-    assert status == 400 and "application_id, decision" in text
+async def test_a_decision_is_sealed_as_the_workflow_reads_it(codec_server, identity_provider,
+                                                             plain_settings):
+    """`outcome`, the former name of `verdict`, is sealed and sent on under today's name, so
+    the workflow's copy (a signal's JSON, an update's model) hashes as what was sealed."""
+    token = await identity_provider.access_token(data.APPROVER)
+    typed = {**decision(), "outcome": "approve"}
+    del typed["verdict"]
+
+    sealed, = await opened(plain_settings, await encoded(codec_server, [as_json(typed)],
+                                                         bearer(token)))
+
+    assert "outcome" not in sealed and sealed["verdict"] == "approve"
+    assert seals(plain_settings).check(sealed["attestation"], APPLICATION, "final_approval",
+                                       "final-1", sealed, datetime.now(UTC)).email == data.APPROVER
 
 
 async def test_an_oversized_decision_is_refused_before_anything(codec_server, identity_provider):
+    """The caps are the catalogue's (DecisionType.max_payload_bytes): past the largest, a
+    payload is not even read."""
     token = await identity_provider.access_token(data.APPROVER)
-    big = decision(note="x" * MAX_DECISION_BYTES)
-    spec = decision(decision="revise_specification", specification={"x": "y" * 100_000})
+    publication = "publication-1248100998-bond-yields"
+    spec = {"openapi": "3.1.0", "info": {"title": "y", "version": "1"},
+            "x-padding": "y" * 100_000}
+    revised = decision(application_id=publication, decision="revise_specification",
+                       integration_method="vpn", specification=spec)
+    del revised["verdict"]
 
-    status, text = await post(codec_server, "/encode", [as_json(big)], bearer(token))
-    assert status == 413 and "at most 32768" in text
+    status, text = await post(codec_server, "/encode",
+                              [as_json(decision(note="x" * MAX_DECISION_BYTES))], bearer(token))
+    assert status == 413 and f"at most {MAX_DECISION_BYTES}" in text
     # The one decision carrying a whole OpenAPI document has room for it.
-    assert (await post(codec_server, "/encode", [as_json(spec)], bearer(token)))[0] == 200
+    assert (await post(codec_server, "/encode", [as_json(revised)], bearer(token)))[0] == 200
 
 
 # --- the Web UI's way: the codec server's own sign-in --------------------------------------------

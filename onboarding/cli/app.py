@@ -386,12 +386,18 @@ def build_decision(application_id: str, name: str, base: dict[str, Any],
     payload.setdefault("application_id", application_id)
     payload.setdefault("decision", name)
     try:
-        return model.model_validate(payload)
+        decision = model.model_validate(payload)
     except ValidationError as err:
         problems = "\n".join(
             f"  - {'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']} [{e['type']}]"
             for e in err.errors())
         _fail(f"{name} not sent, the decision is malformed:\n{problems}", 2)
+    # Refused here rather than by the codec server or, worse, Temporal (an oversized update
+    # wedges the workflow: design §10). The codec server checks again, its seal included.
+    cap, size = CATALOGUES[process][name].max_payload_bytes, len(decision.model_dump_json())
+    if size > cap:
+        _fail(f"{name} not sent: it is {size} bytes; the platform takes at most {cap}", 2)
+    return decision
 
 
 async def _until_the_step_takes_decisions(client: Client, application_id: str) -> None:

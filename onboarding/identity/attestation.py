@@ -21,9 +21,12 @@ after the switch), then drop it. Verdicts already taken are in the histories (th
 an activity), so replay never needs a retired key.
 
 The canonical content is the JSON object with sorted keys, no spaces, UTF-8 (not ASCII-escaped).
-The sealer hashes the JSON it received; the checker hashes the decision as the workflow decoded
-it: `decision_content(model)` gives the fields that were set, as JSON, which is the JSON received
-for every decision the platform's models accept (tests/test_identity.py checks it).
+`Sealer.seal_decision` first reads the decision with its model in the catalogue (so a malformed
+one is refused before it reaches Temporal, naming each field and rule) and seals, and sends on,
+the decision as that model gives it back: `decision_content(model)`, the fields set, as JSON.
+The checker hashes `decision_content` of the decision as the workflow decoded it: the same
+bytes, whether it came as a signal or an update, and whatever former field name it was typed
+with (tests/test_identity.py checks it).
 """
 
 from __future__ import annotations
@@ -39,10 +42,12 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel
+from pydantic import ValidationError
 
 from onboarding.core.config import keyring
+from onboarding.domain.decisions import decision_type
 from onboarding.identity.models import (
+    ATTESTATION,
     BAD_SIGNATURE,
     EXPIRED,
     NOT_VERIFIED,
@@ -51,6 +56,7 @@ from onboarding.identity.models import (
     OTHER_DECISION,
     UNKNOWN_KEY,
     VerifiedIdentity,
+    decision_content,
 )
 
 ALGORITHM = "EdDSA"
@@ -58,7 +64,6 @@ TYPE = "onboarding-attestation+jwt"
 TTL = timedelta(minutes=15)
 # Clocks of the sealer and of the worker a little apart.
 LEEWAY = timedelta(seconds=30)
-ATTESTATION = "attestation"  # the decision's field holding it
 
 # --- keys --------------------------------------------------------------------------------------
 
@@ -110,12 +115,20 @@ def content_digest(content: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(content)).hexdigest()
 
 
-def decision_content(decision: BaseModel) -> dict[str, Any]:
-    """A decoded decision's content as it was sent: the fields set, as JSON."""
-    return decision.model_dump(mode="json", exclude_unset=True, exclude={ATTESTATION})
-
-
 # --- sealing and checking ----------------------------------------------------------------------
+
+
+class Unsealable(ValueError):
+    """Why a decision is not sealed; `status` is the codec server's answer (400 or 413)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def sealed_json(content: Mapping[str, Any]) -> bytes:
+    """A sealed decision's payload, as the codec server sends it on."""
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _timestamp(moment: datetime) -> int:
@@ -148,6 +161,38 @@ class Sealer:
         }
         return jwt.encode(claims, self._keys[self._kid], algorithm=ALGORITHM,
                           headers={"kid": self._kid, "typ": TYPE})
+
+    def seal_decision(self, identity: VerifiedIdentity, content: Mapping[str, Any], *,
+                      now: datetime | None = None) -> dict[str, Any]:
+        """The decision `content` (its JSON, as sent), as the workflow will read it, sealed for
+        `identity`. Unsealable (400: not a decision of the application's process, or not
+        valid as sent; 413: larger than the catalogue lets that decision be, seal included)."""
+        application_id, name, decision_id = (content.get(k) for k in
+                                             ("application_id", "decision", "decision_id"))
+        if not all(isinstance(v, str) and v for v in (application_id, name, decision_id)):
+            raise Unsealable("a decision is sealed only when it carries application_id, "
+                             "decision (its name) and decision_id, as strings")
+        kind = decision_type(application_id, name)
+        if kind is None:
+            raise Unsealable(f"{name} is not a decision a person takes on {application_id} (the "
+                             "Web UI lists them as its signals; so does `openapi-onboarding "
+                             "decide --help`)")
+        try:
+            read = decision_content(kind.model.model_validate(dict(content)))
+        except ValidationError as err:
+            raise Unsealable(f"malformed {name}: " + "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(payload)'}: {e['msg']} [{e['type']}]"
+                for e in err.errors())) from None
+        try:
+            read[ATTESTATION] = self.seal(identity, application_id, name, decision_id, read,
+                                          now=now)
+        except ValueError as err:  # NaN or infinity: not JSON the workflow could read back
+            raise Unsealable(f"decision {name} is not plain JSON: {err}") from None
+        size = len(sealed_json(read))
+        if size > kind.max_payload_bytes:
+            raise Unsealable(f"decision {name} is {size} bytes sealed; the platform takes at "
+                             f"most {kind.max_payload_bytes}", status=413)
+        return read
 
     def verifier(self) -> AttestationVerifier:
         return AttestationVerifier({kid: key.public_key() for kid, key in self._keys.items()})

@@ -8,7 +8,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
+
+
+ATTESTATION = "attestation"  # the decision's field holding its seal
+
+
+def decision_content(decision: BaseModel) -> dict[str, Any]:
+    """A decoded decision's content, as its seal binds it: the fields set, as JSON, without the
+    seal. The sealer normalises what it seals to this form (onboarding.identity.attestation),
+    so the worker's copy hashes the same whichever way the decision travelled (a signal's raw
+    JSON, an update's model) and under whichever field name it was sent (`outcome`, read as
+    `verdict`)."""
+    return decision.model_dump(mode="json", exclude_unset=True, exclude={ATTESTATION})
 
 
 class Frozen(BaseModel):

@@ -23,12 +23,14 @@ Without one: 401, nothing encoded, nothing sealed. /decode needs one too: decryp
 applicants' data (see docs/identity.md for who may hold a token).
 
 Sealing. On /encode, a payload that is a JSON object carrying `decision_id` is a decision: it
-must carry `application_id` and `decision` (its name) too, or it is refused (400: sealing is
-the only way a decision counts, so an unsealable one is better refused now than on the record).
-It is sealed for the caller (its `attestation`, onboarding.identity.attestation, replacing any
-it carried), then encrypted. Oversized decisions are refused (413) before anything else: an
-update larger than the platform accepts would wedge the workflow (design §10). Everything else
-is encrypted only. Each request is logged with who asked and what was sealed, never with its
+must carry `application_id` and `decision` (its name) too, be a decision people take on that
+application's process, and be valid for its model, or it is refused (400, naming each field
+and rule: sealing is the only way a decision counts, so an unsealable one is better refused
+now than on the record). It is sealed for the caller (its `attestation`,
+onboarding.identity.attestation, replacing any it carried) as its model reads it, then
+encrypted. A decision larger than the catalogue lets it be, sealed, is refused (413): an update
+larger than the platform accepts would wedge the workflow (design §10). Everything else is
+encrypted only. Each request is logged with who asked and what was sealed, never with its
 payloads.
 """
 
@@ -51,7 +53,8 @@ from onboarding.core.config import Settings
 from onboarding.core.logs import get_logger
 from onboarding.core.service import run_until_stopped
 from onboarding.identity import oidc
-from onboarding.identity.attestation import ATTESTATION, Sealer, sealing_keys
+from onboarding.domain.decisions import CATALOGUES
+from onboarding.identity.attestation import Sealer, Unsealable, sealed_json, sealing_keys
 from onboarding.identity.models import VerifiedIdentity
 from onboarding.identity.tokens import TokenRefused, TokenVerifier
 from onboarding.temporal.codec import PayloadEncryption, PayloadEncryptionError, payload_encryption
@@ -60,11 +63,9 @@ log = get_logger("codec_server")
 
 # Temporal's own limit on one gRPC message: no request from the UI or the CLI is larger.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-# The largest decision sealed, by name; until the decision catalogue carries its own caps
-# (onboarding.domain.decisions, max_payload_bytes), one cap for all but the decision that
-# carries a whole OpenAPI document (512 KiB at most, issue 11).
-MAX_DECISION_BYTES = 32 * 1024
-MAX_DECISION_BYTES_BY_NAME = {"revise_specification": 640 * 1024}
+# No decision is larger than the largest cap of the catalogue: one that is, is refused before
+# it is even read (each decision's own cap is checked once it is: Sealer.seal_decision).
+MAX_DECISION_BYTES = max(d.max_payload_bytes for c in CATALOGUES.values() for d in c.values())
 ALLOWED_HEADERS = "Authorization, Authorization-Extras, Content-Type, X-Namespace"
 SESSION_COOKIE = "onboarding_codec_session"
 LOGIN_COOKIE = "onboarding_codec_login"
@@ -207,24 +208,20 @@ class CodecServer:
             return payload, None
         if not isinstance(content, dict) or "decision_id" not in content:
             return payload, None
-        application_id, name, decision_id = (content.get(k) for k in
-                                             ("application_id", "decision", "decision_id"))
-        if not all(isinstance(v, str) and v for v in (application_id, name, decision_id)):
-            raise Refused(400, "a decision is sealed only when it carries application_id, "
-                               "decision (its name) and decision_id, as strings")
-        cap = MAX_DECISION_BYTES_BY_NAME.get(name, MAX_DECISION_BYTES)
-        if len(payload.data) > cap:
-            raise Refused(413, f"decision {name} is {len(payload.data)} bytes; the platform takes "
-                               f"at most {cap}")
+        # What the workflow would refuse unread is refused here, before Temporal: an update
+        # larger than the workflow takes would wedge it (design §10).
+        if len(payload.data) > MAX_DECISION_BYTES:
+            raise Refused(413, f"a decision is {len(payload.data)} bytes; the platform takes "
+                               f"at most {MAX_DECISION_BYTES}")
         try:
-            content[ATTESTATION] = self.sealer.seal(identity, application_id, name, decision_id,
-                                                    content)
-        except ValueError as err:  # NaN or infinity: not JSON the workflow could read back
-            raise Refused(400, f"decision {name} is not plain JSON: {err}") from None
+            sealed_content = self.sealer.seal_decision(identity, content)
+        except Unsealable as err:
+            raise Refused(err.status, str(err)) from None
         sealed = Payload()
         sealed.CopyFrom(payload)
-        sealed.data = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
-        return sealed, f"{name} {decision_id} of {application_id}"
+        sealed.data = sealed_json(sealed_content)
+        return sealed, (f"{content['decision']} {content['decision_id']} of "
+                        f"{content['application_id']}")
 
 
 SERVER = web.AppKey("server", CodecServer)

@@ -316,15 +316,20 @@ def test_a_decision_is_sealed_as_the_workflow_will_read_it(application_id, name,
 class Roster:
     """The roster as the worker reads it (onboarding.store.identities), in memory."""
 
-    def __init__(self, staff: dict[IdentityRef, list[str]], mandates=()) -> None:
+    def __init__(self, staff: dict[IdentityRef, list[str]], mandates=(),
+                 enrolled: dict[IdentityRef, str] | None = None) -> None:
         self.staff = staff
         self.mandates = set(mandates)
+        self.enrolled = enrolled or {}
 
     async def staff_roles(self, person):
         return self.staff.get(person, [])
 
     async def acts_for(self, issuer, client_id, organisation):
         return (issuer, client_id, organisation) in self.mandates
+
+    async def staff_id(self, person):
+        return self.enrolled.get(person)
 
 
 ROSTER = Roster({APPROVER.ref(): ["final_approver"]},
@@ -394,6 +399,22 @@ async def test_four_eyes_on_verified_identities():
 
     assert "four eyes" in answer.reason and not answer.applied
     assert other_person.applied
+
+
+async def test_four_eyes_across_decisions_taken_before_seals():
+    """An application running when sealing was deployed: its pre-verification was taken by a
+    typed name. Its final approval is sealed; four eyes matches the two through the roster's
+    enrolment of the verified identity (its staff id), not the seal's e-mail."""
+    enrolled = Roster(ROSTER.staff, enrolled={APPROVER.ref(): "Approver@Operator.example.com"})
+    renamed = APPROVER.model_copy(update={"email": "ann@operator.example.com"})
+
+    same = await verdict(APPROVER, roster=enrolled, not_by_staff=[data.APPROVER])
+    same_person_new_address = await verdict(renamed, roster=enrolled, decided_by=None,
+                                            not_by_staff=[data.APPROVER])
+    someone_else = await verdict(APPROVER, roster=enrolled, not_by_staff=[data.REVIEWER])
+
+    assert "four eyes" in same.reason and "four eyes" in same_person_new_address.reason
+    assert someone_else.applied
 
 
 async def test_the_applicant_is_a_contact_by_verified_email_or_a_listed_service():

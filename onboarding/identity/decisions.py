@@ -11,7 +11,8 @@ In this order, the first failing check giving the reason on the record:
      found by issuer + subject (never by e-mail);
    - the applicant: a person whose verified e-mail is one of the applicant's contacts, or a
      service the roster lists as acting for the applicant's organisation;
-4. four eyes: not one of `not_by` (issuer + subject).
+4. four eyes: not one of `not_by` (issuer + subject), nor enrolled under one of the staff ids
+   of `not_by_staff` (earlier decisions taken by a typed name, before decisions were sealed).
 
 No I/O here but the roster's, passed in (onboarding.store.identities.PoolRoster in the worker).
 """
@@ -32,6 +33,9 @@ class Roster(Protocol):
 
     async def acts_for(self, issuer: str, client_id: str, organisation: str) -> bool:
         """Whether the roster lists this service as acting for this organisation."""
+
+    async def staff_id(self, person: IdentityRef) -> str | None:
+        """The staff id (e-mail address) the roster enrolled this identity under, if any."""
 
 
 def _named(identity: VerifiedIdentity) -> str | None:
@@ -68,7 +72,9 @@ async def verify_decision(check: DecisionCheck, seals: AttestationVerifier,
         if check.role not in await roster.staff_roles(who.ref()):
             return refused(f"{shown} does not hold the role {check.role}")
 
-    if who.ref() in check.not_by:
+    if who.ref() in check.not_by or (
+            check.not_by_staff and (await roster.staff_id(who.ref()) or "").lower()
+            in {s.lower() for s in check.not_by_staff}):
         return refused(f"{shown} took an earlier decision of this application that must be "
                        "taken by someone else (four eyes)")
     return DecisionVerdict(identity=who)

@@ -82,6 +82,10 @@ class DecisionCheck(Frozen):
     role: str
     # Four eyes: people who may not take this decision (e.g. who took pre-verification).
     not_by: list[IdentityRef] = []
+    # Four eyes for such decisions taken before decisions were sealed (an application already
+    # running when this was deployed): their typed staff ids, matched through the roster's
+    # enrolment of the verified identity.
+    not_by_staff: list[str] = []
     # The applicant's contacts (e-mail addresses), matched against the verified e-mail.
     applicant_contacts: list[str] = []
     received_at: datetime
@@ -108,3 +112,6 @@ OTHER_APPLICATION = "sealed for another application"
 OTHER_DECISION = "sealed for another decision"
 OTHER_CONTENT = "sealed for other content"
 UNKNOWN_KEY = "unknown sealing key"
+# Refused for its seal: nobody is known to have sent the decision.
+SEAL_REFUSALS = frozenset({NOT_VERIFIED, BAD_SIGNATURE, EXPIRED, OTHER_APPLICATION,
+                           OTHER_DECISION, OTHER_CONTENT, UNKNOWN_KEY})

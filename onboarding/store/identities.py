@@ -60,3 +60,6 @@ class PoolRoster:
 
     async def acts_for(self, issuer: str, client_id: str, organisation: str) -> bool:
         return await acts_for(self._pool, issuer, client_id, organisation)
+
+    async def staff_id(self, person: IdentityRef) -> str | None:
+        return await staff_identity(self._pool, person)

@@ -26,10 +26,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from onboarding.core.config import Settings
 from onboarding.core.logs import configure_logging
-from onboarding.identity.attestation import new_sealing_key
 from onboarding.services.codec_server import start_codec_server
 from onboarding.temporal.codec import data_converter, new_payload_key
 from tests.support import data, identity, servers
+from tests.support.sealing import SEALING_KEY, SEALING_VERIFICATION_KEY
 from tests.support.inbox import Inbox
 from tests.support.net import free_port
 from worker import running
@@ -65,9 +65,6 @@ def identity_provider() -> Iterator[identity.TestIdentityProvider]:
     provider = identity.start()
     yield provider
     provider.running.stop()
-
-
-SEALING_KEY, SEALING_VERIFICATION_KEY = new_sealing_key("test-seal")
 
 
 @pytest.fixture(scope="session")

@@ -53,7 +53,7 @@ async def sign_in_as(email: str) -> None:
 
 
 @pytest.fixture
-def cli_env(monkeypatch, dev_server, settings, pool, task_queue, identity_provider,
+def cli_env(monkeypatch, dev_server, settings, roster, task_queue, identity_provider,
             codec_server, tmp_path):
     """The CLI's settings (get_settings) point at this test's servers and task queue, the
     identity provider and the codec server (which seals every decision)."""

@@ -191,6 +191,10 @@ async def test_the_worker_refuses_to_start_without_keys(plain_settings):
     with pytest.raises(SystemExit, match="PAYLOAD_ENCRYPTION_KEYS is not set"):
         await run_worker(plain_settings.model_copy(update={"payload_encryption_keys": None}),
                          asyncio.Event())
+    # Nor without the keys that tell who sealed a decision (issue 12).
+    with pytest.raises(SystemExit, match="SEALING_VERIFICATION_KEYS is not set"):
+        await run_worker(plain_settings.model_copy(update={"sealing_verification_keys": None}),
+                         asyncio.Event())
 
 
 # --- the codec server --------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from tests.support.leaks import (
     key_mails,
 )
 from tests.support.records import record_of_a_whole_run, steps_on_record
+from tests.support.sealing import sealing
 from tests.support.servers import serve_smtp
 from tests.support.worker_process import WorkerProcess
 
@@ -209,7 +210,7 @@ async def killed_run(dev_server, settings, pool, tmp_path_factory) -> KilledRun:
         "log_format": "json",
         "metrics_port": 0,
     })
-    client = await connect(worker.settings)
+    client = sealing(await connect(worker.settings))  # decisions sealed as typed
     done = asyncio.Event()
     started = time.monotonic()
     worker.start()
@@ -300,7 +301,7 @@ async def test_no_plaintext_key_anywhere_after_the_run(killed_run, pool):
     assert len(keys) == 2 * len(run.applications), run
 
     haystack = Haystack()
-    client = await connect(run.worker.settings)
+    client = sealing(await connect(run.worker.settings))
     payloads = await gather_workflow_records(client, run.statuses, haystack)
     async with pool.acquire() as conn:
         tables = await gather_database(conn, haystack)

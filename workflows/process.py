@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from activities.contracts import ContractNumberCheck, Contracts
-    from activities.decisions import DecisionCheck, Decisions
+    from activities.decisions import DecisionCheck, Decisions, Verification
     from activities.records import Records
     from onboarding.domain.decisions import MAX_DECISION_BYTES, Catalogue, DecisionType
     from onboarding.domain.models import (
@@ -81,6 +81,7 @@ with workflow.unsafe.imports_passed_through():
         NoticeQueued,
     )
     from onboarding.domain.state import ProcessState
+    from onboarding.identity.models import SEAL_REFUSALS, decision_content
     from onboarding.temporal import search_attributes as sa
 
 # The commit retries for as long as it takes (a database restart must not fail an
@@ -293,17 +294,21 @@ class Process:
 
     async def decide(self, decision: DecisionType[Any], d: Decision) -> DecisionReceipt:
         """Apply `d` if it fits the step and its sender may take it; on the record either way."""
-        received_at = workflow.now()
+        received_at, received = workflow.now(), d
         async with self._lock:
             step = self.state.step
             reason = self._refusal(decision, d)
+            verified = None
             if reason is None and decision.taken_by is not Role.PLATFORM_WORKFLOW:
-                reason = await self._verify(decision, d, received_at)
+                verified = await self._verify(decision, d, received_at)
+                reason = verified.reason or None
+                if reason is None:  # from here on, the decision is its sealer's
+                    d = d.model_copy(update={"decided_by": verified.person or d.decided_by})
             if reason is None and (check := self._expected.get(decision.name)):
                 reason = await check(d)
             if reason is None:  # the state may have moved while we awaited
                 reason = self._refusal(decision, d)
-            self._record_decision(decision.name, d, step, received_at, reason)
+            self._record_decision(decision, received, step, received_at, reason, verified)
             if reason is None:
                 if decision.ends_application:
                     self._ending = Ending("withdrawn", step, d.decided_by or "", d.note)
@@ -333,32 +338,52 @@ class Process:
         return decision.rule(d)
 
     async def _verify(self, decision: DecisionType[Any], d: Decision,
-                      received_at: datetime) -> str | None:
+                      received_at: datetime) -> Verification:
+        """Who sealed `d`, and whether they may take it (docs/identity.md)."""
         s = self.state
-        not_by = sorted({r.decided_by.lower() for r in s.decisions
-                         if r.applied and r.decision == decision.four_eyes}) \
+        earlier = [r for r in s.decisions if r.applied and r.decision == decision.four_eyes] \
             if decision.four_eyes else []
-        verified = await workflow.execute_local_activity_method(
+        return await workflow.execute_local_activity_method(
             Decisions.verify_decision,
             DecisionCheck(application_id=s.application_id, organisation=s.organisation_id,
                           decision=decision.name, decision_id=d.decision_id,
-                          content=d.model_dump(mode="json"), role=decision.taken_by,
-                          not_by=not_by, applicant_contacts=s.applicant_contacts,
-                          received_at=received_at, decided_by=d.decided_by),
+                          content=decision_content(d), attestation=d.attestation,
+                          role=decision.taken_by.value,
+                          not_by=list(dict.fromkeys(r.identity for r in earlier if r.identity)),
+                          # Taken before decisions were sealed: by a typed staff id.
+                          not_by_staff=sorted({r.decided_by.lower() for r in earlier
+                                               if not r.identity}),
+                          applicant_contacts=s.applicant_contacts, received_at=received_at,
+                          decided_by=d.decided_by),
             summary=f"verify {decision.name}", **LOCAL)
-        return verified.reason or None
 
-    def _record_decision(self, name: str, d: Decision, step: str, received_at: datetime,
-                         reason: str | None) -> None:
+    def _record_decision(self, decision: DecisionType[Any], d: Decision, step: str,
+                         received_at: datetime, reason: str | None,
+                         verified: Verification | None) -> None:
+        """`d` as received on the record, applied or refused, under the name of who sealed it;
+        a name it only claims (no seal that held) is marked as such. Another process's claim
+        is checked against the record instead (the step's check)."""
         s = self.state
-        s.seen.add(d.decision_id)
+        by = d.decided_by or ""
+        if verified is not None and verified.person:
+            by = verified.person
+        elif by and decision.taken_by is not Role.PLATFORM_WORKFLOW:
+            by = f"{by[:180]} (not verified)"
+        identity = verified.identity if verified is not None else None
+        # A decision refused for its seal was sent by nobody known: its id stays free for the
+        # decision it names (a forged or altered copy arriving first does not use it up).
+        # Verdicts from before seals never gave these reasons: their replay is unchanged.
+        if verified is None or verified.reason not in SEAL_REFUSALS:
+            s.seen.add(d.decision_id)
         s.decisions.append(DecisionRecord(
-            decision_id=d.decision_id, decision=name, decided_by=d.decided_by or "",
-            note=d.note, step=step, received_at=received_at, applied=reason is None,
-            reason=reason or ""))
-        self.record(name, "applied" if reason is None else "refused",
-                    actor=d.decided_by or "unknown", reason=reason or "",
-                    details=d.model_dump(mode="json"))
+            decision_id=d.decision_id, decision=decision.name, decided_by=by,
+            identity=identity.ref() if identity else None, note=d.note, step=step,
+            received_at=received_at, applied=reason is None, reason=reason or ""))
+        details = d.model_dump(mode="json")
+        if identity is not None:
+            details["sealed_for"] = identity.model_dump(mode="json")
+        self.record(decision.name, "applied" if reason is None else "refused",
+                    actor=by or "unknown", reason=reason or "", details=details)
 
     def read(self, name: str, model: type[D], payload: RawValue,
              max_bytes: int) -> D | tuple[Any, str]:

@@ -18,6 +18,7 @@ from onboarding.devstack.identity_provider import subject_for
 from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import SubscriptionApplication
 from onboarding.domain.registration import business_check_digit
+from tests.support.sealing import TEST_ISSUER
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 PUBLICATION_EXAMPLE = json.loads((EXAMPLES / "publication.json").read_text())
@@ -72,6 +73,8 @@ async def seed(conn: asyncpg.Connection) -> None:
     await conn.executemany(
         "INSERT INTO staff_roles (staff_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING", STAFF
     )
+    # Enrolled where the tests' client seals their decisions (tests/support/sealing.py).
+    await enrol_staff(conn, TEST_ISSUER)
 
 
 async def enrol_staff(conn: asyncpg.Connection | asyncpg.Pool, issuer: str) -> None:

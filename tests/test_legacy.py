@@ -1,17 +1,18 @@
 """Applications started by stop 8 go on after v2 is deployed: a stop-8 worker takes one to
-sandbox testing, then today's worker finishes it, through the v2 class's gate
-(workflows/legacy/). Also: stop 8's activity names are all registered, with stop 8's shapes.
-The replay of stop 8's saved histories is tests/test_replay.py."""
+sandbox testing, then today's worker runs it through the v2 class's gate (workflows/legacy/),
+refusing the decisions people send it since decisions are sealed. Also: stop 8's activity
+names are all registered, with stop 8's shapes. The replay of stop 8's saved histories is
+tests/test_replay.py."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import typing
-from collections import Counter
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 import starter
 from activities import platform_activities
@@ -22,11 +23,13 @@ from onboarding.temporal.codec import for_worker
 from tests.support import data, drive
 from tests.support.drive import approval
 from tests.support.eventually import eventually
+from tests.support.sealing import unsealed
 from tests.support.stand_ins import activity_name
+from workflows.legacy import UNSEALED
 from workflows.legacy import models as stop8
 from workflows.legacy.publication import PublicationWorkflow as Stop8Publication
 from workflows.legacy.subscription import SubscriptionWorkflow as Stop8Subscription
-from worker import WORKFLOW_RUNNER, running
+from worker import WORKFLOW_RUNNER, WORKFLOWS, running
 
 # Stop 8's activities and the input each takes (onboarding/domain/models.py of e1bc065).
 STOP8_ACTIVITIES = {
@@ -52,13 +55,18 @@ def stop8_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return {("outcome" if k == "verdict" else k): v for k, v in payload.items()}
 
 
-async def test_an_application_started_by_stop_8_is_finished_by_todays_worker(
-        dev_server, settings, pool, task_queue, inbox):
+async def test_an_application_started_by_stop_8_takes_no_persons_decision_once_sealed(
+        dev_server, settings, pool, task_queue):
+    """Stop 8's code trusts a typed `decided_by` and cannot check a seal: once decisions are
+    sealed, such an application refuses every person's decision on its own record, typed or
+    sealed (docs/identity.md), until it moves to v2. What it did before is untouched: its
+    history replays, its sandbox key stays as it was."""
     application = data.new_application(settings, ["account-balance"])
-    app_id = application.application_id
+    app_id, contact = application.application_id, data.applicant(application)
     ours = settings.model_copy(update={"temporal_task_queue": task_queue})
-    client = Client(**{**dev_server.client.config(),
-                       "data_converter": for_worker(dev_server.client.data_converter)})
+    # Stop 8's clients sent decisions as typed.
+    typed = unsealed(dev_server.client)
+    client = Client(**{**typed.config(), "data_converter": for_worker(typed.data_converter)})
 
     # Stop 8's worker: its workflow classes, its activities (by their names).
     stop = asyncio.Event()
@@ -72,33 +80,42 @@ async def test_an_application_started_by_stop_8_is_finished_by_todays_worker(
         for step in ("pre_verification", "platform_contract", "final_approval"):
             await stop8_step(handle, step)
             name, payload = approval(step, application)
-            await handle.signal(name, stop8_payload(payload))
+            await typed.get_workflow_handle(app_id).signal(name, stop8_payload(payload))
         await stop8_step(handle, "sandbox_testing")
     stop.set()
     await relay
-    keys = await pool.fetch("SELECT environment FROM api_keys WHERE application_id = $1", app_id)
-    assert [k["environment"] for k in keys] == ["sandbox"]
 
-    # Today's worker on the same task queue: the v2 class runs it as stop 8 did.
+    # Today's worker on the same task queue.
     async with running(dev_server.client, ours, pool):
         status = await drive.wait_for_step(handle, "sandbox_testing")
         assert (status.process, status.takes) == ("subscription", ["sandbox_testing_complete"])
-        await drive.drive_to(handle, application, "production_switch")  # v2's payloads
-        await handle.signal(*approval("production_switch", application))
-        final = await drive.result(handle)
+        await typed.get_workflow_handle(app_id).signal(
+            "sandbox_testing_complete", stop8_payload(data.decision(contact)))
+        await handle.signal("sandbox_testing_complete", data.decision(contact))  # sealed
+        receipt = await handle.execute_update("withdraw", data.decision(contact),
+                                              result_type=models.DecisionReceipt)
+        status = await drive.decisions_recorded(handle, 6)
+        history = await handle.fetch_history()
 
-    assert final.outcome == "in_production"
-    assert [d.applied for d in final.decisions] == [True] * 6
+    assert [d.applied for d in status.decisions[:3]] == [True] * 3
+    refused = status.decisions[3:]
+    assert [(d.decision, d.applied, d.decided_by) for d in refused] == [
+        ("sandbox_testing_complete", False, f"{contact} (not verified)"),
+        ("sandbox_testing_complete", False, f"{contact} (not verified)"),
+        ("withdraw", False, f"{contact} (not verified)")]
+    assert {d.reason for d in refused} == {UNSEALED} and not receipt.applied
+    assert status.step == "sandbox_testing" and status.outcome == ""
     keys = await pool.fetch(
         "SELECT environment, status FROM api_keys WHERE application_id = $1", app_id)
-    assert Counter((k["environment"], k["status"]) for k in keys) == Counter(
-        {("sandbox", "active"): 1, ("production", "active"): 1})
-    history = await handle.fetch_history()
-    assert not any(e.marker_recorded_event_attributes.marker_name == "core_patch"
-                   and b"process-v2" in e.SerializeToString() for e in history.events)
-    delivered = lambda: [m for m in inbox.messages  # noqa: E731
-                         if f"{app_id}/key/" in (m["X-Notice-Id"] or "")]
-    await eventually(lambda: len(delivered()) == 2, what="both keys delivered")
+    assert [(k["environment"], k["status"]) for k in keys] == [("sandbox", "active")]
+    patches = [e.marker_recorded_event_attributes for e in history.events
+               if e.marker_recorded_event_attributes.marker_name == "core_patch"]
+    # One patch per decision refused; the count includes the three stop 8 applied (replayed:
+    # no marker, so they still apply).
+    assert [json.loads(p.details["patch-data"].payloads[0].data)["id"] for p in patches] == [
+        f"legacy-unsealed-refused/{n}" for n in (4, 5, 6)]
+    await Replayer(workflows=WORKFLOWS, workflow_runner=WORKFLOW_RUNNER,
+                   data_converter=dev_server.client.data_converter).replay_workflow(history)
 
 
 async def stop8_step(handle: WorkflowHandle, step: str) -> None:

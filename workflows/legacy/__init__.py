@@ -18,7 +18,14 @@ At this boundary, and only here, v2's words become stop 8's and back: the decisi
 an update's answer are given in v2's shapes. Payloads that need nothing translated (all of stop
 8's own histories) pass through untouched, so their replay is exactly what stop 8 did.
 
-Moving a legacy application to v2 at its next event is phase B2's work.
+Moving a legacy application to v2 at its next event is phase B2's work. Until then, stop 8's
+code cannot check a seal (it trusts the typed `decided_by`), so a decision a person sends it
+after sealing was deployed is refused on its own record, "identity not verified" (issue 12,
+docs/identity.md): only messages of other processes (checked against the record) still reach
+its handlers. Histories from before keep replaying as they were: the rule is patched in per
+decision (`legacy-unsealed-refused/<n>`, n counting the person's decisions this run has met),
+since `patched` answers once per id for the whole run and a single id would be decided, False,
+by the first decision replayed.
 """
 
 from __future__ import annotations
@@ -30,17 +37,25 @@ from temporalio import workflow
 from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
+    from onboarding.domain.decisions import CATALOGUES
     from onboarding.domain.models import (
         ApplicationStatus,
         Deadline,
         DecisionReceipt,
         DecisionRecord,
         Model,
+        Role,
     )
+    from onboarding.identity.models import NOT_VERIFIED
 
 # v2's name -> stop 8's, for the decisions v2 renamed.
 STOP8_NAMES = {"api_test_review": "api_testing"}
 V2_NAMES = {old: new for new, old in STOP8_NAMES.items()}
+# The decisions people take, under v2's names (the others are messages of other processes).
+PEOPLE_DECIDE = {name for catalogue in CATALOGUES.values() for name, d in catalogue.items()
+                 if d.taken_by is not Role.PLATFORM_WORKFLOW}
+UNSEALED = (f"{NOT_VERIFIED}: an application started before v2 cannot check who sealed a "
+            "decision, so it takes none from a person (docs/identity.md)")
 
 
 class Legacy:
@@ -50,6 +65,25 @@ class Legacy:
         self.definition = workflow._Definition.must_from_class(cls)
         self.application = application
         self.instance = cls(application)
+        self._decisions_met = 0
+
+    def _refuses(self, name: str) -> bool:
+        """Whether `name`, arriving now, is a person's decision this application refuses
+        unread: every one met since sealing was deployed (see the module's docstring)."""
+        if V2_NAMES.get(name, name) not in PEOPLE_DECIDE:
+            return False
+        self._decisions_met += 1
+        return workflow.patched(f"legacy-unsealed-refused/{self._decisions_met}")
+
+    async def _refuse(self, name: str, fields: Any) -> DecisionReceipt:
+        """On stop 8's own record, as it refuses what it cannot read."""
+        fields = dict(fields) if isinstance(fields, dict) else {}
+        if fields.get("decided_by"):
+            fields["decided_by"] = f"{str(fields['decided_by'])[:180]} (not verified)"
+        procedure = self.instance.procedure
+        await procedure._refuse_unread(STOP8_NAMES.get(name, name), fields, UNSEALED)
+        return DecisionReceipt(decision_id=str(fields.get("decision_id", ""))[:100],
+                               applied=False, reason=UNSEALED, step=procedure.step)
 
     async def run(self) -> ApplicationStatus:
         return _v2_status(await self.instance.run(self.application))
@@ -58,6 +92,9 @@ class Legacy:
         return _v2_status(self.definition.queries["status"].fn(self.instance))
 
     async def signal(self, name: str, payload: RawValue) -> None:
+        if self._refuses(name):
+            await self._refuse(name, _readable(payload))
+            return
         own = self.definition.signals.get(STOP8_NAMES.get(name, name))
         if own is None:  # not a signal of stop 8's: its dynamic handler records the refusal
             await self.definition.signals[None].fn(self.instance, name, [payload])
@@ -78,6 +115,8 @@ class Legacy:
                 mode="json", exclude_none=True)))
 
     async def update(self, name: str, decision: Model) -> DecisionReceipt:
+        if self._refuses(name):
+            return await self._refuse(name, decision.model_dump(mode="json", exclude_none=True))
         own = self._update(name)
         answer = await own.fn(self.instance, self._stop8_decision(own, decision.model_dump(
             mode="json", exclude_none=True)))
@@ -89,6 +128,8 @@ class Legacy:
             own.validator(self.instance, self._stop8_decision(own, _read(args)))
 
     async def other_update(self, name: str, args: Sequence[RawValue]) -> DecisionReceipt:
+        if self._refuses(name):
+            return await self._refuse(name, _read(args))
         own = self._update(name)
         answer = await own.fn(self.instance, self._stop8_decision(own, _read(args)))
         return DecisionReceipt(**answer.model_dump())
@@ -106,10 +147,18 @@ class Legacy:
         return own.arg_types[0].model_validate(_stop8_fields(fields))
 
 
+# What decisions carry since they are sealed, unknown to stop 8's models (which refuse fields
+# they do not know): left out, so that stop 8's validators let the decision through to the
+# refusal on the record.
+SEALED_FIELDS = ("application_id", "decision", "attestation")
+
+
 def _stop8_fields(fields: Any) -> Any:
     """A decision's fields as stop 8 named them."""
     if isinstance(fields, dict) and "verdict" in fields and "outcome" not in fields:
         fields = {("outcome" if k == "verdict" else k): v for k, v in fields.items()}
+    if isinstance(fields, dict) and any(k in fields for k in SEALED_FIELDS):
+        fields = {k: v for k, v in fields.items() if k not in SEALED_FIELDS}
     return fields
 
 
@@ -117,6 +166,13 @@ def _read(args: Sequence[RawValue]) -> Any:
     if not args:
         raise ValueError("(payload): a decision is required")
     return workflow.payload_converter().from_payload(args[0].payload)
+
+
+def _readable(payload: RawValue) -> Any:
+    try:
+        return workflow.payload_converter().from_payload(payload.payload)
+    except Exception:  # noqa: BLE001 - refused whatever it holds
+        return None
 
 
 def _stop8_payload(payload: RawValue) -> RawValue:

@@ -1,12 +1,7 @@
-"""The Temporal Web UI in a real browser: headless Chromium (Debian's `chromium`, driven by
-Playwright from PyPI with `executable_path`; Playwright's own browser download is not used).
-
-The dev server's own UI, as `make up` runs it, with `--ui-codec-endpoint` at the codec server.
-The dev UI has no login of its own: the reviewer signs in at the codec server (its /login, the
-identity provider's form), and the UI sends the codec server's session cookie with its codec
-requests once its setting "include cross-origin credentials" is on (preset here in the UI's
-localStorage, as the settings dialog would write it). A decision sent with "Send a Signal" is
-then sealed for the person signed in; without a sign-in the codec server seals nothing.
+"""The Temporal Web UI in a real browser (tests/support/web_ui.py): the dev server's own UI,
+as `make up` runs it, with `--ui-codec-endpoint` at the codec server. A decision sent with
+"Send a Signal" is sealed for the person signed in at the codec server; without a sign-in the
+codec server seals nothing.
 
 Without Chromium or Playwright the test is skipped, saying so (`make test` on a laptop); under
 CI=true it fails instead (.ci/run installs Chromium).
@@ -15,55 +10,28 @@ CI=true it fails instead (.ci/run installs Chromium).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import re
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from temporalio.testing import WorkflowEnvironment
 
+from onboarding.devstack.embedded import wheel_binary
 from onboarding.services.codec_server import start_codec_server
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.codec import data_converter
-from onboarding.devstack.embedded import wheel_binary
 from tests.support import data, drive, identity
 from tests.support.data import CRITERIA_HOLD, REVIEWER
 from tests.support.net import free_port
 from tests.support.sealing import SealAsTyped
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# Flags that keep Chromium from reaching out on its own (updates, sync, QUIC) in a container.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
-WAIT_MS = 30_000
-
-
-def _browser_missing() -> str | None:
-    if not shutil.which(CHROMIUM):
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium, or set CHROMIUM)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "Playwright is not installed (pip install -e '.[test]')"
-    return None
+from tests.support.web_ui import require_browser, send_from_the_ui
 
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    """Chromium's executable, or the test skipped (failed under CI) saying what is missing."""
-    missing = _browser_missing()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the real-browser test cannot run under CI: {missing}")
-        pytest.skip(f"the real-browser test is skipped: {missing}")
-    return CHROMIUM
+    return require_browser()
 
 
 @dataclass
@@ -96,70 +64,6 @@ async def web_ui(settings, roster, identity_provider) -> AsyncIterator[WebUI]:
         await runner.cleanup()
 
 
-def send_from_the_ui(chromium: str, web_ui: WebUI, workflow_id: str, name: str,
-                     decision: dict, sign_in: tuple[str, str] | None) -> list[int]:
-    """A reviewer in a browser of their own: signs in at the codec server (when `sign_in`
-    names whom), opens the application in the UI and sends `decision` with "Send a Signal".
-    Returns the codec server's answers to the UI's /encode requests. (Playwright's sync API,
-    in a thread of its own: it runs an event loop of its own.)"""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            return _send(browser, web_ui, workflow_id, name, decision, sign_in)
-        finally:
-            browser.close()
-
-
-def _send(browser: Any, web_ui: WebUI, workflow_id: str, name: str, decision: dict,
-          sign_in: tuple[str, str] | None) -> list[int]:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    try:
-        page = context.new_page()
-        page.set_default_timeout(WAIT_MS)
-        if sign_in:
-            email, password = sign_in
-            page.goto(f"{web_ui.codec}/login")
-            page.fill("input[name=username]", email)
-            page.fill("input[name=password]", password)
-            page.click("button[type=submit]")
-            page.get_by_text(f"Signed in to the codec server as {email}").wait_for()
-        # The UI's codec setting, as its dialog writes it: this endpoint, with credentials.
-        settings = {"endpoint": json.dumps(web_ui.codec), "overrideRemoteCodecConfiguration":
-                    "true", "includeCredentials": "true", "passAccessToken": "false"}
-        context.add_init_script(
-            "(s => { for (const [k, v] of Object.entries(s)) localStorage.setItem(k, v); })(%s)"
-            % json.dumps(settings))
-        answers: list[int] = []
-        page.on("response", lambda r: answers.append(r.status)
-                if r.url.startswith(f"{web_ui.codec}/encode") else None)
-        page.goto(f"{web_ui.ui}/namespaces/default/workflows/{workflow_id}")
-        page.get_by_role("button", name="More Actions").click()
-        page.get_by_role("menuitem", name="Send a Signal").click()
-        modal = page.get_by_test_id("signal-confirmation-modal").nth(1)
-        listed = modal.get_by_test_id("signal-select-button")
-        typed = modal.locator("#signal-name")
-        listed.or_(typed).first.wait_for()
-        # The UI lists the signals when it can read the workflow's definitions (a query whose
-        # answer it decodes through the codec server); else the name is typed.
-        if listed.count():
-            listed.click()
-            # Each option shows the signal's name, then its description (the catalogue's).
-            page.get_by_role("option").filter(
-                has_text=re.compile(rf"^\s*{name}(?![a-z_])")).click()
-        else:
-            typed.fill(name)
-        modal.get_by_role("textbox").nth(1).fill(json.dumps(decision))
-        submit = modal.get_by_test_id("confirm-modal-button")
-        submit.focus()
-        submit.click()
-        page.wait_for_timeout(2000)  # the UI's answer (a toast) is not what is asserted
-        return answers
-    finally:
-        context.close()
-
-
 async def test_a_decision_sent_from_the_web_ui_is_sealed_for_whoever_signed_in(
         chromium, web_ui, run_worker, settings, task_queue, identity_provider):
     application = data.new_application(settings, ["account-balance"])
@@ -173,13 +77,14 @@ async def test_a_decision_sent_from_the_web_ui_is_sealed_for_whoever_signed_in(
     async with run_worker(web_ui.env.client):
         handle = await drive.start(web_ui.env.client, settings, task_queue, application)
         await drive.wait_for_step(handle, "pre_verification")
-        anonymous = await asyncio.to_thread(send_from_the_ui, chromium, web_ui, handle.id,
-                                            "pre_verification", decision(), None)
+        anonymous = await asyncio.to_thread(send_from_the_ui, chromium, web_ui.ui,
+                                            web_ui.codec, handle.id, "pre_verification",
+                                            decision(), None)
         await asyncio.sleep(2)
         before = await drive.status(handle)
         signed_in = await asyncio.to_thread(
-            send_from_the_ui, chromium, web_ui, handle.id, "pre_verification", decision(),
-            (reviewer.email, reviewer.password))
+            send_from_the_ui, chromium, web_ui.ui, web_ui.codec, handle.id, "pre_verification",
+            decision(), (reviewer.email, reviewer.password))
         status = await drive.wait_for_step(handle, "platform_contract")
 
     # Without a sign-in, the codec server answered 401 and sealed nothing. (The UI of the dev

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 import jwt
 import pytest
 from pydantic import SecretStr
+from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import RawValue
 from temporalio.worker import Replayer
 
+from activities.decisions import DecisionCheck, Verification
 from onboarding.domain.models import DecisionReceipt
 from onboarding.identity.attestation import new_sealing_key
 from onboarding.identity.models import IdentityRef
@@ -51,6 +53,7 @@ from tests.support.eventually import eventually
 from tests.support.net import free_port
 from tests.support.records import audit
 from tests.support.sealing import unsealed
+from tests.support.stand_ins import with_stand_ins
 from worker import WORKFLOW_RUNNER, WORKFLOWS, running
 
 
@@ -378,3 +381,55 @@ async def test_sealing_keys_rotate_with_an_overlap_and_histories_outlive_them(
 
 def jwt_kid(decision: RawValue) -> str:
     return jwt.get_unverified_header(json.loads(decision.payload.data)["attestation"])["kid"]
+
+
+# --- an application running when sealing was deployed ---------------------------------------------
+
+
+class BeforeSeals:
+    """verify_decision as the worker of the previous release ran it: the typed `decided_by`
+    taken at its word (the verdict it kept in histories: `person`, no identity)."""
+
+    @activity.defn(name="verify_decision")
+    async def verify_decision(self, check: DecisionCheck) -> Verification:
+        return Verification(person=check.decided_by)
+
+
+async def test_a_step_pending_at_deployment_takes_only_sealed_decisions_after(
+        dev_server, settings, pool, roster, identity_provider, codec_server, task_queue):
+    """Before: decisions by typed names (the previous release). After: the same application's
+    pending step refuses a typed one, and four eyes still excludes who pre-verified it, by the
+    staff id on record. (tests/histories/v2_*_before_seals.json: such a history, recorded by
+    the previous release, replays.)"""
+    ours = settings.model_copy(update={"temporal_task_queue": task_queue})
+    platform = Platform(dev_server.client, ours, codec_server, identity_provider)
+    raw = platform.raw
+
+    async with running(dev_server.client, ours, pool, with_stand_ins(pool, ours, BeforeSeals())):
+        handle = await platform.start()
+        typed = raw.get_workflow_handle(handle.id)
+        await typed.signal("pre_verification", pre_verification(
+            handle.id, by=REVIEWER_AND_APPROVER))
+        await drive.wait_for_step(handle, "platform_contract")
+        await typed.signal("platform_contract", decided(
+            handle.id, "platform_contract", decided_by=PLATFORM, verdict="signed",
+            eligibility_confirmed=True, contract=contract()))
+        await drive.wait_for_step(handle, "final_approval")
+
+    async with running(dev_server.client, ours, pool):
+        approval = lambda: decided(handle.id, "final_approval", verdict="approve")  # noqa: E731
+        still_typed = await typed.execute_update("final_approval", {
+            **approval(), "decided_by": APPROVER}, result_type=DecisionReceipt)
+        dual = (await platform.as_person(REVIEWER_AND_APPROVER)).get_workflow_handle(handle.id)
+        same_person = await dual.execute_update("final_approval", approval(),
+                                                result_type=DecisionReceipt)
+        approver = (await platform.as_person(APPROVER)).get_workflow_handle(handle.id)
+        sealed = await approver.execute_update("final_approval", approval(),
+                                               result_type=DecisionReceipt)
+        status = await drive.wait_for_step(handle, "sandbox_testing")
+
+    assert still_typed.reason == "identity not verified"
+    assert "four eyes" in same_person.reason
+    assert sealed.applied
+    assert [(d.decided_by, d.identity is None) for d in status.decisions if d.applied] == [
+        (REVIEWER_AND_APPROVER, True), (PLATFORM, True), (APPROVER, False)]

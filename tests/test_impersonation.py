@@ -278,13 +278,17 @@ async def test_the_roster_decides_roles_on_the_verified_identity(platform, pool)
 
     stranger = await decide(them)
     wrong_role = await decide(sales)
-    # The role given to the address only: no identity enrolled for it yet.
-    await pool.execute("INSERT INTO staff_roles (staff_id, role) VALUES ($1, $2)", newcomer,
-                       "pre_verification_reviewer")
-    role_not_enrolled = await decide(them)
-    await identities.enrol_staff(pool, newcomer, IdentityRef(
-        issuer=platform.provider.issuer, subject=platform.provider.subject(newcomer)))
-    enrolled = await decide(them)
+    try:
+        # The role given to the address only: no identity enrolled for it yet.
+        await pool.execute("INSERT INTO staff_roles (staff_id, role) VALUES ($1, $2)",
+                           newcomer, "pre_verification_reviewer")
+        role_not_enrolled = await decide(them)
+        await identities.enrol_staff(pool, newcomer, IdentityRef(
+            issuer=platform.provider.issuer, subject=platform.provider.subject(newcomer)))
+        enrolled = await decide(them)
+    finally:  # the roster is the session's: other tests count who holds the role
+        await pool.execute("DELETE FROM staff_identities WHERE staff_id = $1", newcomer)
+        await pool.execute("DELETE FROM staff_roles WHERE staff_id = $1", newcomer)
 
     assert stranger.reason == f"{newcomer} does not hold the role pre_verification_reviewer"
     assert wrong_role.reason == f"{SALES} does not hold the role pre_verification_reviewer"

@@ -19,6 +19,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from onboarding.identity.attestation import AttestationVerifier, verification_keys
 from onboarding.services.codec_server import MAX_DECISION_BYTES, SESSION_COOKIE
+from onboarding.store import identities
 from onboarding.temporal.codec import payload_encryption
 from tests.support import data, drive, identity
 
@@ -284,14 +285,17 @@ def load_example():
 
 
 async def test_a_program_decides_as_a_service_through_the_codec_server(
-        codec_server, identity_provider, dev_server, run_worker, settings, task_queue):
+        codec_server, identity_provider, dev_server, run_worker, settings, task_queue, pool):
     example = load_example()
     program = settings.model_copy(update={
         "temporal_address": dev_server.client.service_client.config.target_host,
         "temporal_namespace": dev_server.client.namespace, "payload_encryption_keys": None,
         "oidc_issuer": identity_provider.issuer, "temporal_codec_endpoint": codec_server})
     async with run_worker(dev_server.client):
-        _, handle = await start(dev_server, settings, task_queue)
+        application, handle = await start(dev_server, settings, task_queue)
+        # The roster lists the portal as acting for this applicant.
+        await identities.grant_mandate(pool, identity_provider.issuer, identity.SERVICE,
+                                       application.organisation.business_registration_number)
         await drive.wait_for_step(handle, "pre_verification")
         client = await example.service_client(program, identity.SERVICE, identity.SERVICE_SECRET)
         answer = await client.get_workflow_handle(handle.id).execute_update("withdraw", {
@@ -299,7 +303,7 @@ async def test_a_program_decides_as_a_service_through_the_codec_server(
             "application_id": handle.id, "decision": "withdraw"})
         history = await handle.fetch_history()
 
-    assert answer["decision_id"] == "w-portal"
+    assert answer["decision_id"] == "w-portal" and answer["applied"], answer
     [update] = [e.workflow_execution_update_accepted_event_attributes for e in history.events
                 if e.HasField("workflow_execution_update_accepted_event_attributes")]
     sent, = await opened(settings, list(update.accepted_request.input.args.payloads))

@@ -224,8 +224,14 @@ async def killed_run(dev_server, settings, pool, tmp_path_factory) -> KilledRun:
         # attempt (the relay's back-off), which may come after the last application's end.
         done.set()
         await asyncio.gather(*helpers, return_exceptions=True)
-        await eventually(lambda: deliveries_sent(pool, app_ids), 120,
-                         "every key delivery sent once the kills stopped")
+        killer.until = 0.0  # the mail server kills no more either
+
+        async def delivered() -> bool:
+            if not worker.running:  # killed last, by a kill already under way
+                worker.start()
+            return await deliveries_sent(pool, app_ids)
+
+        await eventually(delivered, 120, "every key delivery sent once the kills stopped")
     finally:
         done.set()
         await asyncio.gather(*helpers, return_exceptions=True)

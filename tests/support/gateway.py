@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from onboarding.services.key_cache import KeyCache
-from onboarding.services.key_verification import create_runner
+from onboarding.services.key_verification import TALLY, create_runner
 from tests.support.net import free_port
 
 VERIFY = "/v1/keys/verify"
@@ -18,6 +18,7 @@ class Gateway:
     def __init__(self, pool: asyncpg.Pool, cache: KeyCache) -> None:
         self.cache = cache
         self.runner = create_runner(pool, cache)
+        self.tally = self.runner.app[TALLY]
         self.port = free_port()
 
     async def __aenter__(self) -> Gateway:

@@ -21,7 +21,9 @@ never the key itself), as the bytes it sends. What keeps them right:
   answer within HEARTBEAT_TIMEOUT_SECONDS (a connection silently gone: a dead NAT entry, a
   hung server) and the connection is dropped and replaced.
 - **On every (re)connection, everything is forgotten**: notifications sent while no one
-  listened are lost for good.
+  listened are lost for good. The listening connection is a session of its own on the
+  primary (DATABASE_URL): LISTEN works neither through a pooler in transaction mode
+  (PgBouncer's) nor on a standby.
 - **A short bounded lifetime, whatever happens to notifications**: no answer is older than
   KEY_CACHE_MAX_AGE_SECONDS (default 10 s), nor kept past the key's own expiry. It bounds what
   a lost notification can cost: a listener down and unable to reconnect, a write that skipped

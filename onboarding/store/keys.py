@@ -20,7 +20,8 @@ answer says anyway:
   organisation's, and a few more values are decoded and validated. Removing that would mean
   reading a stand-in row for every unknown key; it is not worth it, because the difference
   can only tell someone who already holds a key that it is on record (a revoked or expired
-  key). The benchmark measures it (`python -m bench.benchmark`, phase "gateway").
+  key). The benchmark measures it (`python -m bench.benchmark`, phase "gateway", from the
+  database).
 - An earlier version also compared the stored hash (or a stand-in for a missing row) with the
   presented one using `hmac.compare_digest`. That comparison could only ever succeed for a row
   the index had just found by that very hash, so it added work and no protection: removed.

@@ -23,9 +23,8 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.audit import AuditActivityFailures
-from activities.heartbeat import Heartbeats
-from activities.platform import PlatformActivities
+from activities import platform_activities
+from activities.interceptors import AuditActivityFailures, Heartbeats
 from onboarding.core.config import Settings
 from onboarding.core.db import create_pool
 from onboarding.core.logs import ActivityLogContext, get_logger
@@ -66,7 +65,7 @@ async def running(client: Client, settings: Settings, pool: asyncpg.Pool,
     """What a worker process runs: the worker (the platform's activities, unless others are
     given) and the outbox relay, until the block ends."""
     if activities is None:
-        activities = PlatformActivities(pool, settings).all()
+        activities = platform_activities(pool, settings)
     stop = asyncio.Event()
     relay = asyncio.create_task(Relay(pool, settings).run(stop))
     try:

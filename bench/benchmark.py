@@ -79,7 +79,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.testing import ActivityEnvironment
 
-from activities.platform import PlatformActivities
+from activities.records import Records
 from bench.bare import READY as BARE_READY
 from bench.bare import BareWorkflow, Plan
 from onboarding.core.config import Settings
@@ -87,8 +87,8 @@ from onboarding.core.db import create_pool
 from onboarding.core.logs import configure_logging
 from onboarding.domain import keys
 from onboarding.domain.admission import prepare_subscription
-from onboarding.domain.models import (ApplicationRecord, ApplicationStatus, KeyIssuance,
-                                      KeyRevocation)
+from onboarding.domain.models import ApplicationStatus
+from onboarding.domain.record import ApplicationOnRecord, Commit, KeyIssued, KeysRevoked
 from onboarding.services.key_cache import KeyCache
 from onboarding.store import keys as key_store
 from onboarding.store.keys import verify_key
@@ -114,19 +114,19 @@ def _script() -> list[tuple[str, str, Callable[[str], dict[str, Any]]]]:
     d = data.decision
     return [
         ("pre_verification", "pre_verification",
-         lambda a: d(data.REVIEWER, outcome="approve", criteria=data.CRITERIA_HOLD)),
+         lambda a: d(data.REVIEWER, verdict="approve", criteria=data.CRITERIA_HOLD)),
         ("market_data_licence", "market_data_licence",
-         lambda a: d(data.SALES, outcome="concluded", contract=data.contract())),
+         lambda a: d(data.SALES, verdict="concluded", contract=data.contract())),
         ("platform_contract", "platform_contract",
-         lambda a: d(data.PLATFORM, outcome="signed", eligibility_confirmed=True,
+         lambda a: d(data.PLATFORM, verdict="signed", eligibility_confirmed=True,
                      contract=data.contract())),
-        ("final_approval", "final_approval", lambda a: d(data.APPROVER, outcome="approve")),
+        ("final_approval", "final_approval", lambda a: d(data.APPROVER, verdict="approve")),
         ("sandbox_testing", "sandbox_testing_complete",
          lambda a: d(a, note="all scenarios pass")),
         ("sandbox_verification", "sandbox_verification",
-         lambda a: d(data.PLATFORM, outcome="approve")),
+         lambda a: d(data.PLATFORM, verdict="approve")),
         ("production_switch", "production_switch",
-         lambda a: d(data.APPROVER, outcome="approve", service_contract=data.contract())),
+         lambda a: d(data.APPROVER, verdict="approve", service_contract=data.contract())),
     ]
 
 
@@ -548,6 +548,20 @@ def commands_only(events: list[Any]) -> list[Any]:
     return [e for e in events if e.event_type not in WFT_EVENTS]
 
 
+MARKER = EventType.EVENT_TYPE_MARKER_RECORDED
+
+
+def local_activity_types(events: list[Any]) -> Counter:
+    """Local activities by type, from their markers (the marker's metadata names the type)."""
+    found: Counter = Counter()
+    for e in events:
+        if (e.event_type == MARKER
+                and e.marker_recorded_event_attributes.marker_name == "core_local_activity"):
+            data = e.marker_recorded_event_attributes.details["data"].payloads[0].data
+            found[json.loads(data)["activity_type"]] += 1
+    return found
+
+
 def activity_types(events: list[Any]) -> Counter:
     return Counter(e.activity_task_scheduled_event_attributes.activity_type.name
                    for e in events if e.event_type == SCHEDULED)
@@ -832,8 +846,8 @@ def _frame(frame: str) -> str:
 
 def _category(frames: list[str]) -> str:
     for f in frames:
-        if f.startswith("PlatformActivities."):
-            return "activity " + f.split(" ")[0].removeprefix("PlatformActivities.")
+        if f.split(" (")[-1].startswith("activities/"):
+            return "activity " + f.split(" ")[0]
     joined = ";".join(frames)
     if "_ActivityWorker." in joined:
         return "activity plumbing (SDK, interceptors, log context)"
@@ -962,10 +976,16 @@ async def calibrate(stack: Stack, args: argparse.Namespace, report: Report) -> R
     n_signals = sum(e.event_type == SIGNALED for e in events)
     n_activities = sum(e.event_type == SCHEDULED for e in events)
     n_steps = sum(isinstance(op, str) for entry in plan for op in entry[2:])
-    report.line(f"  a lifecycle: {n_signals} signals, {n_activities} activities "
-                f"(ActivityTaskScheduled), {n_steps} step changes, {len(events)} events")
+    local = local_activity_types(events)
+    report.line(f"  a lifecycle: {len(events)} history events, {n_signals} signals, "
+                f"{n_activities} regular activities (ActivityTaskScheduled), "
+                f"{sum(local.values())} local activities (markers), {n_steps} step changes")
     report.line("  its activities: " + ", ".join(f"{name} {count}" for name, count
                                                  in activity_types(events).most_common()))
+    report.line("  its local activities: " + ", ".join(f"{name} {count}" for name, count
+                                                       in local.most_common()))
+    report.line("  its events: " + ", ".join(f"{name} {count}" for name, count
+                                             in counts(events).most_common()))
     report.line("  the bare workflow's plan, [signals, completions seen, *commands] per workflow "
                 "task:")
     for start in range(0, len(plan), 6):
@@ -982,6 +1002,8 @@ async def calibrate(stack: Stack, args: argparse.Namespace, report: Report) -> R
                 f"{len(bare_events)} events -> {'the same shape' if same else 'MISMATCH'}")
     if not same:
         raise SystemExit("the bare workflow does not match the lifecycle's shape")
+    report.figure("lifecycle history", f"{len(events)} events; {n_activities} regular and "
+                                       f"{sum(local.values())} local activities")
     report.figure("lifecycle shape", f"{n_signals} signals, {n_activities} activities, "
                                      f"{n_steps} step changes per application")
     return Run(stack, args, report, life, life_worker, bare, bare_worker,
@@ -1230,26 +1252,27 @@ KINDS = ("valid", "revoked", "unknown")
 
 
 async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[tuple[str, str]]:
-    """Keys issued the real way (the activities), without a workflow so that these phases can
-    run alone; returned as (application id, the key as its holder receives it)."""
-    acts, env = PlatformActivities(stack.pool, stack.settings), ActivityEnvironment()
+    """Keys issued the real way (the record's commit), without a workflow so that these phases
+    can run alone; returned as (application id, the key as its holder receives it)."""
+    write, env = Records(stack.pool, stack.settings).write_record, ActivityEnvironment()
     secret = stack.settings.key_issuance_secret.get_secret_value()
     issued = []
     for _ in range(applications):
         app = prepare_subscription(data.subscription_form(apis=APIS), stack.settings)
-        await env.run(acts.record_application,
-                      ApplicationRecord(application=app, workflow_id=app.application_id))
+        entries: list[Any] = [ApplicationOnRecord(
+            seq=0, process="subscription", organisation=app.organisation, requested_apis=APIS)]
         for environment in ("sandbox", "production"):
-            issuance_id = f"{app.application_id}/key/{environment}"
-            await env.run(acts.issue_api_key, KeyIssuance(
-                issuance_id=issuance_id, application_id=app.application_id,
-                business_registration_number=app.organisation.business_registration_number,
-                environment=environment, scopes=APIS, valid_days=30,
-                recipients=[str(app.organisation.contact_emails[0])], language="en"))
-            issued.append((app.application_id, keys.derive_key(secret, issuance_id, environment)))
+            entries.append(KeyIssued(seq=len(entries), environment=environment, scopes=APIS,
+                                     valid_days=30, recipients=[str(app.organisation.contact_emails[0])],
+                                     language="en"))
+            issued.append((app.application_id, keys.derive_key(
+                secret, f"{app.application_id}/key/{environment}", environment)))
         if revoke:
-            await env.run(acts.revoke_api_keys,
-                          KeyRevocation(application_id=app.application_id, reason="benchmark"))
+            entries.append(KeysRevoked(seq=len(entries), reason="benchmark"))
+        await env.run(write, Commit(
+            application_id=app.application_id, workflow_id=app.application_id,
+            business_registration_number=app.organisation.business_registration_number,
+            step="benchmark", entries=entries))
     return issued
 
 

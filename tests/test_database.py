@@ -15,12 +15,11 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from temporalio.testing import ActivityEnvironment
 
-from activities.platform import PlatformActivities
 from onboarding.core.db import Migration, MigrationMismatch, apply_migrations, bundled_migrations
 from onboarding.domain.admission import prepare_subscription
-from onboarding.domain.models import ApplicationRecord, SubscriptionApplication
+from onboarding.domain.models import SubscriptionApplication
+from onboarding.store import applications
 from tests.support import data, servers
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "onboarding" / "core" / "migrations"
@@ -52,10 +51,9 @@ async def public_tables(conn: asyncpg.Connection) -> set[str]:
 async def new_application(pool: asyncpg.Pool, settings) -> SubscriptionApplication:
     """A fresh application with its organisation and application rows written."""
     app = prepare_subscription(data.subscription_form(), settings)
-    await ActivityEnvironment().run(
-        PlatformActivities(pool, settings).record_application,
-        ApplicationRecord(application=app, workflow_id=app.application_id),
-    )
+    await applications.record(pool, application_id=app.application_id, process="subscription",
+                              organisation=app.organisation, workflow_id=app.application_id,
+                              requested_apis=app.requested_apis)
     return app
 
 

@@ -51,15 +51,15 @@ def licence_needed(application: SubscriptionApplication) -> bool:
 async def finish(handle: WorkflowHandle, application: SubscriptionApplication) -> ApplicationStatus:
     """Approve every step left, through production."""
     await drive_to(handle, application, "production_switch", licence=licence_needed(application))
-    kind, payload = approval("production_switch", application)
-    await handle.signal(kind, payload)
+    name, payload = approval("production_switch", application)
+    await handle.signal(name, payload)
     return await drive.result(handle, timeout=60)
 
 
 async def approve_now(handle: WorkflowHandle, application: SubscriptionApplication,
                       step: str) -> None:
-    kind, payload = approval(step, application)
-    await handle.signal(kind, payload)
+    name, payload = approval(step, application)
+    await handle.signal(name, payload)
 
 
 async def check_whole_runs(db: asyncpg.Pool | asyncpg.Connection,
@@ -71,7 +71,7 @@ async def check_whole_runs(db: asyncpg.Pool | asyncpg.Connection,
         app_id = application.application_id
         assert status.outcome == "in_production", status
         licence = licence_needed(application)
-        assert [(d.kind, d.applied) for d in status.decisions] == [
+        assert [(d.decision, d.applied) for d in status.decisions] == [
             (approval(s, application)[0], True) for s in PATH
             if s != "market_data_licence" or licence], status.decisions
         assert await steps_on_record(db, app_id) == record_of_a_whole_run(licence), app_id

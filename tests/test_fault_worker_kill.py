@@ -174,8 +174,8 @@ async def drive_to_production(client, pool: asyncpg.Pool, worker_settings,
         if step == "market_data_licence" and not market_data:
             continue
         await until_step(pool, application.application_id, step)
-        kind, payload = approval(step, application)
-        await handle.signal(kind, payload)
+        name, payload = approval(step, application)
+        await handle.signal(name, payload)
     return await asyncio.wait_for(handle.result(), RUN_TIMEOUT)
 
 
@@ -243,7 +243,7 @@ async def test_every_application_reaches_production_with_each_key_once(killed_ru
     for application in run.applications:
         status = run.statuses[application.application_id]
         licence = "stock-quotes" in application.requested_apis
-        assert [(d.kind, d.applied) for d in status.decisions] == [
+        assert [(d.decision, d.applied) for d in status.decisions] == [
             (approval(s, application)[0], True) for s in PATH
             if s != "market_data_licence" or licence], (run, status.decisions)
         assert await steps_on_record(pool, application.application_id) == \

@@ -16,11 +16,10 @@ import pytest
 
 from onboarding.core.db import create_pool
 from onboarding.core.logs import configure_logging
-from onboarding.domain.models import KeyRevocation
 from onboarding.services.key_cache import KeyCache
 from tests.support.eventually import eventually
 from tests.support.gateway import VERIFY, Gateway
-from tests.support.key_issuance import issue_key
+from tests.support.key_issuance import issue_key, revoke_keys
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +50,7 @@ async def notified(gateway: Gateway, forgotten_before: int) -> None:
 
 
 async def test_a_sandbox_key_is_valid_for_its_organisation_and_apis(gateway, pool, settings, inbox):
-    _, _, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     status, body = await gateway.verify({"X-Api-Key": key})
     assert status == 200
     assert body["valid"] is True and body["reason"] == ""
@@ -64,7 +63,7 @@ async def test_a_sandbox_key_is_valid_for_its_organisation_and_apis(gateway, poo
 
 
 async def test_a_production_key_names_production(gateway, pool, settings, inbox):
-    _, _, app, key = await issue_key(pool, settings, inbox, environment="production")
+    app, key = await issue_key(pool, settings, inbox, environment="production")
     status, body = await gateway.verify({"X-Api-Key": key})
     assert status == 200 and body["valid"] is True
     assert body["environment"] == "production"
@@ -82,11 +81,10 @@ async def test_unknown_keys_are_refused_and_grant_nothing(gateway):
 
 async def test_a_revoked_key_is_refused_as_soon_as_the_revocation_is_notified(
         gateway, pool, settings, inbox):
-    acts, env, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     assert (await gateway.verify({"X-Api-Key": key}))[1]["valid"] is True
     forgotten = gateway.cache.stats.forgotten
-    await env.run(acts.revoke_api_keys, KeyRevocation(application_id=app.application_id,
-                                                     reason="withdrawn"))
+    await revoke_keys(pool, settings, app, "withdrawn")
     await notified(gateway, forgotten)
     status, body = await gateway.verify({"X-Api-Key": key})
     assert status == 200
@@ -96,7 +94,7 @@ async def test_a_revoked_key_is_refused_as_soon_as_the_revocation_is_notified(
 
 
 async def test_an_expired_key_is_refused(gateway, pool, settings, inbox):
-    _, _, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     await pool.execute("UPDATE api_keys SET expires_at = now() - interval '1 second' "
                        "WHERE application_id = $1", app.application_id)
     status, body = await gateway.verify({"X-Api-Key": key})
@@ -124,7 +122,7 @@ async def test_a_request_that_is_not_one_readable_key_gets_400_naming_field_and_
 
 
 async def test_the_key_is_read_from_the_header_only(gateway, pool, settings, inbox):
-    _, _, _, key = await issue_key(pool, settings, inbox)
+    _, key = await issue_key(pool, settings, inbox)
     status, body = await gateway.verify({}, json={"key": key})
     assert (status, body["rule"]) == (400, "required")
     status, body = await gateway.verify({}, params={"key": key})
@@ -132,7 +130,7 @@ async def test_the_key_is_read_from_the_header_only(gateway, pool, settings, inb
 
 
 async def test_the_key_never_reaches_the_logs(gateway, pool, settings, inbox, capfd):
-    acts, env, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     configure_logging(settings.model_copy(update={"log_format": "json"}))
     try:
         gateway.tally.flush()  # what earlier tests counted
@@ -145,8 +143,7 @@ async def test_the_key_never_reaches_the_logs(gateway, pool, settings, inbox, ca
         async with gateway.session.post(VERIFY, headers={"X-Api-Key": key + "x" * 9000}) as r:
             assert r.status == 400
         forgotten = gateway.cache.stats.forgotten
-        await env.run(acts.revoke_api_keys, KeyRevocation(application_id=app.application_id,
-                                                         reason="withdrawn"))
+        await revoke_keys(pool, settings, app, "withdrawn")
         await notified(gateway, forgotten)
         await gateway.verify({"X-Api-Key": key})
         await gateway.verify({"X-Api-Key": key})  # from memory this time
@@ -183,7 +180,7 @@ async def test_healthz_answers_while_the_database_does(gateway, settings):
 
 async def test_the_process_answers_and_finishes_requests_in_flight_on_sigterm(
         pool, settings, inbox):
-    _, _, _, key = await issue_key(pool, settings, inbox)
+    _, key = await issue_key(pool, settings, inbox)
     port = free_port()
     env = {**os.environ, "DATABASE_URL": settings.database_url.get_secret_value(),
            "GATEWAY_PORT": str(port), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}

@@ -42,8 +42,9 @@ from temporalio.service import RPCError
 import starter
 from onboarding.cli.app import DECISIONS
 from onboarding.devstack.embedded import wheel_binary
+from onboarding.domain import decisions
 from onboarding.domain.admission import SubmissionRefused, prepare_subscription
-from onboarding.domain.models import ApplicationStatus, DecisionOutcome, SubscriptionApplication
+from onboarding.domain.models import ApplicationStatus, DecisionReceipt, SubscriptionApplication
 from tests.support import data, drive
 from tests.support.data import (
     CRITERIA_HOLD,
@@ -55,22 +56,21 @@ from tests.support.data import (
 )
 from tests.support.drive import approval
 from tests.support.eventually import eventually
-from workflows.subscription import _pre_verification
 
 MODELS = DECISIONS["subscription"]
 STEP_OF = {"sandbox_testing_complete": "sandbox_testing"}
 WAIT = 30
 
 
-def proper(kind: str, application: SubscriptionApplication) -> dict[str, Any]:
-    """A decision of `kind` as its person would send it at its own step."""
-    if kind == "resubmit":
+def proper(name: str, application: SubscriptionApplication) -> dict[str, Any]:
+    """A decision of `name` as its person would send it at its own step."""
+    if name == "resubmit":
         return decision(applicant(application),
                         service=application.service.model_dump(mode="json"),
                         requested_apis=["account-balance"])
-    if kind == "withdraw":
+    if name == "withdraw":
         return decision(applicant(application))
-    return approval(STEP_OF.get(kind, kind), application)[1]
+    return approval(STEP_OF.get(name, name), application)[1]
 
 
 def as_sent(payload: Any) -> Any:
@@ -88,32 +88,32 @@ class Target:
         self.sent = 0
         self.seen: set[str] = set()  # decision ids of well-formed decisions received
 
-    def expectation(self, kind: str, payload: Any) -> str:
-        """What the workflow must do with `payload` under `kind`: 'malformed' (refused for its
+    def expectation(self, name: str, payload: Any) -> str:
+        """What the workflow must do with `payload` under `name`: 'malformed' (refused for its
         shape), 'refused' (well-formed, but not applicable), or 'applies'."""
         try:
-            d = MODELS[kind].model_validate(as_sent(payload))
+            d = MODELS[name].model_validate(as_sent(payload))
         except ValidationError:
             return "malformed"
         if d.decision_id in self.seen:
             return "refused"
-        if kind == "withdraw":
+        if name == "withdraw":
             return "applies" if d.decided_by.lower() == applicant(self.application) else "refused"
-        if kind != "pre_verification" or d.decided_by.lower() not in (REVIEWER,
+        if name != "pre_verification" or d.decided_by.lower() not in (REVIEWER,
                                                                       REVIEWER_AND_APPROVER):
             return "refused"
-        return "refused" if _pre_verification(d) else "applies"
+        return "refused" if decisions.PRE_VERIFICATION.rule(d) else "applies"
 
-    async def refused(self, kind: str, payload: Any, expected: str) -> None:
-        """Send `payload` as signal `kind` (raw when a RawValue) and check its refusal."""
+    async def refused(self, name: str, payload: Any, expected: str) -> None:
+        """Send `payload` as signal `name` (raw when a RawValue) and check its refusal."""
         assert expected in ("malformed", "refused"), expected
-        await self.handle.signal(kind, payload)
+        await self.handle.signal(name, payload)
         self.sent += 1
         status = await self.recorded(self.sent)
         last = status.decisions[-1]
-        where = f"{kind} {payload!r:.300}"
-        assert (last.kind, last.applied, last.step) == (kind, False, "pre_verification"), where
-        assert last.reason.startswith(f"malformed {kind}: ") == (expected == "malformed"), \
+        where = f"{name} {payload!r:.300}"
+        assert (last.decision, last.applied, last.step) == (name, False, "pre_verification"), where
+        assert last.reason.startswith(f"malformed {name}: ") == (expected == "malformed"), \
             (where, last.reason)
         assert status.step == "pre_verification", where
         if expected == "refused":
@@ -141,7 +141,7 @@ class Target:
         async def all_refusals_on_record() -> list:
             refused = await self.pool.fetch(
                 """SELECT action, reason FROM audit_log WHERE application_id = $1
-                     AND result = 'refused' ORDER BY split_part(entry_id, '/', 3)::int""",
+                     AND result = 'refused' ORDER BY split_part(entry_id, '/', 2)::int""",
                 self.application.application_id)
             return refused if len(refused) >= self.sent else []
 
@@ -150,11 +150,11 @@ class Target:
                                    interval=0.05)
         # PostgreSQL's text cannot hold a NUL character: the audit log has U+FFFD instead.
         assert [(r["action"], r["reason"]) for r in refused] == [
-            (d.kind, d.reason.replace("\x00", "\ufffd")) for d in status.decisions]
+            (d.decision, d.reason.replace("\x00", "\ufffd")) for d in status.decisions]
         assert await workflow_task_failures(self.handle) == 0
 
         await self.handle.signal("pre_verification",
-                                 decision(REVIEWER, outcome="approve", criteria=CRITERIA_HOLD))
+                                 decision(REVIEWER, verdict="approve", criteria=CRITERIA_HOLD))
         moved = await drive.wait_for_step(self.handle, "platform_contract")
         assert moved.decisions[-1].applied
         await self.handle.signal("withdraw", decision(applicant(self.application)))
@@ -199,8 +199,8 @@ json_value = st.recursive(
 @st.composite
 def mangled(draw, application: SubscriptionApplication) -> tuple[str, Any]:
     """A proper decision, under its own name or another, with one thing wrong with it."""
-    kind = draw(st.sampled_from(sorted(MODELS)))
-    payload = proper(draw(st.sampled_from(sorted(MODELS))) if draw(st.booleans()) else kind,
+    name = draw(st.sampled_from(sorted(MODELS)))
+    payload = proper(draw(st.sampled_from(sorted(MODELS))) if draw(st.booleans()) else name,
                      application)
     field = draw(st.sampled_from(sorted(payload)))
     how = draw(st.sampled_from(["replace", "drop", "add", "nul", "long", "staff"]))
@@ -211,14 +211,14 @@ def mangled(draw, application: SubscriptionApplication) -> tuple[str, Any]:
     elif how == "add":
         payload[draw(st.text(max_size=12))] = draw(json_value)
     elif how == "nul":
-        for name in ("decided_by", "note", "decision_id"):
-            payload[name] = f"{payload.get(name, '')}\x00{draw(st.text(max_size=5))}"
+        for text in ("decided_by", "note", "decision_id"):
+            payload[text] = f"{payload.get(text, '')}\x00{draw(st.text(max_size=5))}"
     elif how == "long":
         payload[draw(st.sampled_from(["decision_id", "decided_by", "note"]))] = "x" * 5000
     else:  # someone else of the staff, or a stranger
         payload["decided_by"] = draw(st.sampled_from([SALES, REVIEWER.upper(), "x@y.z",
                                                       REVIEWER_AND_APPROVER]))
-    return kind, payload
+    return name, payload
 
 
 async def test_a_barrage_of_generated_decisions_is_refused_on_the_record(target: Target):
@@ -231,12 +231,12 @@ async def test_a_barrage_of_generated_decisions_is_refused_on_the_record(target:
               suppress_health_check=list(HealthCheck))
     @given(case=anything | mangled(target.application), repeat=st.booleans())
     def one(case: tuple[str, Any], repeat: bool) -> None:
-        kind, payload = case
+        name, payload = case
         if repeat and target.seen and isinstance(payload, dict):  # a duplicate delivery
             payload["decision_id"] = sorted(target.seen)[0]
-        expected = target.expectation(kind, payload)
+        expected = target.expectation(name, payload)
         assume(expected != "applies")
-        asyncio.run_coroutine_threadsafe(target.refused(kind, payload, expected),
+        asyncio.run_coroutine_threadsafe(target.refused(name, payload, expected),
                                          loop).result(WAIT * 2)
 
     await asyncio.to_thread(one)
@@ -252,7 +252,7 @@ def raw(data: bytes, encoding: bytes | None = b"json/plain") -> RawValue:
 
 
 async def test_payloads_no_typed_client_sends_are_refused_on_the_record(target: Target):
-    well_formed = decision(SALES, outcome="approve", criteria=CRITERIA_HOLD)  # not the role
+    well_formed = decision(SALES, verdict="approve", criteria=CRITERIA_HOLD)  # not the role
     cases: list[tuple[str, Any, str]] = [
         ("pre_verification", raw(b"{not json"), "malformed"),
         ("pre_verification", raw(b"\xff\xfe\x00garbage"), "malformed"),
@@ -269,11 +269,11 @@ async def test_payloads_no_typed_client_sends_are_refused_on_the_record(target: 
         ("pre_verification", {**well_formed, "decision_id": "d" * 10_000}, "malformed"),
         ("pre_verification", well_formed, "refused"),
         ("pre_verification", well_formed, "refused"),  # the same delivered twice
-        ("sandbox_verification", decision(REVIEWER, outcome="approve"), "refused"),
+        ("sandbox_verification", decision(REVIEWER, verdict="approve"), "refused"),
         ("resubmit", proper("resubmit", target.application), "refused"),
     ]
-    for kind, payload, expected in cases:
-        await target.refused(kind, payload, expected)
+    for name, payload, expected in cases:
+        await target.refused(name, payload, expected)
     status = await drive.status(target.handle)
     assert "already received" in status.decisions[14].reason
     assert all(len(d.reason) <= 2000 and len(d.decision_id) <= 100 for d in status.decisions)
@@ -283,18 +283,18 @@ async def test_payloads_no_typed_client_sends_are_refused_on_the_record(target: 
         await target.handle.signal("pre_verification",
                                    {**well_formed, "note": "n" * 3_000_000})
     with pytest.raises(WorkflowUpdateFailedError):  # the update's validator refuses it
-        await target.handle.execute_update("final_approval", decision(SALES, outcome="approve"),
-                                           result_type=DecisionOutcome)
+        await target.handle.execute_update("final_approval", decision(SALES, verdict="approve"),
+                                           result_type=DecisionReceipt)
     await target.check_the_record_and_carry_on()
 
 
 async def test_a_signal_no_handler_takes_is_refused_on_the_record(target: Target):
     """A misspelt decision is not kept unread by the SDK: whoever sent it sees it refused."""
-    await target.handle.signal("pre_verificaton", decision(REVIEWER, outcome="approve",
+    await target.handle.signal("pre_verificaton", decision(REVIEWER, verdict="approve",
                                                            criteria=CRITERIA_HOLD))
     target.sent += 1
     last = (await target.recorded(target.sent)).decisions[-1]
-    assert (last.kind, last.applied, last.decided_by) == ("pre_verificaton", False, REVIEWER)
+    assert (last.decision, last.applied, last.decided_by) == ("pre_verificaton", False, REVIEWER)
     assert last.reason.startswith("pre_verificaton is not a decision of a subscription "
                                   "application (this step takes pre_verification")
     # The status shows it as the audit record is written.
@@ -332,7 +332,7 @@ async def test_the_cli_sends_what_is_not_json(target: Target, dev_server):
         assert not last.applied and last.reason.startswith("malformed pre_verification: ")
     # Plain JSON through the CLI (no codec): read as it is, and refused for what it says.
     await asyncio.to_thread(cli_signal, target, address, "pre_verification",
-                            "--input", json.dumps(decision(SALES, outcome="approve",
+                            "--input", json.dumps(decision(SALES, verdict="approve",
                                                            criteria=CRITERIA_HOLD)))
     target.sent += 1
     last = (await target.recorded(target.sent)).decisions[-1]
@@ -376,19 +376,19 @@ async def test_a_payload_claiming_to_be_encrypted_is_refused_on_the_record(targe
 
 async def test_decisions_for_a_closed_application_change_nothing(target: Target):
     await target.handle.signal("pre_verification",
-                               decision(REVIEWER, outcome="reject", note="out of scope"))
+                               decision(REVIEWER, verdict="reject", note="out of scope"))
     closed = await drive.result(target.handle)
     assert closed.outcome == "rejected"
     entries = await target.pool.fetchval(
         "SELECT count(*) FROM audit_log WHERE application_id = $1",
         target.application.application_id)
 
-    for kind in ("pre_verification", "withdraw", "final_approval"):
-        payload = proper(kind, target.application)
+    for name in ("pre_verification", "withdraw", "final_approval"):
+        payload = proper(name, target.application)
         with pytest.raises(RPCError, match="already completed"):
-            await target.handle.signal(kind, payload)
+            await target.handle.signal(name, payload)
         with pytest.raises(RPCError, match="already completed"):
-            await target.handle.execute_update(kind, payload, result_type=DecisionOutcome)
+            await target.handle.execute_update(name, payload, result_type=DecisionReceipt)
 
     assert await drive.status(target.handle) == closed  # still answers, unchanged
     assert await target.pool.fetchval(

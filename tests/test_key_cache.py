@@ -15,19 +15,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
-from temporalio.testing import ActivityEnvironment
-
-from activities.platform import PlatformActivities
 from onboarding.core.db import create_pool
 from onboarding.domain import keys
 from onboarding.domain.admission import prepare_subscription
-from onboarding.domain.models import ApplicationRecord, KeyIssuance, KeyRevocation
+from onboarding.domain.record import ApplicationOnRecord, KeyIssued
 from onboarding.services.key_cache import KeyCache
 from onboarding.store import keys as store_keys
 from tests.support import data
 from tests.support.eventually import eventually
 from tests.support.gateway import Gateway
-from tests.support.key_issuance import issue_key
+from tests.support.key_issuance import commit, issue_key, revoke_keys
 from tests.support.proxy import Proxy
 
 HOUR = 3600.0
@@ -67,9 +64,8 @@ def answers(cache: KeyCache, key: str, expected: tuple[bool, str]):
     return check
 
 
-async def revoke(acts, env, app) -> None:
-    await env.run(acts.revoke_api_keys, KeyRevocation(application_id=app.application_id,
-                                                     reason="withdrawn"))
+async def revoke(pool, settings, app) -> None:
+    await revoke_keys(pool, settings, app, "withdrawn")
 
 
 def unknown_key() -> str:
@@ -78,12 +74,12 @@ def unknown_key() -> str:
 
 async def test_a_revoked_key_is_refused_as_soon_as_the_revocation_is_notified(
         pool, settings, inbox):
-    acts, env, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     async with listening(pool, url(settings)) as cache:
         assert await answer(cache, key) == (True, "")
         lookups = cache.stats.lookups
         assert await answer(cache, key) == (True, "") and cache.stats.lookups == lookups
-        await revoke(acts, env, app)
+        await revoke(pool, settings, app)
         await eventually(lambda: cache.stats.forgotten == 1, what="the revocation notified")
         assert await answer(cache, key) == (False, "revoked")
 
@@ -92,21 +88,18 @@ async def test_a_key_issued_or_its_organisation_renamed_is_answered_anew_at_once
         pool, settings, inbox):
     # A key presented before it is issued (it can be derived, here): its unknown-key answer is
     # kept, and the issuance's notification makes it go.
-    acts, env = PlatformActivities(pool, settings), ActivityEnvironment()
     app = prepare_subscription(data.subscription_form(apis=["account-balance"]), settings)
-    await env.run(acts.record_application,
-                  ApplicationRecord(application=app, workflow_id=app.application_id))
-    issuance_id = f"{app.application_id}/key/sandbox"
-    key = keys.derive_key(settings.key_issuance_secret.get_secret_value(), issuance_id,
-                          "sandbox")
+    key = keys.derive_key(settings.key_issuance_secret.get_secret_value(),
+                          f"{app.application_id}/key/sandbox", "sandbox")
     brn = app.organisation.business_registration_number
     async with listening(pool, url(settings)) as cache:
         assert await answer(cache, key) == (False, "unknown key")
-        await env.run(acts.issue_api_key, KeyIssuance(
-            issuance_id=issuance_id, application_id=app.application_id,
-            business_registration_number=brn, environment="sandbox",
-            scopes=["account-balance"], valid_days=30, recipients=[data.applicant(app)],
-            language="en"))
+        await commit(pool, settings, app,
+                     ApplicationOnRecord(seq=0, process="subscription",
+                                         organisation=app.organisation,
+                                         requested_apis=app.requested_apis),
+                     KeyIssued(seq=1, environment="sandbox", scopes=["account-balance"],
+                               valid_days=30, recipients=[data.applicant(app)], language="en"))
         await eventually(lambda: cache.stats.forgotten == 1, what="the issuance notified")
         verdict = (await cache.verify(key)).verdict
         assert verdict.valid and verdict.organisation.name == app.organisation.legal_name
@@ -120,7 +113,7 @@ async def test_a_key_issued_or_its_organisation_renamed_is_answered_anew_at_once
 
 async def test_a_key_expiring_while_its_answer_is_in_memory_is_refused_from_its_expiry(
         pool, settings, inbox):
-    _, _, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     await pool.execute("UPDATE api_keys SET expires_at = now() + interval '3 seconds' "
                        "WHERE application_id = $1", app.application_id)
     async with listening(pool, url(settings)) as cache:
@@ -130,7 +123,7 @@ async def test_a_key_expiring_while_its_answer_is_in_memory_is_refused_from_its_
 
 async def test_a_listener_gone_silent_is_replaced_and_every_answer_forgotten(
         pool, settings, inbox):
-    acts, env, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     async with proxy_to(settings) as proxy, \
             listening(pool, proxy.url, heartbeat=0.2, heartbeat_timeout=0.5) as cache:
         assert await answer(cache, key) == (True, "")
@@ -138,7 +131,7 @@ async def test_a_listener_gone_silent_is_replaced_and_every_answer_forgotten(
         # The listener's connection carries nothing more, and nothing tells it so (a dead NAT
         # entry): the revocation's notification never reaches it.
         proxy.freeze()
-        await revoke(acts, env, app)
+        await revoke(pool, settings, app)
         await eventually(answers(cache, key, (False, "revoked")), 10, "the revoked key refused")
         # Not by a notification, nor by age: the heartbeat found the listener silent, a new one
         # connected, and every answer was forgotten.
@@ -148,13 +141,13 @@ async def test_a_listener_gone_silent_is_replaced_and_every_answer_forgotten(
 
 async def test_with_notifications_lost_a_revoked_key_is_refused_once_its_answer_ages_out(
         pool, settings, inbox):
-    acts, env, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     async with proxy_to(settings) as proxy, \
             listening(pool, proxy.url, max_age=1.0) as cache:
         assert await answer(cache, key) == (True, "")
         cleared = cache.stats.cleared
         await proxy.cut()  # no listener can connect: every notification from now on is lost
-        await revoke(acts, env, app)
+        await revoke(pool, settings, app)
         await eventually(answers(cache, key, (False, "revoked")), 10, "the revoked key refused",
                          interval=0.05)
         assert not cache.listening
@@ -163,7 +156,7 @@ async def test_with_notifications_lost_a_revoked_key_is_refused_once_its_answer_
 
 async def test_503_once_the_database_is_unreachable_and_nothing_fresh_is_in_memory(
         pool, settings, inbox):
-    _, _, _, key = await issue_key(pool, settings, inbox)
+    _, key = await issue_key(pool, settings, inbox)
     async with proxy_to(settings) as proxy:
         cut_off = await create_pool(settings, database_url=proxy.url)
         try:
@@ -190,14 +183,14 @@ async def test_503_once_the_database_is_unreachable_and_nothing_fresh_is_in_memo
 
 
 async def test_every_replica_refuses_a_revoked_key(pool, settings, inbox):
-    acts, env, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     async with replica(settings) as first, replica(settings) as second:
         for gateway in (first, second):
             assert await gateway.answer(key) == (True, "")
             lookups = gateway.cache.stats.lookups
             assert await gateway.answer(key) == (True, "")  # from memory
             assert gateway.cache.stats.lookups == lookups
-        await revoke(acts, env, app)
+        await revoke(pool, settings, app)
 
         async def refused_by_both() -> bool:
             return [await g.answer(key) for g in (first, second)] == [(False, "revoked")] * 2
@@ -221,7 +214,7 @@ async def replica(settings) -> AsyncIterator[Gateway]:
 
 async def test_a_flood_of_unknown_keys_pushes_out_only_unknown_keys_answers(
         pool, settings, inbox):
-    _, _, _, key = await issue_key(pool, settings, inbox)
+    _, key = await issue_key(pool, settings, inbox)
     async with listening(pool, url(settings), max_keys=10, max_unknown=5) as cache:
         assert await answer(cache, key) == (True, "")
         flood = [unknown_key() for _ in range(50)]
@@ -235,13 +228,13 @@ async def test_a_flood_of_unknown_keys_pushes_out_only_unknown_keys_answers(
 
 
 async def test_memory_holds_hashes_and_answers_never_a_key(pool, settings, inbox):
-    acts, env, app, key = await issue_key(pool, settings, inbox)
-    _, _, _, other = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
+    _, other = await issue_key(pool, settings, inbox)
     presented = [key, other, key[:-1], unknown_key()]
     async with listening(pool, url(settings)) as cache:
         for k in presented:
             await cache.verify(k)
-        await revoke(acts, env, app)
+        await revoke(pool, settings, app)
         await eventually(lambda: cache.stats.forgotten == 1, what="the revocation notified")
         await cache.verify(key)
         assert len(cache) == len(presented)
@@ -274,7 +267,7 @@ def reachable_data(cache: KeyCache) -> set[str | bytes]:
 
 
 async def test_a_lifetime_of_zero_answers_every_time_from_the_database(pool, settings, inbox):
-    _, _, _, key = await issue_key(pool, settings, inbox)
+    _, key = await issue_key(pool, settings, inbox)
     async with listening(pool, url(settings), max_age=0.0) as cache:
         for _ in range(3):
             assert await answer(cache, key) == (True, "")
@@ -283,7 +276,7 @@ async def test_a_lifetime_of_zero_answers_every_time_from_the_database(pool, set
 
 async def test_a_lookup_under_way_when_its_key_changes_answers_but_is_not_kept(
         pool, settings, inbox):
-    _, _, app, key = await issue_key(pool, settings, inbox)
+    app, key = await issue_key(pool, settings, inbox)
     async with listening(pool, url(settings)) as cache, pool.acquire() as holder:
         # The lookup reads organisations: held up there while the key is revoked.
         async with holder.transaction():
@@ -300,7 +293,7 @@ async def test_a_lookup_under_way_when_its_key_changes_answers_but_is_not_kept(
 
 
 async def test_requests_for_the_same_key_meanwhile_share_one_lookup(pool, settings, inbox):
-    _, _, _, key = await issue_key(pool, settings, inbox)
+    _, key = await issue_key(pool, settings, inbox)
     async with listening(pool, url(settings)) as cache:
         answers = await asyncio.gather(*(answer(cache, key) for _ in range(20)))
         assert answers == [(True, "")] * 20 and cache.stats.lookups == 1

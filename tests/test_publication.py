@@ -26,7 +26,7 @@ from onboarding.domain.admission import (
     prepare_publication,
     prepare_subscription,
 )
-from onboarding.domain.models import DecisionOutcome, PublicationApplication
+from onboarding.domain.models import DecisionReceipt, PublicationApplication
 from onboarding.domain.openapi import canonical_json
 from onboarding.temporal import search_attributes as sa
 from tests.support import data, drive
@@ -40,7 +40,7 @@ from tests.support.data import (
 )
 from tests.support.drive import approval, by_id, decisions_recorded, drive_to, start
 from tests.support.inbox import body, envelope, notice_id, notices
-from tests.support.records import audit
+from tests.support.records import audit, on_record
 
 EXAMPLE = data.PUBLICATION_EXAMPLE
 WAITING = "in_sandbox_waiting_for_service"
@@ -74,11 +74,11 @@ def sha256(spec: dict[str, Any]) -> str:
 
 async def to_sandbox(handle: WorkflowHandle, application: PublicationApplication):
     """Pre-review approved, tests reported and approved: the status once in the sandbox."""
-    await drive.signal_at(handle, "pre_review", "pre_review", decision(PLATFORM, outcome="approve"))
+    await drive.signal_at(handle, "pre_review", "pre_review", decision(PLATFORM, verdict="approve"))
     await drive.signal_at(handle, "api_testing", "api_test_report",
                           decision(provider(application), results="42 cases pass"))
-    await drive.signal_at(handle, "api_test_review", "api_testing",
-                          decision(PLATFORM, outcome="approve"))
+    await drive.signal_at(handle, "api_test_review", "api_test_review",
+                          decision(PLATFORM, verdict="approve"))
     return await drive.wait_for_step(handle, WAITING)
 
 
@@ -100,17 +100,9 @@ async def versions(pool, api_id: str) -> list[tuple[str, str, str]]:
 async def subscription_on_record(pool, apis: list[str]) -> str:
     """A subscription as the record shows it once in production (application row and active
     production key), without running its workflow."""
-    brn = data.corporate_brn()
-    app_id = f"subscription-{brn}-{uuid.uuid4().hex[:12]}"
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            """INSERT INTO organisations VALUES ($1, '1101110062432', 'Fintech on record',
-                   'Representative', $2)""", brn, [f"dev-{brn}@fintech.example.com"])
-        await conn.execute(
-            """INSERT INTO applications (application_id, process, business_registration_number,
-                   workflow_id, status, current_step, requested_apis)
-               VALUES ($1, 'subscription', $2, $1, 'in_production', 'in_production', $3)""",
-            app_id, brn, apis)
+        app_id, brn = await on_record(conn, "subscription", apis, step="in_production",
+                                      status="in_production")
         await conn.execute(
             """INSERT INTO api_keys (key_id, issuance_id, application_id,
                    business_registration_number, environment, key_hash, display_prefix,
@@ -259,8 +251,8 @@ async def test_sandbox_then_production_when_a_subscription_using_it_launches(
     assert sub_status.outcome == "in_production"
     assert (status.outcome, status.step, status.waiting_on) == \
         ("in_production", "in_production", "")
-    assert [(d.kind, d.applied) for d in status.decisions] == [
-        ("pre_review", True), ("api_test_report", True), ("api_testing", True),
+    assert [(d.decision, d.applied) for d in status.decisions] == [
+        ("pre_review", True), ("api_test_report", True), ("api_test_review", True),
         ("service_launched", True)]
     assert status.decisions[-1].decided_by == subscription.application_id
     assert (await catalogue(pool, api_id))["stage"] == "production"
@@ -274,7 +266,7 @@ async def test_sandbox_then_production_when_a_subscription_using_it_launches(
 
     log = await audit(pool, app_id)
     assert [(e["action"], e["actor"]) for e in log if e["result"] == "applied"] == [
-        ("pre_review", PLATFORM), ("api_test_report", contact), ("api_testing", PLATFORM),
+        ("pre_review", PLATFORM), ("api_test_report", contact), ("api_test_review", PLATFORM),
         ("service_launched", subscription.application_id)]
     assert [e["details"]["stage"] for e in log if e["action"] == "api_published"] == \
         ["sandbox", "production"]
@@ -303,16 +295,16 @@ async def test_request_changes_then_a_revised_specification(
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
         await drive.signal_at(handle, "pre_review", "pre_review",
-                              decision(PLATFORM, outcome="request_changes", note=note))
+                              decision(PLATFORM, verdict="request_changes", note=note))
         waiting = await drive.wait_for_step(handle, "specification_changes_requested")
         assert waiting.waiting_on == "applicant"
-        assert [d.kind for d in waiting.deadlines] == ["reminder", "escalation", "lapse"]
+        assert [d.purpose for d in waiting.deadlines] == ["reminder", "escalation", "lapse"]
 
         invalid = await handle.execute_update(
             "revise_specification",
             decision(contact, integration_method="dedicated_line",
                      specification=without_responses(better)),
-            result_type=DecisionOutcome)
+            result_type=DecisionReceipt)
         assert not invalid.applied
         assert invalid.reason == (
             "the specification does not validate: "
@@ -323,14 +315,14 @@ async def test_request_changes_then_a_revised_specification(
         large = await handle.execute_update(
             "revise_specification",
             decision(contact, integration_method="dedicated_line", specification=too_large),
-            result_type=DecisionOutcome)
+            result_type=DecisionReceipt)
         assert not large.applied
         assert f"a specification may have at most {MAX_SPECIFICATION_BYTES}" in large.reason
         stranger = await handle.execute_update(
             "revise_specification",
             decision("someone@elsewhere.example.com", integration_method="dedicated_line",
                      specification=better),
-            result_type=DecisionOutcome)
+            result_type=DecisionReceipt)
         assert not stranger.applied and "not a registered contact" in stranger.reason
         assert (await drive.status(handle)).step == "specification_changes_requested"
 
@@ -341,10 +333,10 @@ async def test_request_changes_then_a_revised_specification(
         assert back.waiting_on == "platform_team"
         status = await to_sandbox(handle, application)
 
-    assert [(d.kind, d.applied) for d in status.decisions] == [
+    assert [(d.decision, d.applied) for d in status.decisions] == [
         ("pre_review", True), ("revise_specification", False), ("revise_specification", False),
         ("revise_specification", False), ("revise_specification", True), ("pre_review", True),
-        ("api_test_report", True), ("api_testing", True)]
+        ("api_test_report", True), ("api_test_review", True)]
     row = await catalogue(pool, api_id)
     assert (row["stage"], row["spec_version"], row["integration_method"]) == \
         ("sandbox", "1.1.0", "dedicated_line")
@@ -374,16 +366,16 @@ async def test_rejection_at_each_step(dev_server, run_worker, settings, pool, ta
         handle = await start(client, settings, task_queue, application)
         if step == "api_test_review":  # after one round of more testing
             await drive.signal_at(handle, "pre_review", "pre_review",
-                                  decision(PLATFORM, outcome="approve"))
+                                  decision(PLATFORM, verdict="approve"))
             await drive.signal_at(handle, "api_testing", "api_test_report",
                                   decision(contact, results="first run"))
-            await drive.signal_at(handle, "api_test_review", "api_testing",
-                                  decision(PLATFORM, outcome="more_testing",
+            await drive.signal_at(handle, "api_test_review", "api_test_review",
+                                  decision(PLATFORM, verdict="more_testing",
                                            note="Test the 404 case"))
             await drive.signal_at(handle, "api_testing", "api_test_report",
                                   decision(contact, results="second run"))
-        await drive.signal_at(handle, step, "pre_review" if step == "pre_review" else "api_testing",
-                              decision(PLATFORM, outcome="reject", note=note))
+        await drive.signal_at(handle, step, step,
+                              decision(PLATFORM, verdict="reject", note=note))
         status = await drive.result(handle)
 
     assert (status.outcome, status.step) == ("rejected", "rejected")
@@ -425,7 +417,7 @@ async def test_withdrawal_tells_the_open_subscriptions_that_requested_it(
         assert sub_status.withdrawn_apis == [api_id]
         assert (sub_status.step, sub_status.waiting_on, sub_status.outcome) == \
             ("platform_contract", "platform_team", "")
-        assert [d.kind for d in sub_status.deadlines] == ["reminder", "escalation"]
+        assert [d.purpose for d in sub_status.deadlines] == ["reminder", "escalation"]
         # Still healthy: its people carry on.
         await sub.signal(*approval("platform_contract", subscription))
         await drive.wait_for_step(sub, "final_approval")
@@ -562,11 +554,11 @@ async def test_an_api_id_taken_meanwhile_ends_the_second_publication(
         handles = [await start(client, settings, task_queue, a) for a in (first, second)]
         await to_sandbox(handles[0], first)
         await drive.signal_at(handles[1], "pre_review", "pre_review",
-                              decision(PLATFORM, outcome="approve"))
+                              decision(PLATFORM, verdict="approve"))
         await drive.signal_at(handles[1], "api_testing", "api_test_report",
                               decision(provider(second), results="ok"))
-        await drive.signal_at(handles[1], "api_test_review", "api_testing",
-                              decision(PLATFORM, outcome="approve"))
+        await drive.signal_at(handles[1], "api_test_review", "api_test_review",
+                              decision(PLATFORM, verdict="approve"))
         status = await drive.result(handles[1])
 
     assert (status.outcome, status.step) == ("rejected", "rejected")

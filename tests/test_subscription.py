@@ -10,25 +10,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import uuid
 from datetime import date, timedelta
 from email.message import Message
 
 import pytest
-from temporalio import activity
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 import starter
-from activities.platform import PlatformActivities
 from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import (
     ApplicationStatus,
+    ContractTerms,
     DeadlinePolicy,
-    DecisionOutcome,
-    KeyIssuance,
-    KeySummary,
-    Notice,
-    ProgressRecord,
+    DecisionReceipt,
 )
+from onboarding.store import applications, contracts
 from onboarding.temporal import search_attributes as sa
 from tests.support import data, drive
 from tests.support.data import (
@@ -49,7 +46,8 @@ from tests.support.data import (
 from tests.support.drive import PATH, approval, by_id, decisions_recorded, drive_to, start
 from tests.support.eventually import eventually
 from tests.support.inbox import body, envelope, notice_id, notices
-from tests.support.records import audit
+from tests.support.records import audit, on_record
+from tests.support.stand_ins import HeldCommit, with_stand_ins
 
 ORDINARY = ["account-balance"]
 WITH_MARKET_DATA = ["stock-quotes", "account-balance"]
@@ -87,15 +85,15 @@ async def test_happy_path_without_market_data_reaches_production(
         assert [k.environment for k in testing.keys] == ["sandbox"]
         assert testing.waiting_on == "applicant"
         await drive_to(handle, application, "production_switch")
-        kind, payload = approval("production_switch", application)
-        await handle.signal(kind, payload)
+        name, payload = approval("production_switch", application)
+        await handle.signal(name, payload)
         status = await drive.result(handle)
         description = await handle.describe()
         history = (await handle.fetch_history()).to_json()
 
     assert (status.outcome, status.step, status.waiting_on) == \
         ("in_production", "in_production", "")
-    assert [d.kind for d in status.decisions] == [k for k in APPROVED_KINDS
+    assert [d.decision for d in status.decisions] == [k for k in APPROVED_KINDS
                                                   if k != "market_data_licence"]
     assert all(d.applied and d.reason == "" for d in status.decisions)
     assert status.deadlines == []
@@ -164,7 +162,7 @@ async def test_happy_path_without_market_data_reaches_production(
     assert "market_data_licence_not_needed" in actions
     assert actions.count("api_key_issued") == 2
     assert actions.index("api_key_issued") > actions.index("final_approval")
-    assert actions[-1] == "application_closed"
+    assert [a for a in actions if a != "notice_sent"][-1] == "application_closed"
     assert not [e for e in log if e["result"] in ("refused", "failed")]
     contracts = await pool.fetch(
         "SELECT contract_type FROM contracts WHERE application_id = $1 ORDER BY 1", app_id)
@@ -188,16 +186,16 @@ async def test_market_data_api_waits_for_the_licence_contract(
         handle = await start(client, settings, task_queue, application)
         waiting = await drive_to(handle, application, "market_data_licence", licence=True)
         assert waiting.waiting_on == "market_data_sales"
-        licence = decision(SALES, outcome="concluded", contract=contract())
+        licence = decision(SALES, verdict="concluded", contract=contract())
         await handle.signal("market_data_licence", licence)
         await drive.wait_for_step(handle, "platform_contract")
         await drive_to(handle, application, "production_switch", licence=True)
-        kind, payload = approval("production_switch", application)
-        await handle.signal(kind, payload)
+        name, payload = approval("production_switch", application)
+        await handle.signal(name, payload)
         status = await drive.result(handle)
 
     assert status.outcome == "in_production"
-    assert [d.kind for d in status.decisions] == APPROVED_KINDS
+    assert [d.decision for d in status.decisions] == APPROVED_KINDS
     assert all(d.applied for d in status.decisions)
     assert by_id(status)[licence["decision_id"]].decided_by == SALES
     row = await pool.fetchrow(
@@ -244,8 +242,8 @@ async def test_a_licence_on_file_skips_the_licence_step(
         )
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
-        kind, payload = approval("pre_verification", application)
-        await drive.signal_at(handle, "pre_verification", kind, payload)
+        name, payload = approval("pre_verification", application)
+        await drive.signal_at(handle, "pre_verification", name, payload)
         next_step = "platform_contract" if licence_valid else "market_data_licence"
         await drive.wait_for_step(handle, next_step)
         await handle.signal("withdraw", decision(applicant(application)))
@@ -278,17 +276,17 @@ async def test_request_changes_then_resubmit_returns_to_pre_verification(
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
-                              decision(REVIEWER, outcome="request_changes",
+                              decision(REVIEWER, verdict="request_changes",
                                        note="Explain how quotes are shown to users"))
         waiting = await drive.wait_for_step(handle, "changes_requested")
         assert waiting.waiting_on == "applicant"
-        assert "lapse" in [d.kind for d in waiting.deadlines]
+        assert "lapse" in [d.purpose for d in waiting.deadlines]
 
         unknown = await handle.execute_update(
             "resubmit",
             decision(contact, service=amended_service,
                      requested_apis=["index-values", "no-such-api"]),
-            result_type=DecisionOutcome,
+            result_type=DecisionReceipt,
         )
         assert not unknown.applied
         assert "no-such-api" in unknown.reason and "index-values" not in unknown.reason
@@ -296,7 +294,7 @@ async def test_request_changes_then_resubmit_returns_to_pre_verification(
             "resubmit",
             decision("someone@elsewhere.example.com", service=amended_service,
                      requested_apis=["index-values"]),
-            result_type=DecisionOutcome,
+            result_type=DecisionReceipt,
         )
         assert not stranger.applied and "not a registered contact" in stranger.reason
         assert (await drive.status(handle)).step == "changes_requested"
@@ -305,15 +303,15 @@ async def test_request_changes_then_resubmit_returns_to_pre_verification(
                                                  requested_apis=["index-values"]))
         back = await drive.wait_for_step(handle, "pre_verification")
         assert back.waiting_on == "pre_verification_reviewer"
-        kind, payload = approval("pre_verification", application)
-        await handle.signal(kind, payload)
+        name, payload = approval("pre_verification", application)
+        await handle.signal(name, payload)
         # The amended APIs count now: index-values is a market-data API.
         await drive.wait_for_step(handle, "market_data_licence")
         await handle.signal("withdraw", decision(contact))
         status = await drive.result(handle)
 
     assert status.outcome == "withdrawn"
-    assert [(d.kind, d.applied) for d in status.decisions] == [
+    assert [(d.decision, d.applied) for d in status.decisions] == [
         ("pre_verification", True), ("resubmit", False), ("resubmit", False),
         ("resubmit", True), ("pre_verification", True), ("withdraw", True)]
     changes = notices(inbox, app_id, f"changes/{status.decisions[0].decision_id}")
@@ -340,12 +338,12 @@ async def test_rejection_at_each_step(dev_server, run_worker, settings, pool, ta
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
         await drive_to(handle, application, step, licence=True)
-        await handle.signal(step, decision(REJECTED_BY[step], outcome="reject", note=note))
+        await handle.signal(step, decision(REJECTED_BY[step], verdict="reject", note=note))
         status = await drive.result(handle)
         description = await handle.describe()
 
     assert (status.outcome, status.step) == ("rejected", "rejected")
-    assert status.decisions[-1].kind == step and status.decisions[-1].applied
+    assert status.decisions[-1].decision == step and status.decisions[-1].applied
     assert all(d.applied for d in status.decisions)
     mail = notices(inbox, app_id, "rejected")
     assert len(mail) == 1 and envelope(mail[0]) == {contact}
@@ -406,13 +404,13 @@ async def test_refused_decisions_are_recorded_and_the_workflow_carries_on(
         handle = await start(client, settings, task_queue, application)
         await drive.wait_for_step(handle, "pre_verification")
 
-        wrong_step = decision(PLATFORM, outcome="signed", contract=contract(),
+        wrong_step = decision(PLATFORM, verdict="signed", contract=contract(),
                               eligibility_confirmed=True)
-        no_role = decision(SALES, outcome="approve", criteria=CRITERIA_HOLD)
-        no_criteria = decision(REVIEWER, outcome="approve")
-        one_fails = decision(REVIEWER, outcome="approve",
+        no_role = decision(SALES, verdict="approve", criteria=CRITERIA_HOLD)
+        no_criteria = decision(REVIEWER, verdict="approve")
+        one_fails = decision(REVIEWER, verdict="approve",
                              criteria={**CRITERIA_HOLD, "not_speculative_or_gambling": False})
-        reject_without_note = decision(REVIEWER, outcome="reject")
+        reject_without_note = decision(REVIEWER, verdict="reject")
         await handle.signal("platform_contract", wrong_step)
         await handle.signal("pre_verification", no_role)
         await handle.signal("pre_verification", no_criteria)
@@ -433,23 +431,23 @@ async def test_refused_decisions_are_recorded_and_the_workflow_carries_on(
         # trace in the history); an entitlement failure is answered on the record.
         with pytest.raises(WorkflowUpdateFailedError):
             await handle.execute_update(
-                "final_approval", decision(APPROVER, outcome="approve"),
-                result_type=DecisionOutcome)
+                "final_approval", decision(APPROVER, verdict="approve"),
+                result_type=DecisionReceipt)
         with pytest.raises(WorkflowUpdateFailedError):
             await handle.execute_update(
-                "pre_verification", decision(REVIEWER, outcome="approve"),
-                result_type=DecisionOutcome)
+                "pre_verification", decision(REVIEWER, verdict="approve"),
+                result_type=DecisionReceipt)
         with pytest.raises(WorkflowUpdateFailedError):  # a repeat of a refused decision
-            await handle.execute_update("pre_verification", no_role, result_type=DecisionOutcome)
+            await handle.execute_update("pre_verification", no_role, result_type=DecisionReceipt)
         outcome = await handle.execute_update(
-            "pre_verification", decision(SALES, outcome="approve", criteria=CRITERIA_HOLD),
-            result_type=DecisionOutcome)
+            "pre_verification", decision(SALES, verdict="approve", criteria=CRITERIA_HOLD),
+            result_type=DecisionReceipt)
         assert not outcome.applied and outcome.step == "pre_verification"
         assert "does not hold the role" in outcome.reason
         assert len((await drive.status(handle)).decisions) == 6
 
         # The same decision delivered twice: applied once, the repeat refused.
-        by_dual = decision(REVIEWER_AND_APPROVER, outcome="approve", criteria=CRITERIA_HOLD)
+        by_dual = decision(REVIEWER_AND_APPROVER, verdict="approve", criteria=CRITERIA_HOLD)
         await handle.signal("pre_verification", by_dual)
         await handle.signal("pre_verification", by_dual)
         twice = await decisions_recorded(handle, 8)
@@ -460,109 +458,95 @@ async def test_refused_decisions_are_recorded_and_the_workflow_carries_on(
         # Four eyes: the pre-verification reviewer may not also give the final approval.
         await drive_to(handle, application, "final_approval")  # signs the platform contract
         own = await handle.execute_update(
-            "final_approval", decision(REVIEWER_AND_APPROVER, outcome="approve"),
-            result_type=DecisionOutcome)
+            "final_approval", decision(REVIEWER_AND_APPROVER, verdict="approve"),
+            result_type=DecisionReceipt)
         assert not own.applied and "four eyes" in own.reason
         await handle.signal("final_approval",
-                            decision(REVIEWER_AND_APPROVER.upper(), outcome="approve"))
+                            decision(REVIEWER_AND_APPROVER.upper(), verdict="approve"))
         await decisions_recorded(handle, 11)
         assert (await drive.status(handle)).step == "final_approval"
-        await handle.signal("final_approval", decision(APPROVER, outcome="approve"))
+        await handle.signal("final_approval", decision(APPROVER, verdict="approve"))
         testing = await drive.wait_for_step(handle, "sandbox_testing")
         assert [k.environment for k in testing.keys] == ["sandbox"]
         await handle.signal("withdraw", decision(applicant(application)))
         status = await drive.result(handle)
 
     assert status.outcome == "withdrawn"
-    applied = [(d.kind, d.decided_by) for d in status.decisions if d.applied]
+    applied = [(d.decision, d.decided_by) for d in status.decisions if d.applied]
     assert applied == [("pre_verification", REVIEWER_AND_APPROVER),
                        ("platform_contract", PLATFORM), ("final_approval", APPROVER),
                        ("withdraw", applicant(application))]
-    four_eyes = [d for d in status.decisions if d.kind == "final_approval" and not d.applied]
+    four_eyes = [d for d in status.decisions if d.decision == "final_approval" and not d.applied]
     assert len(four_eyes) == 2 and all("four eyes" in d.reason for d in four_eyes)
     log = await audit(pool, app_id)
     recorded = [(e["action"], e["result"]) for e in log if e["result"] in ("applied", "refused")]
-    assert recorded == [(d.kind, "applied" if d.applied else "refused") for d in status.decisions]
-
-
-class Held(PlatformActivities):
-    """Holds one activity until the test lets it go, so that the test can act while it runs."""
-
-    def __init__(self, pool, settings) -> None:
-        super().__init__(pool, settings)
-        self.reached, self.released = asyncio.Event(), asyncio.Event()
-
-    async def hold(self) -> None:
-        self.reached.set()
-        await self.released.wait()
-
-
-class HeldStepEntry(Held):
-    """Records the entry into platform_contract only when let go, as a loaded database would."""
-
-    @activity.defn(name="record_progress")
-    async def record_progress(self, record: ProgressRecord) -> None:
-        if record.action == "step_entered" and record.step == "platform_contract":
-            await self.hold()
-        await super().record_progress(record)
+    assert recorded == [(d.decision, "applied" if d.applied else "refused") for d in status.decisions]
 
 
 async def test_a_step_shown_as_waiting_accepts_its_decision(
     dev_server, run_worker, settings, pool, task_queue
 ):
-    """Once the status shows a step waiting on someone, that person's decision applies."""
+    """Once the status shows a step waiting on someone, that person's decision applies, even
+    while the step's entry is still being written."""
     client = dev_server.client
     application = new_application(settings, ORDINARY)
-    activities = HeldStepEntry(pool, settings)
-    async with run_worker(client, activities.all()):
+    held = HeldCommit(pool, settings, lambda commit: commit.step == "platform_contract")
+    async with run_worker(client, with_stand_ins(pool, settings, held)):
         handle = await start(client, settings, task_queue, application)
-        kind, payload = approval("pre_verification", application)
-        await drive.signal_at(handle, "pre_verification", kind, payload)
-        await asyncio.wait_for(activities.reached.wait(), drive.TIMEOUT)
+        name, payload = approval("pre_verification", application)
+        await drive.signal_at(handle, "pre_verification", name, payload)
+        await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
         try:
             shown = await drive.status(handle)
             assert (shown.step, shown.waiting_on) == ("platform_contract", "platform_team")
-            assert [d.kind for d in shown.deadlines] == ["reminder", "escalation"]
-            kind, payload = approval("platform_contract", application)
+            assert [d.purpose for d in shown.deadlines] == ["reminder", "escalation"]
+            name, payload = approval("platform_contract", application)
             try:
-                outcome = await handle.execute_update(kind, payload, result_type=DecisionOutcome)
+                receipt = await handle.execute_update(name, payload, result_type=DecisionReceipt)
             except WorkflowUpdateFailedError as err:
                 raise AssertionError(f"refused: {err.cause}") from None
-            assert outcome.applied, outcome
+            assert receipt.applied, receipt
         finally:
-            activities.released.set()
+            held.released.set()
         await drive.wait_for_step(handle, "final_approval")
         await handle.signal("withdraw", decision(applicant(application)))
         assert (await drive.result(handle)).outcome == "withdrawn"
 
 
-class HeldProductionKey(Held):
-    @activity.defn(name="issue_api_key")
-    async def issue_api_key(self, issuance: KeyIssuance) -> KeySummary:
-        if issuance.environment == "production":
-            await self.hold()
-        return await super().issue_api_key(issuance)
+async def an_api_of_a_publication(pool) -> str:
+    """An API in the catalogue as a publication put it there (its row only, no workflow)."""
+    api_id = f"api-{uuid.uuid4().hex[:8]}"
+    async with pool.acquire() as conn, conn.transaction():
+        publication, brn = await on_record(conn, "publication", [api_id], api_id=api_id,
+                                           step="in_sandbox_waiting_for_service")
+        await conn.execute(
+            """INSERT INTO api_catalogue (api_id, name, category, is_market_data,
+                   provider_business_registration_number, publication_application_id)
+               VALUES ($1, 'Yields', 'market-data', false, $2, $3)""", api_id, brn, publication)
+    return api_id
 
 
-async def test_a_withdrawal_while_the_production_key_is_issued_is_honoured(
+async def test_a_withdrawal_while_the_production_key_is_written_is_honoured(
     dev_server, run_worker, settings, pool, task_queue, inbox
 ):
-    """A withdrawal recorded as applied ends the application, even between two steps."""
+    """A withdrawal recorded as applied ends the application, even between two steps: here
+    while the production key is written, before the API's publication is told."""
     client = dev_server.client
-    application = new_application(settings, ORDINARY)
+    application = new_application(settings, [await an_api_of_a_publication(pool)])
     app_id, contact = application.application_id, applicant(application)
-    activities = HeldProductionKey(pool, settings)
-    async with run_worker(client, activities.all()):
+    held = HeldCommit(pool, settings, lambda commit: any(
+        e.entry == "key" and e.environment == "production" for e in commit.entries))
+    async with run_worker(client, with_stand_ins(pool, settings, held)):
         handle = await start(client, settings, task_queue, application)
         await drive_to(handle, application, "production_switch")
-        kind, payload = approval("production_switch", application)
-        await handle.signal(kind, payload)
-        await asyncio.wait_for(activities.reached.wait(), drive.TIMEOUT)
-        try:  # the switch is applied and the production key is being issued
+        name, payload = approval("production_switch", application)
+        await handle.signal(name, payload)
+        await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
+        try:  # the switch is applied and the production key is being written
             withdrawal = await handle.execute_update("withdraw", decision(contact),
-                                                     result_type=DecisionOutcome)
+                                                     result_type=DecisionReceipt)
         finally:
-            activities.released.set()
+            held.released.set()
         status = await drive.result(handle)
 
     assert withdrawal.applied, withdrawal
@@ -572,16 +556,9 @@ async def test_a_withdrawal_while_the_production_key_is_issued_is_honoured(
     assert await pool.fetchval(
         "SELECT count(*) FROM api_keys WHERE application_id = $1 AND status = 'active'",
         app_id) == 0
+    assert "service_launch_told" not in [e["action"] for e in await audit(pool, app_id)]
     assert notices(inbox, app_id, "in-production") == []
-    assert len(notices(inbox, app_id, "withdrawn")) == 1
-
-
-class HeldRejectionNotice(Held):
-    @activity.defn(name="send_notice")
-    async def send_notice(self, notice: Notice) -> None:
-        if notice.template == "application_rejected":
-            await self.hold()
-        await super().send_notice(notice)
+    await eventually(lambda: notices(inbox, app_id, "withdrawn"), what="the withdrawal notice")
 
 
 async def test_a_withdrawal_after_the_rejection_is_refused(
@@ -590,18 +567,20 @@ async def test_a_withdrawal_after_the_rejection_is_refused(
     """Once a rejection is applied the application has ended: a later withdrawal is refused."""
     client = dev_server.client
     application = new_application(settings, ORDINARY)
-    activities = HeldRejectionNotice(pool, settings)
-    async with run_worker(client, activities.all()):
+    held = HeldCommit(pool, settings, lambda commit: any(
+        e.entry == "notice" and e.notice.template == "application_rejected"
+        for e in commit.entries))
+    async with run_worker(client, with_stand_ins(pool, settings, held)):
         handle = await start(client, settings, task_queue, application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
-                              decision(REVIEWER, outcome="reject", note="Gambling-like"))
-        await asyncio.wait_for(activities.reached.wait(), drive.TIMEOUT)
-        try:  # rejected; the rejection notice is being sent
+                              decision(REVIEWER, verdict="reject", note="Gambling-like"))
+        await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
+        try:  # rejected; its record is being written
             late = decision(applicant(application))
             await handle.signal("withdraw", late)
             await decisions_recorded(handle, 2)
         finally:
-            activities.released.set()
+            held.released.set()
         status = await drive.result(handle)
 
     assert status.outcome == "rejected"
@@ -633,7 +612,7 @@ async def test_reminder_and_escalation_while_waiting_on_the_reviewer(
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
         waiting = await status_with_deadlines(handle, "pre_verification")
-        assert [(d.kind, d.due_at - waiting.waiting_since) for d in waiting.deadlines] == [
+        assert [(d.purpose, d.due_at - waiting.waiting_since) for d in waiting.deadlines] == [
             ("reminder", timedelta(days=7)), ("escalation", timedelta(days=21))]
 
         await env.sleep(timedelta(days=6, hours=23))
@@ -645,7 +624,7 @@ async def test_reminder_and_escalation_while_waiting_on_the_reviewer(
         reminders = deadline_mail()
         assert [notice_id(m).rsplit("/", 1)[1] for m in reminders] == ["reminder"]
         assert envelope(reminders[0]) == {REVIEWER, REVIEWER_AND_APPROVER}
-        assert [d.kind for d in (await drive.status(handle)).deadlines] == ["escalation"]
+        assert [d.purpose for d in (await drive.status(handle)).deadlines] == ["escalation"]
 
         await env.sleep(timedelta(days=13))  # day 20
         await asyncio.sleep(1)
@@ -660,7 +639,7 @@ async def test_reminder_and_escalation_while_waiting_on_the_reviewer(
 
         # Still healthy: the reviewer decides late, and it applies.
         await handle.signal("pre_verification",
-                            decision(REVIEWER, outcome="reject", note="Too late, and off-topic"))
+                            decision(REVIEWER, verdict="reject", note="Too late, and off-topic"))
         status = await drive.result(handle)
 
     assert status.outcome == "rejected"
@@ -679,10 +658,10 @@ async def test_an_application_left_with_the_applicant_lapses(
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
-                              decision(REVIEWER, outcome="request_changes",
+                              decision(REVIEWER, verdict="request_changes",
                                        note="Describe the service in more detail"))
         waiting = await status_with_deadlines(handle, "changes_requested")
-        assert [(d.kind, d.due_at - waiting.waiting_since) for d in waiting.deadlines] == [
+        assert [(d.purpose, d.due_at - waiting.waiting_since) for d in waiting.deadlines] == [
             ("reminder", timedelta(days=5)), ("escalation", timedelta(days=10)),
             ("lapse", timedelta(days=30))]
 
@@ -698,7 +677,7 @@ async def test_an_application_left_with_the_applicant_lapses(
                                    "escalation/manager": {MANAGER}}
         alive = await drive.status(handle)
         assert (alive.step, alive.outcome) == ("changes_requested", "")
-        assert [d.kind for d in alive.deadlines] == ["lapse"]
+        assert [d.purpose for d in alive.deadlines] == ["lapse"]
         assert notices(inbox, app_id, "lapsed") == []
 
         status = await asyncio.wait_for(handle.result(), drive.TIMEOUT)
@@ -708,7 +687,8 @@ async def test_an_application_left_with_the_applicant_lapses(
     assert len(mail) == 1 and envelope(mail[0]) == {contact}
     assert "30 days" in body(mail[0])
     actions = [e["action"] for e in await audit(pool, app_id)]
-    assert "lapse_due" in actions and actions[-1] == "application_closed"
+    assert "lapse_due" in actions
+    assert [a for a in actions if a != "notice_sent"][-1] == "application_closed"
 
 
 async def test_deadlines_falling_on_the_same_day_all_pass(
@@ -724,7 +704,7 @@ async def test_deadlines_falling_on_the_same_day_all_pass(
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
-                              decision(REVIEWER, outcome="request_changes", note="More detail"))
+                              decision(REVIEWER, verdict="request_changes", note="More detail"))
         await status_with_deadlines(handle, "changes_requested")
         status = await asyncio.wait_for(handle.result(), drive.TIMEOUT)
 
@@ -756,7 +736,7 @@ async def test_the_same_application_cannot_be_started_twice(
         with pytest.raises(starter.AlreadySubmitted):
             await start(client, settings, task_queue, prepare_subscription(again, settings))
         await drive.signal_at(handle, "pre_verification", "pre_verification",
-                              decision(REVIEWER, outcome="reject", note="Out of scope"))
+                              decision(REVIEWER, verdict="reject", note="Out of scope"))
         assert (await drive.result(handle)).outcome == "rejected"
         # Not even after the first has ended.
         with pytest.raises(starter.AlreadySubmitted):
@@ -782,27 +762,70 @@ async def test_a_malformed_decision_is_refused_on_the_record_naming_the_field(
     async with run_worker(client):
         handle = await start(client, settings, task_queue, application)
         await drive.wait_for_step(handle, "pre_verification")
-        await handle.signal("pre_verification", decision(REVIEWER, outcome="maybe"))
-        await handle.signal("pre_verification", {"decided_by": REVIEWER, "outcome": "reject"})
-        await handle.signal("pre_verification", decision(REVIEWER, outcome="reject", note="x",
-                                                         verdict="no"))
+        await handle.signal("pre_verification", decision(REVIEWER, verdict="maybe"))
+        await handle.signal("pre_verification", {"decided_by": REVIEWER, "verdict": "reject"})
+        await handle.signal("pre_verification", decision(REVIEWER, verdict="reject", note="x",
+                                                         opinion="no"))
         await handle.signal("pre_verification", "approve")
         status = await decisions_recorded(handle, 4)
-        await handle.signal("pre_verification", decision(REVIEWER, outcome="reject",
+        await handle.signal("pre_verification", decision(REVIEWER, verdict="reject",
                                                          note="speculative"))
         final = await drive.result(handle)
 
     reasons = [d.reason for d in status.decisions]
     assert all(not d.applied for d in status.decisions)
-    assert "outcome" in reasons[0] and "[literal_error]" in reasons[0]
+    assert "verdict" in reasons[0] and "[literal_error]" in reasons[0]
     assert "decision_id" in reasons[1] and "[missing]" in reasons[1]
-    assert "verdict" in reasons[2] and "[extra_forbidden]" in reasons[2]
+    assert "opinion" in reasons[2] and "[extra_forbidden]" in reasons[2]
     assert "(payload)" in reasons[3]
     assert final.outcome == "rejected"  # the workflow was never wedged
     refused = await pool.fetch(
-        # In the order the workflow wrote them (its entry counter ends the entry id): the
-        # activities that insert them may reach the database in another order.
+        # In the order the workflow wrote them (its journal's entry number ends the entry id).
         """SELECT reason FROM audit_log WHERE application_id = $1 AND result = 'refused'
-           ORDER BY split_part(entry_id, '/', 3)::int""",
+           ORDER BY split_part(entry_id, '/', 2)::int""",
         application.application_id)
     assert [r["reason"] for r in refused] == reasons
+
+
+async def test_a_refused_licence_decision_leaves_no_licence_on_file(
+    dev_server, run_worker, settings, pool, task_queue
+):
+    """A refused decision writes nothing but its refusal: a licence refused for its sender or
+    for its contract number records no contract, so the organisation's next application finds
+    no licence on file and waits for one."""
+    client = dev_server.client
+    first = new_application(settings, ["stock-quotes"])
+    brn = first.organisation.business_registration_number
+    taken = contract()
+    other = new_application(settings, ORDINARY)  # holds a licence numbered `taken`
+    await applications.record(pool, application_id=other.application_id, process="subscription",
+                              organisation=other.organisation,
+                              workflow_id=other.application_id, requested_apis=ORDINARY)
+    await contracts.record(pool, contract_type="market_data_licence",
+                           terms=ContractTerms(**taken),
+                           business_registration_number=other.organisation
+                           .business_registration_number,
+                           application_id=other.application_id, recorded_by=SALES)
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, first)
+        await drive_to(handle, first, "market_data_licence", licence=True)
+        for by, terms in ((PLATFORM, contract()), (SALES, {**taken})):
+            await handle.signal("market_data_licence",
+                                decision(by, verdict="concluded", contract=terms))
+        refused = await decisions_recorded(handle, 3)
+        assert [d.applied for d in refused.decisions[1:]] == [False, False]
+        assert "another application" in refused.decisions[2].reason
+        await handle.signal("withdraw", decision(applicant(first)))
+        await drive.result(handle)
+
+        again = prepare_subscription(data.subscription_form(
+            ["index-values"], business_registration_number=brn), settings)
+        handle = await start(client, settings, task_queue, again)
+        await drive_to(handle, again, "market_data_licence", licence=True)
+        await handle.signal("withdraw", decision(applicant(again)))
+        await drive.result(handle)
+
+    assert await pool.fetchval(
+        "SELECT count(*) FROM contracts WHERE business_registration_number = $1", brn) == 0
+    log = await audit(pool, again.application_id)
+    assert "market_data_licence_on_file" not in [e["action"] for e in log]

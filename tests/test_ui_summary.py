@@ -55,11 +55,11 @@ async def test_summary_shows_the_last_decision_refused_or_applied_and_the_keys(
         handle = await start(dev_server.client, settings, task_queue, application)
         await drive_to(handle, application, "final_approval")
         # The applicant may not approve: refused, and the summary says so and why.
-        await handle.signal("final_approval", decision(applicant(application), outcome="approve"))
+        await handle.signal("final_approval", decision(applicant(application), verdict="approve"))
         refused = await details_once(handle, "(refused:")
         assert f"Last decision: final_approval by {applicant(application)} (refused:" in refused
 
-        await handle.signal("final_approval", decision(APPROVER, outcome="approve"))
+        await handle.signal("final_approval", decision(APPROVER, verdict="approve"))
         await drive.wait_for_step(handle, "sandbox_testing")
         text = await details_once(handle, "Sandbox key")
         (sandbox,) = (await drive.status(handle)).keys

@@ -34,7 +34,7 @@ async def test_worker_logs_json_exposes_metrics_and_stops_gracefully(dev_server,
         application = prepare_subscription(data.subscription_form(), settings)
         handle = await start_application(dev_server.client, worker_settings, application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
-                              data.decision(data.REVIEWER, outcome="reject", note="out of scope"))
+                              data.decision(data.REVIEWER, verdict="reject", note="out of scope"))
         assert (await drive.result(handle)).outcome == "rejected"
 
         metrics = await asyncio.to_thread(

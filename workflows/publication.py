@@ -1,11 +1,12 @@
 """A member company's publication application: its API from pre-review to production.
 
-The operator's procedure for providers (docs/domain.md, The operator's procedure):
+The operator's procedure for providers (docs/domain.md, The operator's procedure), one step
+method each:
 
 1. pre-review: the platform team agrees the integration method and the API specification
    (with request-changes loops: the provider sends a revised specification);
-2. API testing: the provider reports its test results, the platform team approves, rejects
-   or asks for more testing;
+2. API testing: the provider reports its test results, the platform team reviews them and
+   approves, rejects or asks for more testing;
 3. sandbox publication: the API enters the sandbox catalogue at its specification's version,
    member companies are told, and subscriptions may request it from then on;
 4. production: the API waits in the sandbox, for months if need be, until a subscription
@@ -13,331 +14,218 @@ The operator's procedure for providers (docs/domain.md, The operator's procedure
    checked against the record, and the API is published to production.
 
 The provider may withdraw before production: the API leaves the catalogue and the open
-subscriptions that requested it are told. Decisions, deadlines and the record work as in the
-subscription process (`workflows/procedure.py`).
+subscriptions that requested it are told. Decisions, deadlines and the record are the
+process's (workflows/process.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from temporalio import workflow
-from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.platform import PlatformActivities
+    from activities.catalogue import Catalogue
+    from onboarding.domain import decisions
     from onboarding.domain.models import (
-        ApiPublication,
-        ApiTestingDecision,
-        ApiTestReport,
-        ApiWithdrawal,
         ApiWithdrawn,
         ApplicationStatus,
-        Decision,
-        DecisionOutcome,
         LaunchCheck,
-        PreReviewDecision,
         PublicationApplication,
-        PublicationRecord,
         RevisedSpecification,
-        Role,
         ServiceLaunched,
         SpecificationCheck,
-        Withdrawal,
+        SpecificationSummary,
     )
+    from onboarding.domain.state import PublicationState
+    # Stop 8's frozen code: it ran sandboxed for stop 8 and never changes; loaded once, not
+    # for every run.
+    from workflows.legacy import Legacy
+    from workflows.legacy.publication import PublicationWorkflow as Stop8
 
-from workflows.procedure import (
-    ACTIVITY,
-    ApplicationEnded,
-    Procedure,
-    always,
-    needs_note_unless_approved,
-)
+from workflows.handlers import takes_decisions
+from workflows.process import LOCAL, Ending, Next, Process
 
 
 class Step:
+    SUBMITTED = "submitted"
     PRE_REVIEW = "pre_review"
     CHANGES_REQUESTED = "specification_changes_requested"
     API_TESTING = "api_testing"
     API_TEST_REVIEW = "api_test_review"
     SANDBOX_PUBLICATION = "sandbox_publication"
     WAITING_FOR_SERVICE = "in_sandbox_waiting_for_service"
-    IN_PRODUCTION = "in_production"
+
+
+ENDING_NOTICE = {"rejected": "application_rejected", "withdrawn": "publication_withdrawn",
+                 "lapsed": "publication_lapsed"}
 
 
 @workflow.defn(name="PublicationApplication")
+@takes_decisions(decisions.PUBLICATION)
 class PublicationWorkflow:
     @workflow.init
     def __init__(self, application: PublicationApplication) -> None:
-        self.application = application
-        self.procedure = Procedure.for_application("publication", application)
-        self.in_catalogue = False
-        # Set by _spec_is_valid for the revision it has just accepted.
-        self._revised_summary = application.specification_summary
+        self.legacy = None
+        if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
+            self.legacy = Legacy(Stop8, application)
+            return
+        self.state = PublicationState.of(application, workflow.now())
+        self.process = Process(self.state, decisions.PUBLICATION)
+        # A revised specification's summary, by decision id (its check found it valid).
+        self.validated: dict[str, SpecificationSummary] = {}
 
     @workflow.run
     async def run(self, application: PublicationApplication) -> ApplicationStatus:
-        p = self.procedure
-        await workflow.execute_activity_method(
-            PlatformActivities.record_publication,
-            PublicationRecord(application=application, workflow_id=workflow.info().workflow_id),
-            **ACTIVITY,
-        )
-        await p.enter("submitted")
-        await p.notify("received", "publication_received", self._context(),
-                       recipients=p.applicant_contacts)
-        try:
-            await self.pre_review()
-            await self.api_testing()
-            await self.sandbox_publication()
-            await self.production()
-        except ApplicationEnded as ended:
-            await self.end(ended)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return p.status()
+        if self.legacy is not None:
+            return await self.legacy.run()
+        return await self.process.run({
+            Step.SUBMITTED: self.submitted,
+            Step.PRE_REVIEW: self.pre_review,
+            Step.CHANGES_REQUESTED: self.changes_requested,
+            Step.API_TESTING: self.api_testing,
+            Step.API_TEST_REVIEW: self.api_test_review,
+            Step.SANDBOX_PUBLICATION: self.sandbox_publication,
+            Step.WAITING_FOR_SERVICE: self.waiting_for_service,
+        }, end_early=self.end_early)
 
-    # --- the four steps ----------------------------------------------------------------------
+    # --- the procedure -------------------------------------------------------------------
 
-    async def pre_review(self) -> None:
-        p = self.procedure
-        while True:
-            d = await p.wait_for(Step.PRE_REVIEW, Role.PLATFORM_TEAM,
-                                    {"pre_review": needs_note_unless_approved})
-            assert isinstance(d, PreReviewDecision)
-            if d.outcome == "approve":
-                return
-            if d.outcome == "reject":
-                raise ApplicationEnded("rejected", Step.PRE_REVIEW, d.decided_by, d.note)
-            await p.notify(f"changes/{d.decision_id}", "changes_requested",
-                           {"step": Step.PRE_REVIEW, "note": d.note},
-                           recipients=p.applicant_contacts)
-            r = await p.wait_for(Step.CHANGES_REQUESTED, Role.APPLICANT,
-                                    {"revise_specification": always})
-            assert isinstance(r, RevisedSpecification)
-            # _spec_is_valid stored the revised document's summary when it checked it.
-            self.application = self.application.model_copy(update={
-                "api": self.application.api.model_copy(
-                    update={"integration_method": r.integration_method}),
-                "specification": r.specification,
-                "specification_summary": self._revised_summary,
-            })
+    async def submitted(self) -> Next:
+        """The application on record and its provider told."""
+        p, application = self.process, self.state.application
+        p.record_application(application.organisation, [application.api.api_id])
+        p.enter(Step.SUBMITTED)
+        p.notify("received", "publication_received", self.context(), to=p.applicant)
+        return Step.PRE_REVIEW
 
-    async def api_testing(self) -> None:
-        p = self.procedure
-        while True:
-            await p.wait_for(Step.API_TESTING, Role.APPLICANT, {"api_test_report": always})
-            d = await p.wait_for(Step.API_TEST_REVIEW, Role.PLATFORM_TEAM,
-                                    {"api_testing": needs_note_unless_approved})
-            assert isinstance(d, ApiTestingDecision)
-            if d.outcome == "approve":
-                return
-            if d.outcome == "reject":
-                raise ApplicationEnded("rejected", Step.API_TEST_REVIEW, d.decided_by, d.note)
-            await p.notify(f"more-testing/{d.decision_id}", "api_more_testing_requested",
-                           {"note": d.note}, recipients=p.applicant_contacts)
+    async def pre_review(self) -> Next:
+        """1. Pre-review: the platform team and the provider agree the integration method and
+        the specification; the team may ask for a revised one."""
+        p = self.process
+        d = await p.wait_for(Step.PRE_REVIEW, decisions.PRE_REVIEW)
+        if d.verdict == "reject":
+            return p.rejected(d)
+        if d.verdict == "request_changes":
+            p.notify(f"changes/{d.decision_id}", "changes_requested",
+                     {"step": Step.PRE_REVIEW, "note": d.note}, to=p.applicant)
+            return Step.CHANGES_REQUESTED
+        return Step.API_TESTING
 
-    async def sandbox_publication(self) -> None:
-        try:
-            await self._publish("sandbox")
-        except ActivityError as err:
-            # Another provider's API took the id since submission: the application cannot
-            # go on, and must end on the record rather than fail.
-            reason = Procedure.activity_failure(err)
-            raise ApplicationEnded("rejected", Step.SANDBOX_PUBLICATION, "platform",
-                                   reason) from None
+    async def changes_requested(self) -> Next:
+        """The provider revises the integration method and the specification (which must
+        validate); then pre-review again."""
+        r = await self.process.wait_for(Step.CHANGES_REQUESTED, decisions.REVISE_SPECIFICATION,
+                                        check=self.specification_validates)
+        application = self.state.application
+        self.state.application = application.model_copy(update={
+            "api": application.api.model_copy(update={"integration_method": r.integration_method}),
+            "specification": r.specification,
+            "specification_summary": self.validated.pop(r.decision_id),
+        })
+        return Step.PRE_REVIEW
 
-    async def production(self) -> None:
-        p = self.procedure
-        # Months may pass: no reminders, nobody to chase; a subscription's launch ends the wait.
-        d = await p.wait_for(Step.WAITING_FOR_SERVICE, Role.PLATFORM_WORKFLOW,
-                                {"service_launched": always}, with_deadlines=False)
-        assert isinstance(d, ServiceLaunched)
+    async def api_testing(self) -> Next:
+        """2. API testing: the provider reports its test results..."""
+        await self.process.wait_for(Step.API_TESTING, decisions.API_TEST_REPORT)
+        return Step.API_TEST_REVIEW
+
+    async def api_test_review(self) -> Next:
+        """... and the platform team reviews them, or asks for more testing."""
+        p = self.process
+        d = await p.wait_for(Step.API_TEST_REVIEW, decisions.API_TEST_REVIEW)
+        if d.verdict == "reject":
+            return p.rejected(d)
+        if d.verdict == "more_testing":
+            p.notify(f"more-testing/{d.decision_id}", "api_more_testing_requested",
+                     {"note": d.note}, to=p.applicant)
+            return Step.API_TESTING
+        return Step.SANDBOX_PUBLICATION
+
+    async def sandbox_publication(self) -> Next:
+        """3. The API in the sandbox catalogue at its specification's version, and the member
+        companies told. Another provider's API may have taken the id since submission: the
+        application then ends on the record, rejected, rather than fail."""
+        refused = await self.publish("sandbox")
+        if refused:
+            return self.process.ending("rejected", refused)
+        return Step.WAITING_FOR_SERVICE
+
+    async def waiting_for_service(self) -> Next:
+        """4. In the sandbox until a subscription using the API reaches production: months, if
+        need be, with no reminders and nobody to chase. Then the API goes to production."""
+        p = self.process
+        await p.wait_for(Step.WAITING_FOR_SERVICE, decisions.SERVICE_LAUNCHED,
+                         check=self.launch_on_record, deadlines=False)
         # From here a real service depends on the API: a withdrawal comes too late.
-        p.close("in_production")
-        await self._publish("production")
-        await p.finish("in_production", Step.IN_PRODUCTION)
+        in_production = p.ends("in_production")
+        await self.publish("production")
+        return in_production
 
-    async def end(self, ended: ApplicationEnded) -> None:
-        p = self.procedure
-        p.outcome = ended.how  # decisions arriving from now on are refused, not applied
-        api_id = self.application.api.api_id
-        if self.in_catalogue:
-            subscriptions = await workflow.execute_activity_method(
-                PlatformActivities.withdraw_api,
-                ApiWithdrawal(application_id=p.application_id, api_id=api_id),
-                **ACTIVITY,
-            )
-            for workflow_id in subscriptions.workflow_ids:
-                await self._tell_subscription(workflow_id, api_id)
-        template = {"rejected": "application_rejected", "withdrawn": "publication_withdrawn",
-                    "lapsed": "publication_lapsed"}[ended.how]
-        await p.notify(ended.how, template,
-                       {**self._context(), "step": ended.step, "note": ended.note,
-                        "days": str(self.application.deadlines.lapse_after_days)},
-                       recipients=p.applicant_contacts)
-        await p.finish(ended.how, ended.how)
+    async def end_early(self, ending: Ending) -> None:
+        """Rejected, withdrawn or lapsed: the API out of the catalogue (the open subscriptions
+        that requested it told), the provider told."""
+        p = self.process
+        if self.state.in_catalogue:
+            p.withdraw_api(self.state.application.api.api_id)
+            for workflow_id in (await p.commit()).subscriptions_to_tell:
+                await self.tell_subscription(workflow_id)
+        p.notify(ending.outcome, ENDING_NOTICE[ending.outcome],
+                 {**self.context(), "step": ending.step, "note": ending.note,
+                  "days": str(self.state.deadline_policy.lapse_after_days)},
+                 to=p.applicant)
 
-    # --- helpers -----------------------------------------------------------------------------
+    # --- what the steps need -------------------------------------------------------------
 
-    def _context(self) -> dict[str, str]:
-        return {"api": self.application.api.name, "service": self.application.api.name,
-                "version": self.application.specification_summary.version}
+    def context(self) -> dict[str, str]:
+        application = self.state.application
+        return {"api": application.api.name, "service": application.api.name,
+                "version": application.specification_summary.version}
 
-    async def _publish(self, stage: str) -> None:
-        p = self.procedure
-        await workflow.execute_activity_method(
-            PlatformActivities.publish_api,
-            ApiPublication(
-                application_id=p.application_id,
-                api=self.application.api,
-                provider_business_registration_number=p.organisation_id,
-                specification=self.application.specification,
-                specification_summary=self.application.specification_summary,
-                stage=stage,  # type: ignore[arg-type]
-            ),
-            summary=f"publish to {stage}",
-            **ACTIVITY,
-        )
-        self.in_catalogue = True
-        context = {**self._context(), "stage": stage}
-        await p.notify(f"published/{stage}", "api_published", context,
-                       recipients=p.applicant_contacts)
-        await p.notify(f"member-notice/{stage}", "member_notice_api_published", context,
-                       to_member_companies=True)
+    async def publish(self, stage: str) -> str | None:
+        """The API in the catalogue of `stage` (on record at once), the provider and the member
+        companies told; why not, if another provider's API holds its id."""
+        p, application = self.process, self.state.application
+        p.publish_api(application.api, application.specification,
+                      application.specification_summary, stage)
+        refused = (await p.commit()).publication_refused
+        if refused:
+            return refused
+        self.state.in_catalogue = True
+        context = {**self.context(), "stage": stage}
+        p.notify(f"published/{stage}", "api_published", context, to=p.applicant)
+        p.notify(f"member-notice/{stage}", "member_notice_api_published", context,
+                 members=True)
+        return None
 
-    async def _tell_subscription(self, workflow_id: str, api_id: str) -> None:
-        p = self.procedure
+    async def specification_validates(self, r: RevisedSpecification) -> str | None:
+        """A revision's check: the document validates, within the submission's limits."""
+        verdict = await workflow.execute_local_activity_method(
+            Catalogue.check_specification, SpecificationCheck(specification=r.specification),
+            summary="check the revised specification", **LOCAL)
+        if verdict.summary is None:
+            return "the specification does not validate: " + "; ".join(verdict.findings)
+        self.validated[r.decision_id] = verdict.summary
+        return None
+
+    async def launch_on_record(self, d: ServiceLaunched) -> str | None:
+        """A launch's check: the claimed subscription uses this API and is live, on record."""
+        if d.api_id != self.state.application.api.api_id:
+            return f"this application publishes {self.state.application.api.api_id}, not {d.api_id}"
+        reason = await workflow.execute_local_activity_method(
+            Catalogue.check_service_launch,
+            LaunchCheck(subscription_application_id=d.subscription_application_id,
+                        api_id=d.api_id),
+            summary="the launch on record", **LOCAL)
+        return reason or None
+
+    async def tell_subscription(self, workflow_id: str) -> None:
+        p, app_id = self.process, self.state.application_id
         try:
             await workflow.get_external_workflow_handle(workflow_id).signal(
                 "api_withdrawn",
-                ApiWithdrawn(decision_id=f"{p.application_id}/withdrawn",
-                             decided_by=p.application_id, api_id=api_id),
-            )
-        except Exception as err:  # it may have ended meanwhile: nothing to tell
-            await p.record("api_withdrawal_not_delivered", "failed", reason=str(err),
-                           details={"subscription": workflow_id})
+                ApiWithdrawn(decision_id=f"{app_id}/withdrawn", decided_by=app_id,
+                             api_id=self.state.application.api.api_id))
+        except Exception as err:  # noqa: BLE001 - it may have ended meanwhile: nothing to tell
+            p.record("api_withdrawal_not_delivered", "failed", reason=str(err),
+                     details={"subscription": workflow_id})
         else:
-            await p.record("api_withdrawal_told", "succeeded",
-                           details={"subscription": workflow_id})
-
-    # --- checks that need the world ----------------------------------------------------------
-
-    async def _spec_is_valid(self, d: Decision) -> str | None:
-        assert isinstance(d, RevisedSpecification)
-        verdict = await workflow.execute_activity_method(
-            PlatformActivities.check_specification,
-            SpecificationCheck(specification=d.specification),
-            **ACTIVITY,
-        )
-        if verdict.summary is None:
-            return "the specification does not validate: " + "; ".join(verdict.findings)
-        self._revised_summary = verdict.summary
-        return None
-
-    async def _launch_on_record(self, d: Decision) -> str | None:
-        assert isinstance(d, ServiceLaunched)
-        if d.api_id != self.application.api.api_id:
-            return f"this application publishes {self.application.api.api_id}, not {d.api_id}"
-        reason = await workflow.execute_activity_method(
-            PlatformActivities.check_service_launch,
-            LaunchCheck(subscription_application_id=d.subscription_application_id,
-                        api_id=d.api_id),
-            **ACTIVITY,
-        )
-        return reason or None
-
-    # --- signals and updates: one of each per decision, same name, same payload ---------------
-
-    async def _decide(self, kind: str, d: Decision) -> DecisionOutcome:
-        extra = {"revise_specification": self._spec_is_valid,
-                 "service_launched": self._launch_on_record}.get(kind)
-        return await self.procedure.decide(kind, d, _ROLES[kind], extra)
-
-    @workflow.signal(name="pre_review", description="Platform team: integration method and specification agreed (approve), reject, or request_changes.")
-    async def pre_review_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("pre_review", PreReviewDecision, payload):
-            await self._decide("pre_review", d)
-
-    @workflow.update(name="pre_review")
-    async def pre_review_update(self, d: PreReviewDecision) -> DecisionOutcome:
-        return await self._decide("pre_review", d)
-
-    @pre_review_update.validator
-    def _v_pre_review(self, d: PreReviewDecision) -> None:
-        self.procedure.validate("pre_review", d)
-
-    @workflow.signal(name="revise_specification", description="Provider: the revised integration method and OpenAPI specification.")
-    async def revise_specification_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("revise_specification", RevisedSpecification, payload):
-            await self._decide("revise_specification", d)
-
-    @workflow.update(name="revise_specification")
-    async def revise_specification_update(self, d: RevisedSpecification) -> DecisionOutcome:
-        return await self._decide("revise_specification", d)
-
-    @revise_specification_update.validator
-    def _v_revise_specification(self, d: RevisedSpecification) -> None:
-        self.procedure.validate("revise_specification", d)
-
-    @workflow.signal(name="api_test_report", description="Provider: API test results.")
-    async def api_test_report_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("api_test_report", ApiTestReport, payload):
-            await self._decide("api_test_report", d)
-
-    @workflow.update(name="api_test_report")
-    async def api_test_report_update(self, d: ApiTestReport) -> DecisionOutcome:
-        return await self._decide("api_test_report", d)
-
-    @api_test_report_update.validator
-    def _v_api_test_report(self, d: ApiTestReport) -> None:
-        self.procedure.validate("api_test_report", d)
-
-    @workflow.signal(name="api_testing", description="Platform team: API test results approve, reject or more_testing.")
-    async def api_testing_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("api_testing", ApiTestingDecision, payload):
-            await self._decide("api_testing", d)
-
-    @workflow.update(name="api_testing")
-    async def api_testing_update(self, d: ApiTestingDecision) -> DecisionOutcome:
-        return await self._decide("api_testing", d)
-
-    @api_testing_update.validator
-    def _v_api_testing(self, d: ApiTestingDecision) -> None:
-        self.procedure.validate("api_testing", d)
-
-    @workflow.signal(name="service_launched", description="Sent by a subscription workflow that reached production using this API.")
-    async def service_launched_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("service_launched", ServiceLaunched, payload):
-            await self._decide("service_launched", d)
-
-    @workflow.signal(dynamic=True, description="Any other signal: not a decision of this process, refused on the record.")
-    async def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
-        await self.procedure.refuse_unknown_signal(name, args)
-
-    @workflow.signal(name="withdraw", description="Provider: withdraw the API before production; it leaves the catalogue.")
-    async def withdraw_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("withdraw", Withdrawal, payload):
-            await self._decide("withdraw", d)
-
-    @workflow.update(name="withdraw")
-    async def withdraw_update(self, d: Withdrawal) -> DecisionOutcome:
-        return await self._decide("withdraw", d)
-
-    @withdraw_update.validator
-    def _v_withdraw(self, d: Withdrawal) -> None:
-        self.procedure.validate("withdraw", d)
-
-    @workflow.query(name="status", description="Current step, whom it waits on and since when, deadlines and every decision.")
-    def status(self) -> ApplicationStatus:
-        return self.procedure.status()
-
-
-_ROLES: dict[str, Role] = {
-    "pre_review": Role.PLATFORM_TEAM,
-    "revise_specification": Role.APPLICANT,
-    "api_test_report": Role.APPLICANT,
-    "api_testing": Role.PLATFORM_TEAM,
-    "service_launched": Role.PLATFORM_WORKFLOW,
-    "withdraw": Role.APPLICANT,
-}
+            p.record("api_withdrawal_told", details={"subscription": workflow_id})

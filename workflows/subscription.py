@@ -1,6 +1,7 @@
 """A fintech's subscription application, from submission to the production key.
 
-The operator's procedure, step by step (docs/domain.md, The operator's procedure):
+The operator's procedure, step by step (docs/domain.md, The operator's procedure); each step
+method below is one of them, and says what its decision does once applied:
 
 1. pre-verification of the service (with request-changes loops back to the applicant);
 2. the market-data licence contract, only when a requested API is a market-data API and no
@@ -11,62 +12,43 @@ The operator's procedure, step by step (docs/domain.md, The operator's procedure
 5. business-suitability verification in the sandbox;
 6. production: the service contract, the production key, notices.
 
-Every decision arrives as a signal (or, for a synchronous answer, an update of the same name)
-and goes through `Procedure.decide`. The applicant may withdraw at any step; any step may end
-in rejection; a step waiting on the applicant lapses when left idle.
+Decisions, deadlines and the record are the process's (workflows/process.py); the decisions
+themselves are declared in onboarding/domain/decisions.py. The applicant may withdraw at any
+step; any step may end in rejection; a step waiting on the applicant lapses when left idle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import timedelta
-
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.platform import PlatformActivities
+    from activities.catalogue import Catalogue
+    from activities.contracts import Contracts
+    from onboarding.domain import decisions
     from onboarding.domain.models import (
+        ApiFacts,
         ApiWithdrawn,
-        ApplicationRecord,
         ApplicationStatus,
         CatalogueFacts,
         CatalogueLookup,
-        ContractRecord,
-        Decision,
-        DecisionOutcome,
-        FinalApprovalDecision,
-        KeyIssuance,
-        KeyRevocation,
         LicenceLookup,
-        MarketDataLicenceDecision,
-        PlatformContractDecision,
-        PreVerificationDecision,
-        ProductionSwitchDecision,
         Resubmission,
-        Role,
-        SandboxTestReport,
-        SandboxVerificationDecision,
         ServiceLaunched,
         SubscriptionApplication,
-        Withdrawal,
     )
+    from onboarding.domain.state import SubscriptionState
+    # Stop 8's frozen code: it ran sandboxed for stop 8 and never changes; loaded once, not
+    # for every run.
+    from workflows.legacy import Legacy
+    from workflows.legacy.subscription import SubscriptionWorkflow as Stop8
 
-from workflows.procedure import (
-    ACTIVITY,
-    ApplicationEnded,
-    Procedure,
-    always,
-    needs_note_unless_approved,
-)
-
-# Key issuance waits (retrying) for SMTP and the database as long as it takes; a key is never
-# lost and never issued twice (see onboarding/domain/keys.py).
-KEY_ACTIVITY = dict(ACTIVITY, start_to_close_timeout=timedelta(minutes=2))
+from workflows.handlers import takes_decisions
+from workflows.process import LOCAL, Ending, Next, Process
 
 
 class Step:
+    SUBMITTED = "submitted"
     PRE_VERIFICATION = "pre_verification"
     CHANGES_REQUESTED = "changes_requested"
     MARKET_DATA_LICENCE = "market_data_licence"
@@ -75,447 +57,232 @@ class Step:
     SANDBOX_TESTING = "sandbox_testing"
     SANDBOX_VERIFICATION = "sandbox_verification"
     PRODUCTION_SWITCH = "production_switch"
-    IN_PRODUCTION = "in_production"
 
 
-# --- what each decision must carry to be applied (pure: also used by update validators) ---
-
-
-def _pre_verification(d: PreVerificationDecision) -> str | None:
-    if d.outcome == "approve" and not (d.criteria and d.criteria.all_hold()):
-        return ("approval needs criteria, and all three must hold: related to capital-market "
-                "development, not speculative or gambling-like, not harmful to public morals")
-    if d.outcome != "approve" and not d.note:
-        return f"{d.outcome} needs a note saying why"
-    return None
-
-
-def _licence(d: MarketDataLicenceDecision) -> str | None:
-    if d.outcome == "concluded" and d.contract is None:
-        return "a concluded licence needs its contract (number, signed date, validity)"
-    if d.outcome == "reject" and not d.note:
-        return "reject needs a note saying why"
-    return None
-
-
-def _platform_contract(d: PlatformContractDecision) -> str | None:
-    if d.outcome == "signed":
-        if d.contract is None:
-            return "a signed platform contract needs its contract (number, signed date, validity)"
-        if not d.eligibility_confirmed:
-            return "the eligibility review must confirm corporate status before signing"
-    if d.outcome == "reject" and not d.note:
-        return "reject needs a note saying why"
-    return None
-
-
-def _production_switch(d: ProductionSwitchDecision) -> str | None:
-    if d.outcome == "approve" and d.service_contract is None:
-        return "the production switch needs the service contract (number, signed date, validity)"
-    return needs_note_unless_approved(d)
+ENDING_NOTICE = {"rejected": "application_rejected", "withdrawn": "application_withdrawn",
+                 "lapsed": "application_lapsed"}
 
 
 @workflow.defn(name="SubscriptionApplication")
+@takes_decisions(decisions.SUBSCRIPTION)
 class SubscriptionWorkflow:
     @workflow.init
     def __init__(self, application: SubscriptionApplication) -> None:
-        self.application = application
-        self.procedure = Procedure.for_application("subscription", application)
-        self.catalogue = CatalogueFacts(apis=[], unknown=[])
-        # Everyone who took a pre-verification decision: none of them may approve (four eyes).
-        self.pre_verifiers: set[str] = set()
+        self.legacy = None
+        if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
+            self.legacy = Legacy(Stop8, application)
+            return
+        self.state = SubscriptionState.of(application, workflow.now())
+        self.process = Process(self.state, decisions.SUBSCRIPTION)
+        # What the catalogue said of a resubmission's APIs, by decision id (its check found it).
+        self.offered: dict[str, CatalogueFacts] = {}
 
     @workflow.run
     async def run(self, application: SubscriptionApplication) -> ApplicationStatus:
-        p = self.procedure
-        await self._record_application()
-        await p.enter("submitted")
-        await p.notify("received", "application_received",
-                       {"service": application.service.name},
-                       recipients=p.applicant_contacts)
-        try:
-            await self.pre_verification()
-            await self.market_data_licence()
-            await self.platform_contract()
-            await self.final_approval()
-            await self.sandbox_verification()
-            await self.production()
-        except ApplicationEnded as ended:
-            await self.end(ended)
-        await workflow.wait_condition(workflow.all_handlers_finished)
-        return p.status()
+        if self.legacy is not None:
+            return await self.legacy.run()
+        return await self.process.run({
+            Step.SUBMITTED: self.submitted,
+            Step.PRE_VERIFICATION: self.pre_verification,
+            Step.CHANGES_REQUESTED: self.changes_requested,
+            Step.MARKET_DATA_LICENCE: self.market_data_licence,
+            Step.PLATFORM_CONTRACT: self.platform_contract,
+            Step.FINAL_APPROVAL: self.final_approval,
+            Step.SANDBOX_TESTING: self.sandbox_testing,
+            Step.SANDBOX_VERIFICATION: self.sandbox_verification,
+            Step.PRODUCTION_SWITCH: self.production_switch,
+        }, end_early=self.end_early)
 
-    # --- the six steps -----------------------------------------------------------------------
+    # --- the procedure -------------------------------------------------------------------
 
-    async def pre_verification(self) -> None:
-        p = self.procedure
-        self.catalogue = await self._look_up(self.application.requested_apis)
-        while True:
-            d = await p.wait_for(Step.PRE_VERIFICATION, Role.PRE_VERIFICATION_REVIEWER,
-                                    {"pre_verification": _pre_verification})
-            assert isinstance(d, PreVerificationDecision)
-            self.pre_verifiers.add(d.decided_by.lower())
-            if d.outcome == "approve":
-                return
-            if d.outcome == "reject":
-                raise ApplicationEnded("rejected", Step.PRE_VERIFICATION, d.decided_by, d.note)
-            await p.notify(f"changes/{d.decision_id}", "changes_requested",
-                           {"step": Step.PRE_VERIFICATION, "note": d.note},
-                           recipients=p.applicant_contacts)
-            r = await p.wait_for(Step.CHANGES_REQUESTED, Role.APPLICANT,
-                                    {"resubmit": always})
-            assert isinstance(r, Resubmission)
-            self.application = self.application.model_copy(
-                update={"service": r.service, "requested_apis": r.requested_apis}
-            )
-            await self._record_application()
-            self.catalogue = await self._look_up(r.requested_apis)
+    async def submitted(self) -> Next:
+        """The application on record and its applicant told; what the catalogue says of the
+        APIs it requests."""
+        p, application = self.process, self.state.application
+        p.record_application(application.organisation, application.requested_apis)
+        p.enter(Step.SUBMITTED)
+        p.notify("received", "application_received", {"service": application.service.name},
+                 to=p.applicant)
+        self.state.catalogue = await self.look_up(application.requested_apis)
+        return Step.PRE_VERIFICATION
 
-    async def market_data_licence(self) -> None:
-        p = self.procedure
-        market_data = [a.api_id for a in self.catalogue.apis if a.is_market_data]
-        if not market_data:
-            await p.record("market_data_licence_not_needed", "succeeded")
-            return
-        on_file = await workflow.execute_activity_method(
-            PlatformActivities.find_market_data_licence,
-            LicenceLookup(business_registration_number=p.organisation_id,
+    async def pre_verification(self) -> Next:
+        """1. Pre-verification: does the service serve the capital market, is it neither
+        speculative nor harmful? The reviewer may ask the applicant for changes."""
+        p = self.process
+        d = await p.wait_for(Step.PRE_VERIFICATION, decisions.PRE_VERIFICATION)
+        if d.verdict == "reject":
+            return p.rejected(d)
+        if d.verdict == "request_changes":
+            p.notify(f"changes/{d.decision_id}", "changes_requested",
+                     {"step": Step.PRE_VERIFICATION, "note": d.note}, to=p.applicant)
+            return Step.CHANGES_REQUESTED
+        return Step.MARKET_DATA_LICENCE
+
+    async def changes_requested(self) -> Next:
+        """The applicant amends the service and the APIs it requests (each in the catalogue);
+        then pre-verification again."""
+        p = self.process
+        r = await p.wait_for(Step.CHANGES_REQUESTED, decisions.RESUBMIT,
+                             check=self.apis_offered)
+        self.state.application = self.state.application.model_copy(
+            update={"service": r.service, "requested_apis": r.requested_apis})
+        self.state.catalogue = self.offered.pop(r.decision_id)
+        p.record_application(self.state.application.organisation, r.requested_apis)
+        return Step.PRE_VERIFICATION
+
+    async def market_data_licence(self) -> Next:
+        """2. The market-data licence contract: needed for market-data APIs, unless a valid
+        licence of the organisation is on file."""
+        p = self.process
+        if not any(api.is_market_data for api in self.state.catalogue.apis):
+            p.record("market_data_licence_not_needed")
+            return Step.PLATFORM_CONTRACT
+        on_file = await workflow.execute_local_activity_method(
+            Contracts.find_market_data_licence,
+            LicenceLookup(business_registration_number=self.state.organisation_id,
                           on=workflow.now().date()),
-            **ACTIVITY,
-        )
+            summary="market-data licence on file", **LOCAL)
         if on_file is not None:
-            await p.record("market_data_licence_on_file", "succeeded",
-                           details=on_file.model_dump(mode="json"))
-            return
-        d = await p.wait_for(Step.MARKET_DATA_LICENCE, Role.MARKET_DATA_SALES,
-                                {"market_data_licence": _licence})
-        assert isinstance(d, MarketDataLicenceDecision)
-        if d.outcome == "reject":
-            raise ApplicationEnded("rejected", Step.MARKET_DATA_LICENCE, d.decided_by, d.note)
+            p.record("market_data_licence_on_file", details=on_file.model_dump(mode="json"))
+            return Step.PLATFORM_CONTRACT
+        d = await p.wait_for(Step.MARKET_DATA_LICENCE, decisions.MARKET_DATA_LICENCE,
+                             check=lambda d: p.contract_unclaimed("market_data_licence",
+                                                                  d.contract))
+        if d.verdict == "reject":
+            return p.rejected(d)
+        p.record_contract("market_data_licence", d.contract, d)
+        return Step.PLATFORM_CONTRACT
 
-    async def platform_contract(self) -> None:
-        d = await self.procedure.wait_for(Step.PLATFORM_CONTRACT, Role.PLATFORM_TEAM,
-                                             {"platform_contract": _platform_contract})
-        assert isinstance(d, PlatformContractDecision)
-        if d.outcome == "reject":
-            raise ApplicationEnded("rejected", Step.PLATFORM_CONTRACT, d.decided_by, d.note)
+    async def platform_contract(self) -> Next:
+        """3. The platform contract, signed once the eligibility review confirms a corporation."""
+        p = self.process
+        d = await p.wait_for(Step.PLATFORM_CONTRACT, decisions.PLATFORM_CONTRACT,
+                             check=lambda d: p.contract_unclaimed("platform", d.contract))
+        if d.verdict == "reject":
+            return p.rejected(d)
+        p.record_contract("platform", d.contract, d)
+        return Step.FINAL_APPROVAL
 
-    async def final_approval(self) -> None:
-        p = self.procedure
-        d = await p.wait_for(Step.FINAL_APPROVAL, Role.FINAL_APPROVER,
-                                {"final_approval": needs_note_unless_approved})
-        assert isinstance(d, FinalApprovalDecision)
-        if d.outcome == "reject":
-            raise ApplicationEnded("rejected", Step.FINAL_APPROVAL, d.decided_by, d.note)
-        await self._issue_key("sandbox")
-        apis = ", ".join(self.application.requested_apis)
-        await p.notify("member-notice/final-approval", "member_notice_new_user", {"apis": apis},
-                       recipients=self._providers())
+    async def final_approval(self) -> Next:
+        """4. Final approval, by someone other than the pre-verification reviewer: the sandbox
+        key, and the member companies providing the APIs told of their new user."""
+        p = self.process
+        d = await p.wait_for(Step.FINAL_APPROVAL, decisions.FINAL_APPROVAL)
+        if d.verdict == "reject":
+            return p.rejected(d)
+        self.issue_key("sandbox")
+        p.notify("member-notice/final-approval", "member_notice_new_user",
+                 {"apis": ", ".join(self.state.application.requested_apis)},
+                 to=self.providers())
+        return Step.SANDBOX_TESTING
 
-    async def sandbox_verification(self) -> None:
-        p = self.procedure
-        while True:
-            await p.wait_for(Step.SANDBOX_TESTING, Role.APPLICANT,
-                             {"sandbox_testing_complete": always})
-            d = await p.wait_for(Step.SANDBOX_VERIFICATION, Role.PLATFORM_TEAM,
-                                    {"sandbox_verification": needs_note_unless_approved})
-            assert isinstance(d, SandboxVerificationDecision)
-            if d.outcome == "approve":
-                return
-            if d.outcome == "reject":
-                raise ApplicationEnded("rejected", Step.SANDBOX_VERIFICATION, d.decided_by, d.note)
-            await p.notify(f"more-testing/{d.decision_id}", "more_testing_requested",
-                           {"note": d.note}, recipients=p.applicant_contacts)
+    async def sandbox_testing(self) -> Next:
+        """5. Business-suitability verification, first the applicant's tests in the sandbox..."""
+        await self.process.wait_for(Step.SANDBOX_TESTING, decisions.SANDBOX_TESTING_COMPLETE)
+        return Step.SANDBOX_VERIFICATION
 
-    async def production(self) -> None:
-        p = self.procedure
-        d = await p.wait_for(Step.PRODUCTION_SWITCH, Role.FINAL_APPROVER,
-                                {"production_switch": _production_switch})
-        assert isinstance(d, ProductionSwitchDecision)
-        if d.outcome == "reject":
-            raise ApplicationEnded("rejected", Step.PRODUCTION_SWITCH, d.decided_by, d.note)
-        await self._issue_key("production")
-        # A withdrawal applied while the key was issued still ends the application.
-        p.close("in_production")
-        if workflow.patched("tell-publications"):
-            await self._tell_publications()
-        context = {"service": self.application.service.name,
-                   "apis": ", ".join(self.application.requested_apis)}
-        await p.notify("in-production", "application_in_production", context,
-                       recipients=p.applicant_contacts)
-        await p.notify("member-notice/production", "member_notice_production", context,
-                       recipients=self._providers())
-        await p.finish("in_production", Step.IN_PRODUCTION)
+    async def sandbox_verification(self) -> Next:
+        """... then the platform team's verdict on them, which may ask for more testing."""
+        p = self.process
+        d = await p.wait_for(Step.SANDBOX_VERIFICATION, decisions.SANDBOX_VERIFICATION)
+        if d.verdict == "reject":
+            return p.rejected(d)
+        if d.verdict == "more_testing":
+            p.notify(f"more-testing/{d.decision_id}", "more_testing_requested",
+                     {"note": d.note}, to=p.applicant)
+            return Step.SANDBOX_TESTING
+        return Step.PRODUCTION_SWITCH
 
-    async def end(self, ended: ApplicationEnded) -> None:
-        p = self.procedure
-        p.outcome = ended.how  # decisions arriving from now on are refused, not applied
-        if p.keys:
-            revoked = await workflow.execute_activity_method(
-                PlatformActivities.revoke_api_keys,
-                KeyRevocation(application_id=p.application_id, reason=ended.how),
-                **ACTIVITY,
-            )
-            p.keys = {k.environment: k for k in revoked}
-        template = {"rejected": "application_rejected", "withdrawn": "application_withdrawn",
-                    "lapsed": "application_lapsed"}[ended.how]
-        await p.notify(ended.how, template,
-                       {"step": ended.step, "note": ended.note,
-                        "days": str(self.application.deadlines.lapse_after_days)},
-                       recipients=p.applicant_contacts)
-        await p.finish(ended.how, ended.how)
+    async def production_switch(self) -> Next:
+        """6. Production: the service contract and the production key; the publications of the
+        APIs it uses, the applicant and the member companies told."""
+        p = self.process
+        d = await p.wait_for(Step.PRODUCTION_SWITCH, decisions.PRODUCTION_SWITCH,
+                             check=lambda d: p.contract_unclaimed("service", d.service_contract))
+        if d.verdict == "reject":
+            return p.rejected(d)
+        p.record_contract("service", d.service_contract, d)
+        self.issue_key("production")
+        publications = [api for api in self.state.catalogue.apis
+                        if api.publication_application_id]
+        if publications:
+            await p.commit()  # the production key on record before they check the claim
+        # A withdrawal applied meanwhile still ends the application; from here none applies.
+        in_production = p.ends("in_production")
+        for api in publications:
+            await self.tell_publication(api)
+        context = {"service": self.state.application.service.name,
+                   "apis": ", ".join(self.state.application.requested_apis)}
+        p.notify("in-production", "application_in_production", context, to=p.applicant)
+        p.notify("member-notice/production", "member_notice_production", context,
+                 to=self.providers())
+        return in_production
 
-    # --- helpers -----------------------------------------------------------------------------
+    async def end_early(self, ending: Ending) -> None:
+        """Rejected, withdrawn or lapsed: every key issued revoked, the applicant told."""
+        p = self.process
+        p.revoke_keys(ending.outcome)
+        p.notify(ending.outcome, ENDING_NOTICE[ending.outcome],
+                 {"step": ending.step, "note": ending.note,
+                  "days": str(self.state.deadline_policy.lapse_after_days)},
+                 to=p.applicant)
 
-    async def _look_up(self, api_ids: list[str]) -> CatalogueFacts:
-        return await workflow.execute_activity_method(
-            PlatformActivities.look_up_catalogue, CatalogueLookup(api_ids=api_ids), **ACTIVITY
-        )
+    # --- what the steps need -------------------------------------------------------------
 
-    async def _record_application(self) -> None:
-        await workflow.execute_activity_method(
-            PlatformActivities.record_application,
-            ApplicationRecord(application=self.application,
-                              workflow_id=workflow.info().workflow_id),
-            **ACTIVITY,
-        )
+    async def look_up(self, api_ids: list[str]) -> CatalogueFacts:
+        return await workflow.execute_local_activity_method(
+            Catalogue.look_up_catalogue, CatalogueLookup(api_ids=api_ids),
+            summary="the requested APIs in the catalogue", **LOCAL)
 
-    async def _tell_publications(self) -> None:
-        """A real service now uses these APIs: their publications may go to production."""
-        p = self.procedure
-        for api in self.catalogue.apis:
-            if not api.publication_application_id:
-                continue  # put in the catalogue by the operator, not by a publication
-            # Each publication hears once from this subscription: the id need not name the API,
-            # and with a long API id it would not fit a decision id (100 characters).
-            decision_id = (f"{p.application_id}/launched" if workflow.patched("short-launch-id")
-                           else f"{p.application_id}/launched/{api.api_id}")
-            try:
-                await workflow.get_external_workflow_handle(api.publication_application_id).signal(
-                    "service_launched",
-                    ServiceLaunched(decision_id=decision_id,
-                                    decided_by=p.application_id,
-                                    subscription_application_id=p.application_id,
-                                    api_id=api.api_id),
-                )
-            except Exception as err:  # that publication has ended (e.g. already in production)
-                await p.record("service_launch_not_delivered", "failed", reason=str(err),
-                               details={"publication": api.publication_application_id})
-            else:
-                await p.record("service_launch_told", "succeeded",
-                               details={"publication": api.publication_application_id})
-
-    def _providers(self) -> list[str]:
-        return sorted({e for a in self.catalogue.apis for e in a.provider_contact_emails})
-
-    async def _issue_key(self, environment: str) -> None:
-        p = self.procedure
-        key = await workflow.execute_activity_method(
-            PlatformActivities.issue_api_key,
-            KeyIssuance(
-                issuance_id=f"{p.application_id}/key/{environment}",
-                application_id=p.application_id,
-                business_registration_number=p.organisation_id,
-                environment=environment,  # type: ignore[arg-type]
-                scopes=self.application.requested_apis,
-                valid_days=(self.application.key_validity.sandbox_days if environment == "sandbox"
-                            else self.application.key_validity.production_days),
-                recipients=p.applicant_contacts,
-                language=p.language,
-            ),
-            summary=f"issue {environment} key",
-            **KEY_ACTIVITY,
-        )
-        p.keys[environment] = key
-
-    # --- extra checks that need the world ----------------------------------------------------
-
-    async def _four_eyes(self, d: Decision) -> str | None:
-        if d.decided_by.lower() in self.pre_verifiers:
-            return (f"{d.decided_by} took the pre-verification decision and may not also "
-                    "approve (four eyes)")
-        return None
-
-    async def _apis_exist(self, d: Decision) -> str | None:
-        assert isinstance(d, Resubmission)
-        facts = await self._look_up(d.requested_apis)
+    async def apis_offered(self, r: Resubmission) -> str | None:
+        """A resubmission's check: every API it requests is in the catalogue."""
+        facts = await self.look_up(r.requested_apis)
         if facts.unknown:
             return f"requested_apis: not in the catalogue: {', '.join(facts.unknown)}"
+        self.offered[r.decision_id] = facts
         return None
 
-    async def _record_contract(self, kind: str, contract_field: str, d: Decision) -> str | None:
-        terms = getattr(d, contract_field)
-        if terms is None or getattr(d, "outcome", "") == "reject":
-            return None
+    def issue_key(self, environment: str) -> None:
+        validity = self.state.application.key_validity
+        self.process.issue_key(
+            environment, self.state.application.requested_apis,  # type: ignore[arg-type]
+            validity.sandbox_days if environment == "sandbox" else validity.production_days)
+
+    def providers(self) -> list[str]:
+        return sorted({e for api in self.state.catalogue.apis for e in api.provider_contact_emails})
+
+    async def tell_publication(self, api: ApiFacts) -> None:
+        """A real service now uses the API: its publication may go to production."""
+        p, app_id = self.process, self.state.application_id
+        assert api.publication_application_id
         try:
-            await workflow.execute_activity_method(
-                PlatformActivities.record_contract,
-                ContractRecord(kind=kind, terms=terms,  # type: ignore[arg-type]
-                               business_registration_number=self.procedure.organisation_id,
-                               application_id=self.procedure.application_id,
-                               recorded_by=d.decided_by),
-                **ACTIVITY,
-            )
-        except ActivityError as err:
-            return self.procedure.activity_failure(err)
-        return None
+            # Each publication hears once from this subscription: the id need not name the API.
+            await workflow.get_external_workflow_handle(api.publication_application_id).signal(
+                decisions.SERVICE_LAUNCHED.name,
+                ServiceLaunched(decision_id=f"{app_id}/launched", decided_by=app_id,
+                                subscription_application_id=app_id, api_id=api.api_id))
+        except Exception as err:  # noqa: BLE001 - that publication has ended meanwhile
+            p.record("service_launch_not_delivered", "failed", reason=str(err),
+                     details={"publication": api.publication_application_id})
+        else:
+            p.record("service_launch_told",
+                     details={"publication": api.publication_application_id})
 
-    # --- signals and updates: one of each per decision, same name, same payload ---------------
+    # --- a message from another process -------------------------------------------------
 
-    async def _decide(self, kind: str, d: Decision) -> DecisionOutcome:
-        extra = {
-            "final_approval": self._four_eyes,
-            "production_switch": self._production_extra,
-            "resubmit": self._apis_exist,
-            "market_data_licence": lambda d: self._record_contract("market_data_licence",
-                                                                   "contract", d),
-            "platform_contract": lambda d: self._record_contract("platform", "contract", d),
-        }.get(kind)
-        return await self.procedure.decide(kind, d, _ROLES[kind], extra)
+    @workflow.signal(name="api_withdrawn",
+                     description="Sent by a publication workflow: a requested API left the "
+                                 "catalogue.")
+    async def api_withdrawn(self, payload: RawValue) -> None:
+        if self.legacy is not None:
+            await self.legacy.signal("api_withdrawn", payload)
+            return
 
-    async def _production_extra(self, d: Decision) -> str | None:
-        return await self._four_eyes(d) or await self._record_contract(
-            "service", "service_contract", d)
+        def noted(notice: ApiWithdrawn) -> None:
+            if notice.api_id not in self.state.withdrawn_apis:
+                self.state.withdrawn_apis.append(notice.api_id)
+                self.process.record("requested_api_withdrawn", actor=notice.decided_by or "",
+                                    details={"api_id": notice.api_id})
 
-    @workflow.signal(name="pre_verification", description="Pre-verification reviewer: approve (with the three criteria), reject or request_changes.")
-    async def pre_verification_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("pre_verification", PreVerificationDecision, payload):
-            await self._decide("pre_verification", d)
-
-    @workflow.update(name="pre_verification")
-    async def pre_verification_update(self, d: PreVerificationDecision) -> DecisionOutcome:
-        return await self._decide("pre_verification", d)
-
-    @pre_verification_update.validator
-    def _v_pre_verification(self, d: PreVerificationDecision) -> None:
-        self.procedure.validate("pre_verification", d)
-
-    @workflow.signal(name="resubmit", description="Applicant: amended service and APIs after a request for changes.")
-    async def resubmit_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("resubmit", Resubmission, payload):
-            await self._decide("resubmit", d)
-
-    @workflow.update(name="resubmit")
-    async def resubmit_update(self, d: Resubmission) -> DecisionOutcome:
-        return await self._decide("resubmit", d)
-
-    @resubmit_update.validator
-    def _v_resubmit(self, d: Resubmission) -> None:
-        self.procedure.validate("resubmit", d)
-
-    @workflow.signal(name="market_data_licence", description="Market-information sales: the concluded market-data licence contract, or reject.")
-    async def market_data_licence_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("market_data_licence", MarketDataLicenceDecision, payload):
-            await self._decide("market_data_licence", d)
-
-    @workflow.update(name="market_data_licence")
-    async def market_data_licence_update(self, d: MarketDataLicenceDecision) -> DecisionOutcome:
-        return await self._decide("market_data_licence", d)
-
-    @market_data_licence_update.validator
-    def _v_market_data_licence(self, d: MarketDataLicenceDecision) -> None:
-        self.procedure.validate("market_data_licence", d)
-
-    @workflow.signal(name="platform_contract", description="Platform team: the signed platform contract with eligibility confirmed, or reject.")
-    async def platform_contract_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("platform_contract", PlatformContractDecision, payload):
-            await self._decide("platform_contract", d)
-
-    @workflow.update(name="platform_contract")
-    async def platform_contract_update(self, d: PlatformContractDecision) -> DecisionOutcome:
-        return await self._decide("platform_contract", d)
-
-    @platform_contract_update.validator
-    def _v_platform_contract(self, d: PlatformContractDecision) -> None:
-        self.procedure.validate("platform_contract", d)
-
-    @workflow.signal(name="final_approval", description="Final approver (not the pre-verification reviewer): approve, which issues the sandbox key, or reject.")
-    async def final_approval_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("final_approval", FinalApprovalDecision, payload):
-            await self._decide("final_approval", d)
-
-    @workflow.update(name="final_approval")
-    async def final_approval_update(self, d: FinalApprovalDecision) -> DecisionOutcome:
-        return await self._decide("final_approval", d)
-
-    @final_approval_update.validator
-    def _v_final_approval(self, d: FinalApprovalDecision) -> None:
-        self.procedure.validate("final_approval", d)
-
-    @workflow.signal(name="sandbox_testing_complete", description="Applicant: sandbox testing is complete.")
-    async def sandbox_testing_complete_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("sandbox_testing_complete", SandboxTestReport, payload):
-            await self._decide("sandbox_testing_complete", d)
-
-    @workflow.update(name="sandbox_testing_complete")
-    async def sandbox_testing_complete_update(self, d: SandboxTestReport) -> DecisionOutcome:
-        return await self._decide("sandbox_testing_complete", d)
-
-    @sandbox_testing_complete_update.validator
-    def _v_sandbox_testing_complete(self, d: SandboxTestReport) -> None:
-        self.procedure.validate("sandbox_testing_complete", d)
-
-    @workflow.signal(name="sandbox_verification", description="Platform team: business-suitability verification: approve, reject or more_testing.")
-    async def sandbox_verification_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("sandbox_verification", SandboxVerificationDecision, payload):
-            await self._decide("sandbox_verification", d)
-
-    @workflow.update(name="sandbox_verification")
-    async def sandbox_verification_update(self, d: SandboxVerificationDecision) -> DecisionOutcome:
-        return await self._decide("sandbox_verification", d)
-
-    @sandbox_verification_update.validator
-    def _v_sandbox_verification(self, d: SandboxVerificationDecision) -> None:
-        self.procedure.validate("sandbox_verification", d)
-
-    @workflow.signal(name="production_switch", description="Final approver: the service contract; issues the production key.")
-    async def production_switch_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("production_switch", ProductionSwitchDecision, payload):
-            await self._decide("production_switch", d)
-
-    @workflow.update(name="production_switch")
-    async def production_switch_update(self, d: ProductionSwitchDecision) -> DecisionOutcome:
-        return await self._decide("production_switch", d)
-
-    @production_switch_update.validator
-    def _v_production_switch(self, d: ProductionSwitchDecision) -> None:
-        self.procedure.validate("production_switch", d)
-
-    @workflow.signal(dynamic=True, description="Any other signal: not a decision of this process, refused on the record.")
-    async def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
-        await self.procedure.refuse_unknown_signal(name, args)
-
-    @workflow.signal(name="withdraw", description="Applicant: withdraw the application; issued keys are revoked.")
-    async def withdraw_signal(self, payload: RawValue) -> None:
-        if d := await self.procedure.parse("withdraw", Withdrawal, payload):
-            await self._decide("withdraw", d)
-
-    @workflow.update(name="withdraw")
-    async def withdraw_update(self, d: Withdrawal) -> DecisionOutcome:
-        return await self._decide("withdraw", d)
-
-    @withdraw_update.validator
-    def _v_withdraw(self, d: Withdrawal) -> None:
-        self.procedure.validate("withdraw", d)
-
-    @workflow.signal(name="api_withdrawn", description="Sent by a publication workflow: a requested API left the catalogue.")
-    async def api_withdrawn_signal(self, payload: RawValue) -> None:
-        if notice := await self.procedure.parse("api_withdrawn", ApiWithdrawn, payload):
-            await self.procedure.note_api_withdrawn(notice)
-
-    @workflow.query(name="status", description="Current step, whom it waits on and since when, deadlines, keys and every decision.")
-    def status(self) -> ApplicationStatus:
-        return self.procedure.status()
-
-
-_ROLES: dict[str, Role] = {
-    "pre_verification": Role.PRE_VERIFICATION_REVIEWER,
-    "resubmit": Role.APPLICANT,
-    "market_data_licence": Role.MARKET_DATA_SALES,
-    "platform_contract": Role.PLATFORM_TEAM,
-    "final_approval": Role.FINAL_APPROVER,
-    "sandbox_testing_complete": Role.APPLICANT,
-    "sandbox_verification": Role.PLATFORM_TEAM,
-    "production_switch": Role.FINAL_APPROVER,
-    "withdraw": Role.APPLICANT,
-}
+        await self.process.hear("api_withdrawn", ApiWithdrawn, payload, noted)

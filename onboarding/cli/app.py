@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import sys
+import textwrap
 import uuid
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -35,58 +36,32 @@ from temporalio.service import RPCError, RPCStatusCode
 import starter
 from onboarding.core.config import Settings, get_settings
 from onboarding.domain.admission import SubmissionRefused
+from onboarding.domain.decisions import CATALOGUES
 from onboarding.domain.models import (
-    ApiTestingDecision,
-    ApiTestReport,
     ApplicationStatus,
     Decision,
-    DecisionOutcome,
-    FinalApprovalDecision,
-    MarketDataLicenceDecision,
-    PlatformContractDecision,
-    PreReviewDecision,
+    DecisionReceipt,
     PreVerificationCriteria,
-    PreVerificationDecision,
-    ProductionSwitchDecision,
-    Resubmission,
-    RevisedSpecification,
     Role,
-    SandboxTestReport,
-    SandboxVerificationDecision,
-    Withdrawal,
 )
 from onboarding.store import applications, catalogue
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import PayloadEncryptionError
 
-# The decisions people take, by workflow kind: the update's name and the model it takes.
+# The decisions people take (those of another process, service_launched, left out), by process:
+# the update's name and the model it takes. From the catalogue, as the workflows' handlers are.
 DECISIONS: dict[str, dict[str, type[Decision]]] = {
-    "subscription": {
-        "pre_verification": PreVerificationDecision,
-        "resubmit": Resubmission,
-        "market_data_licence": MarketDataLicenceDecision,
-        "platform_contract": PlatformContractDecision,
-        "final_approval": FinalApprovalDecision,
-        "sandbox_testing_complete": SandboxTestReport,
-        "sandbox_verification": SandboxVerificationDecision,
-        "production_switch": ProductionSwitchDecision,
-        "withdraw": Withdrawal,
-    },
-    "publication": {
-        "pre_review": PreReviewDecision,
-        "revise_specification": RevisedSpecification,
-        "api_test_report": ApiTestReport,
-        "api_testing": ApiTestingDecision,
-        "withdraw": Withdrawal,
-    },
+    process: {name: d.model for name, d in decisions.items()
+              if d.taken_by is not Role.PLATFORM_WORKFLOW}
+    for process, decisions in CATALOGUES.items()
 }
 QUERY_TIMEOUT = timedelta(seconds=10)
 UPDATE_TIMEOUT = 60  # seconds
 PLATFORM_BUSY_WAIT = 30  # seconds a decision waits for the platform to finish the step before
 
 
-class Kind(StrEnum):
+class Process(StrEnum):
     subscription = "subscription"
     publication = "publication"
 
@@ -121,31 +96,28 @@ class _App(typer.Typer):
         os._exit(code)
 
 
+def _decisions_help() -> str:
+    """Every decision people take, by process, as the catalogue describes it."""
+    titles = {"subscription": "Subscription (a fintech uses APIs): each step waits on a "
+                              "decision.",
+              "publication": "Publication (a member company publishes its API):"}
+    parts = []
+    for process, decisions in CATALOGUES.items():
+        lines = ["\b", titles[process]]
+        for name in DECISIONS[process]:
+            wrapped = textwrap.wrap(decisions[name].description, 62)
+            lines.append(f"  {name:<26}{wrapped[0]}")
+            lines += [f"  {'':<26}{more}" for more in wrapped[1:]]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 app = _App(
-    help="""Reviewer CLI for Open API onboarding applications: find what waits on you
+    help=f"""Reviewer CLI for Open API onboarding applications: find what waits on you
 (queue), read an application (show), take your decision (decide, withdraw), submit an
 application (submit).
 
-\b
-Subscription (a fintech uses APIs): each step waits on a decision by a role.
-  pre_verification          pre_verification_reviewer
-  resubmit                  applicant, after request_changes
-  market_data_licence       market_data_sales (market-data APIs, no licence on file)
-  platform_contract         platform_team (contract, eligibility confirmed)
-  final_approval            final_approver, not the pre-verification reviewer:
-                            sandbox key, member companies told
-  sandbox_testing_complete  applicant
-  sandbox_verification      platform_team
-  production_switch         final_approver: service contract, production key
-  withdraw                  applicant, at any step
-
-\b
-Publication (a member company publishes its API):
-  pre_review                platform_team
-  revise_specification      provider, after request_changes
-  api_test_report           provider
-  api_testing               platform_team: the API enters the sandbox catalogue
-  withdraw                  provider, before production
+{_decisions_help()}
 
 Settings as the worker's: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE,
 DATABASE_URL, TLS and API key (environment or .env).""",
@@ -190,10 +162,10 @@ def _run(settings: Settings, work: Any) -> Any:
         _fail(f"cannot reach Temporal at {settings.temporal_address}: {err}")
 
 
-def _kind_of(application_id: str) -> str:
-    for kind in DECISIONS:
-        if application_id.startswith(f"{kind}-"):
-            return kind
+def _process_of(application_id: str) -> str:
+    for process in DECISIONS:
+        if application_id.startswith(f"{process}-"):
+            return process
     _fail(f"{application_id}: not an application id (subscription-... or publication-...)", 2)
 
 
@@ -216,8 +188,9 @@ def _status_of(client: Client, application_id: str):
 
 @app.command()
 def submit(
-    kind: Annotated[Kind, typer.Argument(metavar="KIND", help="subscription: a fintech uses APIs; publication: "
-                                              "a member company publishes its API.")],
+    process: Annotated[Process, typer.Argument(
+        metavar="PROCESS", help="subscription: a fintech uses APIs; publication: a member "
+                                "company publishes its API.")],
     file: Annotated[str, typer.Argument(metavar="FILE", help="The application as JSON ('-' reads stdin).")],
 ) -> None:
     """Submit an application from its JSON file.
@@ -232,7 +205,7 @@ def submit(
         _fail(f"submission refused: not valid JSON: {err}", 2)
     settings = get_settings()
     try:
-        workflow_id = _run(settings, starter.submit(kind.value, raw, settings))
+        workflow_id = _run(settings, starter.submit(process.value, raw, settings))
     except (SubmissionRefused, starter.AlreadySubmitted) as err:
         _fail(str(err), 2)
     typer.echo(f"submitted: {workflow_id}")
@@ -261,13 +234,14 @@ async def _organisation_names(settings: Settings, numbers: set[str]) -> dict[str
         await conn.close()
 
 
-async def _queue(settings: Settings, roles: list[str] | None, kind: Kind | None) -> list[dict]:
+async def _queue(settings: Settings, roles: list[str] | None,
+                 process: Process | None) -> list[dict]:
     client = await connect(settings)
     where = ['ExecutionStatus = "Running"', f'TaskQueue = "{settings.temporal_task_queue}"']
     where.append(f"WaitingOn IN ({', '.join(json.dumps(r) for r in roles)})" if roles
                  else 'WaitingOn != "nobody"')
-    if kind:
-        where.append(f'ApplicationKind = "{kind.value}"')
+    if process:  # the search attribute keeps its registered name
+        where.append(f'ApplicationKind = "{process.value}"')
     listed = [w async for w in client.list_workflows(" AND ".join(where))]
     statuses = await asyncio.gather(*(_status_of(client, w.id) for w in listed),
                                     return_exceptions=True)
@@ -280,7 +254,7 @@ async def _queue(settings: Settings, roles: list[str] | None, kind: Kind | None)
             raise status
         attrs = w.typed_search_attributes
         org = attrs.get(sa.ORGANISATION_ID) or ""
-        row = {"id": w.id, "kind": attrs.get(sa.APPLICATION_KIND) or "",
+        row = {"id": w.id, "process": attrs.get(sa.APPLICATION_KIND) or "",
                "organisation": names.get(org, org), "step": attrs.get(sa.APPLICATION_STEP) or "",
                "waiting_on": attrs.get(sa.WAITING_ON) or "", "since": None, "deadline": None}
         if isinstance(status, ApplicationStatus):
@@ -304,15 +278,16 @@ def queue(
         "--me", metavar="EMAIL",
         help="List the work of every role this person holds in the staff roster "
              "(staff_roles; needs DATABASE_URL).")] = None,
-    kind: Annotated[Kind | None, typer.Option(help="Only this kind of application.")] = None,
+    process: Annotated[Process | None, typer.Option(
+        help="Only applications of this process.")] = None,
 ) -> None:
     """What waits on a role, oldest first.
 
-    Lists id, kind, organisation, step, waiting since (age in days) and the next deadline
+    Lists id, process, organisation, step, waiting since (age in days) and the next deadline
     (reminder, escalation, lapse) of each application waiting on the role.
 
     Without --role or --me, everything that waits on someone. The list comes from Temporal's
-    visibility (search attributes WaitingOn and ApplicationKind, on the task queue
+    visibility (search attributes WaitingOn and ApplicationKind, the process, on the task queue
     TEMPORAL_TASK_QUEUE), which is eventually consistent: a decision taken a second ago may not show yet. Each
     application's own status query then gives since and deadlines; one that has moved on
     meanwhile is left out.
@@ -328,20 +303,20 @@ def queue(
         if not roles:
             _fail(f"{me} holds no role in the staff roster", 2)
         typer.echo(f"{me} holds: {', '.join(roles)}")
-    rows = _run(settings, _queue(settings, roles, kind))
+    rows = _run(settings, _queue(settings, roles, process))
     if not rows:
         typer.echo("nothing waiting" + (f" on {', '.join(roles)}" if roles else ""))
         return
     now = datetime.now(UTC)
-    table = Table("application", "kind", "organisation", "step", "waiting on", "since", "age",
+    table = Table("application", "process", "organisation", "step", "waiting on", "since", "age",
                   "next deadline", title=f"waiting on {', '.join(roles) if roles else 'anyone'}")
     table.columns[0].no_wrap = True
     for r in rows:
         since, deadline = r["since"], r["deadline"]
         table.add_row(*(Text(str(c)) for c in (
-            r["id"], r["kind"], r["organisation"], r["step"], r["waiting_on"],
+            r["id"], r["process"], r["organisation"], r["step"], r["waiting_on"],
             _when(since) if since else "?", _days(now - since) if since else "status unavailable",
-            f"{deadline.kind} {deadline.due_at:%Y-%m-%d}" if deadline else "-")))
+            f"{deadline.purpose} {deadline.due_at:%Y-%m-%d}" if deadline else "-")))
     _console().print(table)
 
 
@@ -357,7 +332,7 @@ def show(application_id: Annotated[str, typer.Argument(
     flags, withdrawn APIs, and every decision received, applied or refused (with the reason).
     """
     settings = get_settings()
-    _kind_of(application_id)
+    _process_of(application_id)
 
     async def fetch() -> ApplicationStatus:
         return await _status_of(await connect(settings), application_id)
@@ -367,12 +342,12 @@ def show(application_id: Annotated[str, typer.Argument(
     out = _console()
     head = Table.grid(padding=(0, 2))
     for label, value in [
-        ("application", s.application_id), ("kind", s.kind), ("step", s.step),
+        ("application", s.application_id), ("process", s.process), ("step", s.step),
         ("outcome", s.outcome or "open"), ("waiting on", s.waiting_on or "nobody"),
         ("takes", ", ".join(s.takes) or ("-" if s.outcome else "nothing yet: the platform is "
                                           "working on the step")),
         ("since", f"{_when(s.waiting_since)} ({_days(now - s.waiting_since)})"),
-        ("deadlines", ", ".join(f"{d.kind} {_when(d.due_at)}" for d in s.deadlines) or "-"),
+        ("deadlines", ", ".join(f"{d.purpose} {_when(d.due_at)}" for d in s.deadlines) or "-"),
         ("keys", ", ".join(f"{k.environment} {k.display_prefix}… {k.status}, expires "
                            f"{k.expires_at:%Y-%m-%d}" for k in s.keys) or "-"),
         ("reviewer flags", "; ".join(s.reviewer_flags) or "-"),
@@ -384,7 +359,7 @@ def show(application_id: Annotated[str, typer.Argument(
                      title="decisions")
     for d in s.decisions:
         timeline.add_row(*(Text(c) for c in (
-            _when(d.received_at), d.step, d.kind, d.decided_by,
+            _when(d.received_at), d.step, d.decision, d.decided_by,
             "applied" if d.applied else "refused", d.note if d.applied else d.reason)),
             style=None if d.applied else "red")
     out.print(timeline if s.decisions else Text("no decisions yet"))
@@ -395,12 +370,12 @@ def show(application_id: Annotated[str, typer.Argument(
 
 def build_decision(application_id: str, name: str, base: dict[str, Any],
                    fields: dict[str, Any]) -> Decision:
-    """The decision `name` for this application's kind, validated as the workflow will; on a
-    problem, every field and rule is printed and the command exits 2 (nothing sent)."""
-    kind = _kind_of(application_id)
-    model = DECISIONS[kind].get(name)
+    """The decision `name` for this application's process, validated as the workflow will; on
+    a problem, every field and rule is printed and the command exits 2 (nothing sent)."""
+    process = _process_of(application_id)
+    model = DECISIONS[process].get(name)
     if model is None:
-        _fail(f"{name}: not a {kind} decision; one of: {', '.join(DECISIONS[kind])}", 2)
+        _fail(f"{name}: not a {process} decision; one of: {', '.join(DECISIONS[process])}", 2)
     payload = {**base, **{k: v for k, v in fields.items() if v is not None}}
     payload.setdefault("decision_id", f"{name}-{uuid.uuid4().hex[:12]}")
     try:
@@ -432,21 +407,21 @@ async def _until_the_step_takes_decisions(client: Client, application_id: str) -
         await asyncio.sleep(0.2)
 
 
-def send_decision(application_id: str, name: str, decision: Decision) -> DecisionOutcome:
+def send_decision(application_id: str, name: str, decision: Decision) -> DecisionReceipt:
     """Send as the update `name`; print the answer. Exit 1 when refused on the record, 2 when
     the workflow's validator rejected it (it then is not recorded)."""
     settings = get_settings()
 
-    async def send() -> DecisionOutcome:
+    async def send() -> DecisionReceipt:
         client = await connect(settings)
         if name != "withdraw":
             await _until_the_step_takes_decisions(client, application_id)
         handle = client.get_workflow_handle(application_id)
         async with asyncio.timeout(UPDATE_TIMEOUT):
-            return await handle.execute_update(name, decision, result_type=DecisionOutcome)
+            return await handle.execute_update(name, decision, result_type=DecisionReceipt)
 
     try:
-        outcome: DecisionOutcome = _run(settings, send())
+        receipt: DecisionReceipt = _run(settings, send())
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
@@ -455,11 +430,11 @@ def send_decision(application_id: str, name: str, decision: Decision) -> Decisio
         _fail(f"no answer in {UPDATE_TIMEOUT} s: is a worker running on task queue "
               f"{settings.temporal_task_queue}? Check with: openapi-onboarding show "
               f"{application_id}")
-    if not outcome.applied:
-        _fail(f"refused at step {outcome.step} (on the record as {outcome.decision_id}): "
-              f"{outcome.reason}")
-    typer.echo(f"applied: {name} {outcome.decision_id} at step {outcome.step}")
-    return outcome
+    if not receipt.applied:
+        _fail(f"refused at step {receipt.step} (on the record as {receipt.decision_id}): "
+              f"{receipt.reason}")
+    typer.echo(f"applied: {name} {receipt.decision_id} at step {receipt.step}")
+    return receipt
 
 
 def _read_json(text: str, what: str) -> dict[str, Any]:
@@ -478,18 +453,16 @@ def decide(
         metavar="APPLICATION_ID", help="subscription-... or publication-...")],
     decision: Annotated[str, typer.Argument(
         metavar="DECISION",
-        help="Subscription: pre_verification, resubmit, market_data_licence, platform_contract, "
-             "final_approval, sandbox_testing_complete, sandbox_verification, production_switch, "
-             "withdraw. Publication: pre_review, revise_specification, api_test_report, "
-             "api_testing, withdraw.")],
+        help=" ".join(f"{process.capitalize()}: {', '.join(names)}." for process, names
+                      in DECISIONS.items()))],
     by: Annotated[str, typer.Option("--by", metavar="EMAIL",
                                     help="Who decides: staff holding the step's role, or "
                                          "the applicant's registered contact.")],
     note: Annotated[str | None, typer.Option(metavar="TEXT", help="Why; needed for reject, request_changes, "
                                                    "more_testing.")] = None,
-    outcome: Annotated[str | None, typer.Option(
-        metavar="OUTCOME", help="approve, reject, request_changes, more_testing, concluded, signed: as the "
-             "decision allows.")] = None,
+    verdict: Annotated[str | None, typer.Option(
+        metavar="VERDICT", help="approve, reject, request_changes, more_testing, concluded, "
+                                "signed: as the decision allows.")] = None,
     decision_id: Annotated[str | None, typer.Option(
         metavar="ID", help="Makes a repeat harmless; generated when not given.")] = None,
     criteria_all: Annotated[bool, typer.Option(
@@ -528,7 +501,7 @@ def decide(
     elif file is not None:
         base = _read_json(file.read_text(encoding="utf-8"), str(file))
     fields: dict[str, Any] = {"decision_id": decision_id, "decided_by": by, "note": note,
-                              "outcome": outcome, "results": results}
+                              "verdict": verdict, "results": results}
     if criteria_all:
         fields["criteria"] = PreVerificationCriteria(
             related_to_capital_market_development=True, not_speculative_or_gambling=True,
@@ -538,7 +511,7 @@ def decide(
     terms = {"contract_number": contract_number, "signed_on": signed_on,
              "valid_from": valid_from, "valid_until": valid_until}
     if any(v is not None for v in terms.values()):
-        model = DECISIONS[_kind_of(application_id)].get(decision)
+        model = DECISIONS[_process_of(application_id)].get(decision)
         field = ("service_contract" if model and "service_contract" in model.model_fields
                  else "contract")
         given = base.get(field) if isinstance(base.get(field), dict) else {}

@@ -13,7 +13,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 Language = Literal["ko", "en"]
 Environment = Literal["sandbox", "production"]
@@ -152,14 +152,25 @@ class PublicationApplication(Model):
 
 
 # --- decisions -------------------------------------------------------------------------------
+# What each decision is for, who takes it and the rule it must meet: onboarding/domain/decisions.py.
 
 
 class Decision(Model):
-    """What every decision carries. `decision_id` makes a repeated delivery harmless."""
+    """What every decision carries. `decision_id` makes a repeated delivery harmless.
+
+    `decided_by` says who took it; today it is checked against the staff roster or the
+    applicant's contacts (activities/decisions.py). It is optional because a verified identity
+    will say it instead (issue 12): a decision without it is refused until then.
+    """
 
     decision_id: Annotated[str, Field(min_length=1, max_length=100)]
-    decided_by: Annotated[str, Field(min_length=1, max_length=200)]
+    decided_by: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     note: Note = ""
+
+
+# A decision's verdict was called `outcome` before v2: still read under that name (the
+# decisions in stop 8's histories, scripts written then), always written as `verdict`.
+_VERDICT = AliasChoices("verdict", "outcome")
 
 
 class PreVerificationCriteria(Model):
@@ -172,7 +183,7 @@ class PreVerificationCriteria(Model):
 
 
 class PreVerificationDecision(Decision):
-    outcome: Literal["approve", "reject", "request_changes"]
+    verdict: Literal["approve", "reject", "request_changes"] = Field(validation_alias=_VERDICT)
     criteria: PreVerificationCriteria | None = None
 
 
@@ -197,19 +208,19 @@ class ContractTerms(Model):
 
 
 class MarketDataLicenceDecision(Decision):
-    outcome: Literal["concluded", "reject"]
+    verdict: Literal["concluded", "reject"] = Field(validation_alias=_VERDICT)
     contract: ContractTerms | None = None
 
 
 class PlatformContractDecision(Decision):
-    outcome: Literal["signed", "reject"]
+    verdict: Literal["signed", "reject"] = Field(validation_alias=_VERDICT)
     contract: ContractTerms | None = None
     # Corporate status confirmed by a person from the registry extract.
     eligibility_confirmed: bool = False
 
 
 class FinalApprovalDecision(Decision):
-    outcome: Literal["approve", "reject"]
+    verdict: Literal["approve", "reject"] = Field(validation_alias=_VERDICT)
 
 
 class SandboxTestReport(Decision):
@@ -217,11 +228,11 @@ class SandboxTestReport(Decision):
 
 
 class SandboxVerificationDecision(Decision):
-    outcome: Literal["approve", "reject", "more_testing"]
+    verdict: Literal["approve", "reject", "more_testing"] = Field(validation_alias=_VERDICT)
 
 
 class ProductionSwitchDecision(Decision):
-    outcome: Literal["approve", "reject"]
+    verdict: Literal["approve", "reject"] = Field(validation_alias=_VERDICT)
     service_contract: ContractTerms | None = None
 
 
@@ -232,7 +243,7 @@ class Withdrawal(Decision):
 class PreReviewDecision(Decision):
     """Platform team: the integration method and the specification are agreed, or not."""
 
-    outcome: Literal["approve", "reject", "request_changes"]
+    verdict: Literal["approve", "reject", "request_changes"] = Field(validation_alias=_VERDICT)
 
 
 class RevisedSpecification(Decision):
@@ -248,8 +259,8 @@ class ApiTestReport(Decision):
     results: Annotated[str, Field(min_length=1, max_length=4000)]
 
 
-class ApiTestingDecision(Decision):
-    outcome: Literal["approve", "reject", "more_testing"]
+class ApiTestReviewDecision(Decision):
+    verdict: Literal["approve", "reject", "more_testing"] = Field(validation_alias=_VERDICT)
 
 
 class ServiceLaunched(Decision):
@@ -265,7 +276,7 @@ class ApiWithdrawn(Decision):
     api_id: str
 
 
-class DecisionOutcome(Model):
+class DecisionReceipt(Model):
     """The synchronous answer to a decision sent as an update."""
 
     decision_id: str
@@ -279,7 +290,7 @@ class DecisionOutcome(Model):
 
 class DecisionRecord(Model):
     decision_id: str
-    kind: str
+    decision: str
     decided_by: str
     note: str
     step: str
@@ -289,7 +300,7 @@ class DecisionRecord(Model):
 
 
 class Deadline(Model):
-    kind: Literal["reminder", "escalation", "lapse"]
+    purpose: Literal["reminder", "escalation", "lapse"]
     due_at: datetime
 
 
@@ -304,9 +315,12 @@ class KeySummary(Model):
     status: Literal["active", "revoked"] = "active"
 
 
+Process = Literal["subscription", "publication"]
+
+
 class ApplicationStatus(Model):
     application_id: str
-    kind: Literal["subscription", "publication"]
+    process: Process
     step: str
     waiting_on: str
     waiting_since: datetime
@@ -322,7 +336,7 @@ class ApplicationStatus(Model):
     takes: list[str] = []
 
 
-# --- activity inputs and outputs -------------------------------------------------------------
+# --- what activities look up -----------------------------------------------------------------
 
 
 class ApiFacts(Model):
@@ -343,54 +357,23 @@ class CatalogueFacts(Model):
     unknown: list[str]
 
 
-class ApplicationRecord(Model):
-    application: SubscriptionApplication
-    workflow_id: str
-
-
-class ProgressRecord(Model):
-    """One line of the audit log, and optionally the application's new step."""
-
-    entry_id: str
-    application_id: str
-    workflow_id: str
-    actor: str
-    action: str
-    outcome: Literal["applied", "refused", "succeeded", "failed"]
-    reason: str = ""
-    details: dict[str, object] = {}
-    step: str | None = None
-    status: str | None = None
-
-
 class LicenceLookup(Model):
     business_registration_number: str
     on: date
 
 
-class ContractRecord(Model):
-    kind: Literal["market_data_licence", "platform", "service"]
-    terms: ContractTerms
-    business_registration_number: str
-    application_id: str
-    recorded_by: str
+class LaunchCheck(Model):
+    subscription_application_id: str
+    api_id: str
 
 
-class KeyIssuance(Model):
-    issuance_id: str
-    application_id: str
-    business_registration_number: str
-    environment: Environment
-    scopes: list[str]
-    valid_days: int = Field(ge=1)
-    # The key goes to these addresses in the delivery notice, and nowhere else.
-    recipients: list[str]
-    language: Language
+class SpecificationCheck(Model):
+    specification: dict[str, Any]
 
 
-class KeyRevocation(Model):
-    application_id: str
-    reason: str
+class SpecificationVerdict(Model):
+    summary: SpecificationSummary | None
+    findings: list[str]
 
 
 class Notice(Model):
@@ -405,50 +388,3 @@ class Notice(Model):
     # Every member company providing an API in the catalogue.
     to_member_companies: bool = False
     context: dict[str, str] = {}
-
-
-class StaffLookup(Model):
-    staff_id: str
-
-
-class StaffRoles(Model):
-    roles: list[Role]
-
-
-class PublicationRecord(Model):
-    application: PublicationApplication
-    workflow_id: str
-
-
-class ApiPublication(Model):
-    """Put an API (at one specification version) in the catalogue of `stage`."""
-
-    application_id: str
-    api: ApiProposal
-    provider_business_registration_number: str
-    specification: dict[str, Any]
-    specification_summary: SpecificationSummary
-    stage: Literal["sandbox", "production"]
-
-
-class ApiWithdrawal(Model):
-    application_id: str
-    api_id: str
-
-
-class LaunchCheck(Model):
-    subscription_application_id: str
-    api_id: str
-
-
-class OpenSubscriptions(Model):
-    workflow_ids: list[str]
-
-
-class SpecificationCheck(Model):
-    specification: dict[str, Any]
-
-
-class SpecificationVerdict(Model):
-    summary: SpecificationSummary | None
-    findings: list[str]

@@ -54,8 +54,9 @@ async def status_until(handle: WorkflowHandle, holds: Callable[[ApplicationStatu
 
 async def wait_for_step(handle: WorkflowHandle, step: str,
                         timeout: float = TIMEOUT) -> ApplicationStatus:
-    """Poll the status query until the application is at `step`."""
-    return await status_until(handle, lambda s: s.step == step,
+    """Poll the status query until the application waits at `step` and takes its decision
+    (the step's record written: its keys are on it), or has ended there."""
+    return await status_until(handle, lambda s: s.step == step and (s.takes or s.outcome),
                               f"the application reaching {step}", timeout)
 
 
@@ -82,17 +83,17 @@ def approval(step: str, application: SubscriptionApplication) -> tuple[str, dict
     """The signal name and payload that approve `step`."""
     return {
         "pre_verification": ("pre_verification",
-                             decision(REVIEWER, outcome="approve", criteria=CRITERIA_HOLD)),
+                             decision(REVIEWER, verdict="approve", criteria=CRITERIA_HOLD)),
         "market_data_licence": ("market_data_licence",
-                                decision(SALES, outcome="concluded", contract=contract())),
+                                decision(SALES, verdict="concluded", contract=contract())),
         "platform_contract": ("platform_contract",
-                              decision(PLATFORM, outcome="signed", contract=contract(),
+                              decision(PLATFORM, verdict="signed", contract=contract(),
                                        eligibility_confirmed=True)),
-        "final_approval": ("final_approval", decision(APPROVER, outcome="approve")),
+        "final_approval": ("final_approval", decision(APPROVER, verdict="approve")),
         "sandbox_testing": ("sandbox_testing_complete", decision(applicant(application))),
-        "sandbox_verification": ("sandbox_verification", decision(PLATFORM, outcome="approve")),
+        "sandbox_verification": ("sandbox_verification", decision(PLATFORM, verdict="approve")),
         "production_switch": ("production_switch",
-                              decision(APPROVER, outcome="approve", service_contract=contract())),
+                              decision(APPROVER, verdict="approve", service_contract=contract())),
     }[step]
 
 
@@ -105,6 +106,6 @@ async def drive_to(handle: WorkflowHandle, application: SubscriptionApplication,
             continue
         if current == step:
             break
-        kind, payload = approval(current, application)
-        await signal_at(handle, current, kind, payload)
+        name, payload = approval(current, application)
+        await signal_at(handle, current, name, payload)
     return await wait_for_step(handle, step)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
+
+from tests.support import data
 
 
 async def audit(db: asyncpg.Pool | asyncpg.Connection, application_id: str) -> list[dict[str, Any]]:
@@ -40,8 +43,25 @@ async def steps_on_record(db: asyncpg.Pool | asyncpg.Connection,
     """The steps entered and the decisions applied, as `record_of_a_whole_run` lists them."""
     rows = await db.fetch(
         """SELECT action, result, details->>'waiting_on' AS waiting_on FROM audit_log
-           WHERE application_id = $1 AND entry_id ~ '^[^/]+/[^/]+/[0-9]+$'
+           WHERE application_id = $1 AND entry_id ~ '^[^/]+/[0-9]+$'
              AND (action = 'step_entered' OR result = 'applied')
-           ORDER BY split_part(entry_id, '/', 3)::int""", application_id)
+           ORDER BY split_part(entry_id, '/', 2)::int""", application_id)
     return [("step_entered", r["waiting_on"]) if r["action"] == "step_entered"
             else ("applied", r["action"]) for r in rows]
+
+
+async def on_record(conn: asyncpg.Connection, process: str, apis: list[str], *,
+                    step: str, status: str = "open", api_id: str = "") -> tuple[str, str]:
+    """An application as the record shows it, without running its workflow: its
+    organisation's row and its own. Returns (application id, business registration number)."""
+    brn = data.corporate_brn()
+    app_id = (f"publication-{brn}-{api_id}" if process == "publication"
+              else f"subscription-{brn}-{uuid.uuid4().hex[:12]}")
+    await conn.execute(
+        """INSERT INTO organisations VALUES ($1, '1101110062432', 'Organisation on record',
+               'Representative', $2)""", brn, [f"dev-{brn}@on-record.example.com"])
+    await conn.execute(
+        """INSERT INTO applications (application_id, process, business_registration_number,
+               workflow_id, status, current_step, requested_apis)
+           VALUES ($1, $2, $3, $1, $4, $5, $6)""", app_id, process, brn, status, step, apis)
+    return app_id, brn

@@ -1,10 +1,13 @@
-"""The platform's activities: thin adapters over onboarding/store/.
+"""Stop 8's activities, under their names and with their input and output shapes, for the
+applications started before v2 (workflows/legacy/): thin adapters over onboarding/store/.
 
-They know nothing about steps. Each is idempotent under retry: what it writes is keyed by an
-id the workflow chose (entry id, issuance id, notice id), so a retry after a crash finds what
-the first attempt wrote and does not write or issue it again. Outcomes that change the world
-are written to the audit log in the same transaction as the change itself. Notices, a key's
-delivery among them, go to the outbox; the relay (onboarding/mail/relay.py) sends them.
+They write what stop 8 wrote, under the same ids (an attempt stop 8 began and a worker of
+today retries finds what the first attempt wrote), except that notices, a key's delivery
+among them, now go to the outbox for the relay to send (onboarding/mail/relay.py). Four of stop
+8's activities live on unchanged in v2 under their names (look_up_catalogue,
+check_specification, check_service_launch: activities/catalogue.py;
+find_market_data_licence: activities/contracts.py); tests/test_legacy.py checks that all
+fourteen are registered with stop 8's shapes.
 """
 
 from __future__ import annotations
@@ -16,35 +19,24 @@ from temporalio.exceptions import ApplicationError
 from onboarding.core.config import Settings
 from onboarding.core.logs import get_logger
 from onboarding.domain import keys
-from onboarding.domain.admission import specification_too_large
-from onboarding.domain.models import (
+from onboarding.domain.models import KeySummary, Notice
+from onboarding.store import applications, audit, catalogue, contracts, outbox
+from onboarding.store import keys as key_store
+from workflows.legacy.models import (
     ApiPublication,
     ApiWithdrawal,
     ApplicationRecord,
-    CatalogueFacts,
-    CatalogueLookup,
     ContractRecord,
-    ContractTerms,
     KeyIssuance,
     KeyRevocation,
-    KeySummary,
-    LaunchCheck,
-    LicenceLookup,
-    Notice,
     OpenSubscriptions,
     ProgressRecord,
     PublicationRecord,
-    SpecificationCheck,
-    SpecificationSummary,
-    SpecificationVerdict,
     StaffLookup,
     StaffRoles,
 )
-from onboarding.domain.openapi import SpecFindings, check_openapi
-from onboarding.store import applications, audit, catalogue, contracts, outbox
-from onboarding.store import keys as key_store
 
-log = get_logger("activities")
+log = get_logger("activities.legacy")
 
 
 def _entry(entry_id: str, application_id: str, action: str, result: audit.Result = "succeeded",
@@ -54,16 +46,12 @@ def _entry(entry_id: str, application_id: str, action: str, result: audit.Result
                        **fields)
 
 
-class PlatformActivities:
+class Stop8Activities:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
         self.settings = settings
 
-    # --- catalogue, staff, applications --------------------------------------------------
-
-    @activity.defn
-    async def look_up_catalogue(self, lookup: CatalogueLookup) -> CatalogueFacts:
-        return await catalogue.look_up(self.pool, lookup.api_ids)
+    # --- staff, applications ---------------------------------------------------------------
 
     @activity.defn
     async def look_up_staff_roles(self, lookup: StaffLookup) -> StaffRoles:
@@ -88,25 +76,6 @@ class PlatformActivities:
                                       requested_apis=[app.api.api_id])
 
     # --- publication -----------------------------------------------------------------------
-
-    @activity.defn
-    async def check_specification(self, check: SpecificationCheck) -> SpecificationVerdict:
-        # A revision is held to the submission's limits, the size included.
-        if too_large := specification_too_large(check.specification):
-            return SpecificationVerdict(summary=None, findings=[f"specification: {too_large}"])
-        try:
-            # Findings name the decision's field, as at submission (`specification.paths...`).
-            summary = check_openapi(check.specification, "specification")
-        except SpecFindings as refused:
-            return SpecificationVerdict(summary=None, findings=refused.findings)
-        return SpecificationVerdict(
-            summary=SpecificationSummary(
-                openapi_version=summary.openapi_version, title=summary.title,
-                version=summary.version, operation_count=summary.operation_count,
-                sha256=summary.sha256,
-            ),
-            findings=[],
-        )
 
     @activity.defn
     async def publish_api(self, publication: ApiPublication) -> None:
@@ -140,12 +109,6 @@ class PlatformActivities:
         return OpenSubscriptions(workflow_ids=requesting)
 
     @activity.defn
-    async def check_service_launch(self, check: LaunchCheck) -> str:
-        """Why the claimed launch is not on record ('' when it is)."""
-        return await applications.launch_not_on_record(
-            self.pool, check.subscription_application_id, check.api_id)
-
-    @activity.defn
     async def record_progress(self, record: ProgressRecord) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             await audit.append(conn, [audit.Entry(
@@ -155,12 +118,7 @@ class PlatformActivities:
             if record.step is not None:
                 await applications.move(conn, record.application_id, record.step, record.status)
 
-    # --- contracts and licences ----------------------------------------------------------
-
-    @activity.defn
-    async def find_market_data_licence(self, lookup: LicenceLookup) -> ContractTerms | None:
-        return await contracts.licence_on_file(self.pool, lookup.business_registration_number,
-                                               lookup.on)
+    # --- contracts -------------------------------------------------------------------------
 
     @activity.defn
     async def record_contract(self, record: ContractRecord) -> None:
@@ -253,22 +211,3 @@ class PlatformActivities:
                     f"{notice.notice_id}/queued", notice.application_id, "notice_queued",
                     details={"notice_id": notice.notice_id, "template": notice.template,
                              "recipients": recipients})])
-
-    def all(self) -> list:
-        return [
-            self.look_up_catalogue,
-            self.look_up_staff_roles,
-            self.record_application,
-            self.record_publication,
-            self.record_progress,
-            self.check_specification,
-            self.publish_api,
-            self.withdraw_api,
-            self.check_service_launch,
-            self.find_market_data_licence,
-            self.record_contract,
-            self.issue_api_key,
-            self.revoke_api_keys,
-            self.send_notice,
-        ]
-

@@ -1,4 +1,6 @@
-"""What every application process shares: decisions, waiting with deadlines, the record.
+"""Stop 8 (e1bc065), frozen, for the applications it started: see workflows/legacy/__init__.py.
+
+What every application process shares: decisions, waiting with deadlines, the record.
 
 `Procedure` is held by a workflow and does, once for every process:
 
@@ -29,23 +31,25 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from activities.platform import PlatformActivities
     from onboarding.domain.models import (
-        ApiWithdrawn,
-        ApplicationStatus,
-        Deadline,
         DeadlinePolicy,
-        Decision,
-        DecisionOutcome,
-        DecisionRecord,
         KeySummary,
         Language,
         Notice,
-        ProgressRecord,
         PublicationApplication,
         Role,
-        StaffLookup,
         SubscriptionApplication,
+    )
+    from workflows.legacy.models import (
+        ApiWithdrawn,
+        ApplicationStatus,
+        Deadline,
+        Decision,
+        DecisionOutcome,
+        DecisionRecord,
+        ProgressRecord,
+        StaffLookup,
+        StaffRoles,
     )
     from onboarding.temporal import search_attributes as sa
 
@@ -180,9 +184,8 @@ class Procedure:
         self._entries += 1
         self._describe()
         info = workflow.info()
-        await workflow.execute_activity_method(
-            PlatformActivities.record_progress,
-            ProgressRecord(
+        await workflow.execute_activity(
+            "record_progress", ProgressRecord(
                 # Unique per history event position: a retried write is the same entry.
                 entry_id=f"{info.workflow_id}/{info.run_id}/{self._entries}",
                 application_id=self.application_id,
@@ -211,9 +214,8 @@ class Procedure:
         language: Language | None = None,
     ) -> None:
         """Send a notice once: `purpose` names it uniquely within the application."""
-        await workflow.execute_activity_method(
-            PlatformActivities.send_notice,
-            Notice(
+        await workflow.execute_activity(
+            "send_notice", Notice(
                 notice_id=f"{self.application_id}/{purpose}",
                 application_id=self.application_id,
                 template=template,
@@ -486,11 +488,10 @@ class Procedure:
             if person.lower() in self.applicant_contacts:
                 return None
             return f"{person} is not a registered contact of the applicant"
-        held = await workflow.execute_activity_method(
-            PlatformActivities.look_up_staff_roles,
-            StaffLookup(staff_id=person),
+        held = await workflow.execute_activity(
+            "look_up_staff_roles", StaffLookup(staff_id=person),
             summary=f"roles of {person}",
-            **ACTIVITY,
+            result_type=StaffRoles, **ACTIVITY,
         )
         if role in held.roles:
             return None

@@ -1,0 +1,202 @@
+"""The decision catalogue: one declaration per decision, for each process.
+
+A declaration says what the decision is called (its signal's and its update's name), what it
+carries (its model), who takes it, the rule it must meet as sent, and what it is for. From it
+come the workflows' signals, updates and validators (workflows/handlers.py), the reviewer CLI's
+table and help, and the README's tables are checked against it (tests/test_decisions.py).
+Nothing else lists decisions. What a decision does once applied is written in the step that
+waits for it (workflows/subscription.py, workflows/publication.py).
+
+Pure: rules read the decision only. What needs the world (a role in the roster, a contract
+number no other application holds, a revised specification that validates) is checked when
+the decision arrives, by the process (workflows/process.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from onboarding.domain.admission import MAX_SPECIFICATION_BYTES
+from onboarding.domain.models import (
+    ApiTestReport,
+    ApiTestReviewDecision,
+    Decision,
+    FinalApprovalDecision,
+    MarketDataLicenceDecision,
+    PlatformContractDecision,
+    PreReviewDecision,
+    PreVerificationDecision,
+    Process,
+    ProductionSwitchDecision,
+    Resubmission,
+    RevisedSpecification,
+    Role,
+    SandboxTestReport,
+    SandboxVerificationDecision,
+    ServiceLaunched,
+    Withdrawal,
+)
+
+D = TypeVar("D", bound=Decision)
+
+# A decision's payload larger than this is refused without being read (issue 11): decisions
+# are a few hundred bytes; a revised specification is the exception.
+MAX_DECISION_BYTES = 32 * 1024
+
+
+def always(_: Decision) -> str | None:
+    return None
+
+
+def needs_note_unless_approved(d: Any) -> str | None:
+    if d.verdict != "approve" and not d.note:
+        return f"{d.verdict} needs a note saying why"
+    return None
+
+
+@dataclass(frozen=True)
+class DecisionType(Generic[D]):
+    name: str  # the signal's and the update's name
+    model: type[D]  # its payload
+    taken_by: Role  # who may take it: a staff role, the applicant, another process
+    rule: Callable[[D], str | None]  # pure: why it cannot apply as sent, or None
+    description: str  # shown in the Web UI (signal and update), the CLI's help, the README
+    # Not by anyone who took a decision of this name in the application (four eyes).
+    four_eyes: str | None = None
+    # Taken at any step (not only when a step waits for it); applied, it ends the application.
+    ends_application: bool = False
+    max_payload_bytes: int = MAX_DECISION_BYTES
+
+
+class Catalogue(Mapping[str, DecisionType[Any]]):
+    """A process's decisions, in the order of its procedure."""
+
+    def __init__(self, process: Process, *decisions: DecisionType[Any]) -> None:
+        self.process = process
+        self._by_name = {d.name: d for d in decisions}
+        assert len(self._by_name) == len(decisions), f"a decision declared twice in {process}"
+
+    def __getitem__(self, name: str) -> DecisionType[Any]:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_name)
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+# --- the rules ---------------------------------------------------------------------------------
+
+
+def _pre_verification(d: PreVerificationDecision) -> str | None:
+    if d.verdict == "approve" and not (d.criteria and d.criteria.all_hold()):
+        return ("approval needs criteria, and all three must hold: related to capital-market "
+                "development, not speculative or gambling-like, not harmful to public morals")
+    if d.verdict != "approve" and not d.note:
+        return f"{d.verdict} needs a note saying why"
+    return None
+
+
+def _licence(d: MarketDataLicenceDecision) -> str | None:
+    if d.verdict == "concluded" and d.contract is None:
+        return "a concluded licence needs its contract (number, signed date, validity)"
+    if d.verdict == "reject" and not d.note:
+        return "reject needs a note saying why"
+    return None
+
+
+def _platform_contract(d: PlatformContractDecision) -> str | None:
+    if d.verdict == "signed":
+        if d.contract is None:
+            return "a signed platform contract needs its contract (number, signed date, validity)"
+        if not d.eligibility_confirmed:
+            return "the eligibility review must confirm corporate status before signing"
+    if d.verdict == "reject" and not d.note:
+        return "reject needs a note saying why"
+    return None
+
+
+def _production_switch(d: ProductionSwitchDecision) -> str | None:
+    if d.verdict == "approve" and d.service_contract is None:
+        return "the production switch needs the service contract (number, signed date, validity)"
+    return needs_note_unless_approved(d)
+
+
+# --- subscription: a fintech uses the platform's APIs ----------------------------------------
+
+PRE_VERIFICATION = DecisionType(
+    "pre_verification", PreVerificationDecision, Role.PRE_VERIFICATION_REVIEWER,
+    _pre_verification,
+    "Pre-verification reviewer: approve (with the three criteria), reject or request_changes.")
+RESUBMIT = DecisionType(
+    "resubmit", Resubmission, Role.APPLICANT, always,
+    "Applicant: amended service and APIs after a request for changes.")
+MARKET_DATA_LICENCE = DecisionType(
+    "market_data_licence", MarketDataLicenceDecision, Role.MARKET_DATA_SALES, _licence,
+    "Market-information sales: the concluded market-data licence contract, or reject.")
+PLATFORM_CONTRACT = DecisionType(
+    "platform_contract", PlatformContractDecision, Role.PLATFORM_TEAM, _platform_contract,
+    "Platform team: the signed platform contract with eligibility confirmed, or reject.")
+FINAL_APPROVAL = DecisionType(
+    "final_approval", FinalApprovalDecision, Role.FINAL_APPROVER, needs_note_unless_approved,
+    "Final approver (not the pre-verification reviewer): approve, which issues the sandbox "
+    "key and tells the member companies, or reject.",
+    four_eyes=PRE_VERIFICATION.name)
+SANDBOX_TESTING_COMPLETE = DecisionType(
+    "sandbox_testing_complete", SandboxTestReport, Role.APPLICANT, always,
+    "Applicant: sandbox testing is complete.")
+SANDBOX_VERIFICATION = DecisionType(
+    "sandbox_verification", SandboxVerificationDecision, Role.PLATFORM_TEAM,
+    needs_note_unless_approved,
+    "Platform team: business-suitability verification: approve, reject or more_testing.")
+PRODUCTION_SWITCH = DecisionType(
+    "production_switch", ProductionSwitchDecision, Role.FINAL_APPROVER, _production_switch,
+    "Final approver (not the pre-verification reviewer): the service contract; issues the "
+    "production key.",
+    four_eyes=PRE_VERIFICATION.name)
+WITHDRAW_SUBSCRIPTION = DecisionType(
+    "withdraw", Withdrawal, Role.APPLICANT, always,
+    "Applicant: withdraw the application, at any step; issued keys are revoked.",
+    ends_application=True)
+
+SUBSCRIPTION = Catalogue(
+    "subscription", PRE_VERIFICATION, RESUBMIT, MARKET_DATA_LICENCE, PLATFORM_CONTRACT,
+    FINAL_APPROVAL, SANDBOX_TESTING_COMPLETE, SANDBOX_VERIFICATION, PRODUCTION_SWITCH,
+    WITHDRAW_SUBSCRIPTION)
+
+# --- publication: a member company publishes its API -----------------------------------------
+
+PRE_REVIEW = DecisionType(
+    "pre_review", PreReviewDecision, Role.PLATFORM_TEAM, needs_note_unless_approved,
+    "Platform team: integration method and specification agreed (approve), reject, or "
+    "request_changes.")
+REVISE_SPECIFICATION = DecisionType(
+    "revise_specification", RevisedSpecification, Role.APPLICANT, always,
+    "Provider: the revised integration method and OpenAPI specification, after a request "
+    "for changes.",
+    # The specification travels in the decision: held to the submission's size.
+    max_payload_bytes=MAX_SPECIFICATION_BYTES + MAX_DECISION_BYTES)
+API_TEST_REPORT = DecisionType(
+    "api_test_report", ApiTestReport, Role.APPLICANT, always,
+    "Provider: the API's test results.")
+API_TEST_REVIEW = DecisionType(
+    "api_test_review", ApiTestReviewDecision, Role.PLATFORM_TEAM, needs_note_unless_approved,
+    "Platform team: the review of the API's test results: approve (the API enters the "
+    "sandbox catalogue), reject or more_testing.")
+SERVICE_LAUNCHED = DecisionType(
+    "service_launched", ServiceLaunched, Role.PLATFORM_WORKFLOW, always,
+    "Sent by a subscription workflow that reached production using this API: the API goes "
+    "to production once the record shows it.")
+WITHDRAW_PUBLICATION = DecisionType(
+    "withdraw", Withdrawal, Role.APPLICANT, always,
+    "Provider: withdraw the API before production; it leaves the catalogue.",
+    ends_application=True)
+
+PUBLICATION = Catalogue(
+    "publication", PRE_REVIEW, REVISE_SPECIFICATION, API_TEST_REPORT, API_TEST_REVIEW,
+    SERVICE_LAUNCHED, WITHDRAW_PUBLICATION)
+
+CATALOGUES: dict[str, Catalogue] = {c.process: c for c in (SUBSCRIPTION, PUBLICATION)}

@@ -1,0 +1,116 @@
+"""The platform's activities stood in for in memory, under their real names: for workflow logic
+tests on the time-skipping server, without PostgreSQL or SMTP.
+
+What the workflow sends them is kept (`commits`: every `write_record` batch, in order), and
+what they answer is set by the test (the catalogue, the roster, licences on file, contract
+numbers and API ids taken). Verification is the real one, over a roster in memory.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio import activity
+
+from activities.catalogue import Catalogue
+from activities.decisions import Decisions
+from onboarding.core.config import Settings
+from onboarding.domain.models import (
+    ApiFacts,
+    CatalogueFacts,
+    CatalogueLookup,
+    ContractTerms,
+    KeySummary,
+    LaunchCheck,
+    LicenceLookup,
+    Role,
+    SpecificationCheck,
+    SpecificationVerdict,
+)
+from onboarding.domain.record import Commit, Committed
+from activities.contracts import ContractNumberCheck
+from tests.support import data
+
+
+class Roster(Decisions):
+    """verify_decision as the platform runs it, over the test data's staff."""
+
+    def __init__(self, staff: list[tuple[str, str]]) -> None:
+        self.staff = staff
+
+    async def roles_of(self, person: str) -> list[Role]:
+        return [Role(role) for who, role in self.staff if who.lower() == person.lower()]
+
+
+class StandIns:
+    def __init__(self, settings: Settings) -> None:
+        self.roster = Roster(data.STAFF)
+        self.specifications = Catalogue(None, settings)  # type: ignore[arg-type]  # pure
+        self.apis = {api_id: ApiFacts(api_id=api_id, name=name, is_market_data=market_data,
+                                      provider_contact_emails=[
+                                          c for brn, _, _, c in data.PROVIDERS if brn == provider])
+                     for api_id, name, _, market_data, provider in data.CATALOGUE}
+        self.licences: dict[str, ContractTerms] = {}  # by business registration number
+        self.contract_numbers_taken: set[str] = set()
+        self.api_ids_taken: set[str] = set()
+        self.launches: dict[tuple[str, str], str] = {}  # (subscription, api) -> refusal
+        self.commits: list[Commit] = []
+        self.keys: dict[str, dict[str, KeySummary]] = {}
+
+    def activities(self) -> list[Any]:
+        return [self.write_record, self.roster.verify_decision, self.look_up_catalogue,
+                self.find_market_data_licence, self.check_contract_number,
+                self.check_specification, self.check_service_launch]
+
+    def entries(self, application_id: str, kind: str | None = None) -> list[Any]:
+        """Every journal entry committed for the application, of one kind if given."""
+        return [e for c in self.commits if c.application_id == application_id
+                for e in c.entries if kind is None or e.entry == kind]
+
+    @activity.defn(name="write_record")
+    async def write_record(self, commit: Commit) -> Committed:
+        self.commits.append(commit)
+        keys, changed, refused, to_tell = self.keys.setdefault(commit.application_id, {}), \
+            False, "", []
+        for e in commit.entries:
+            if e.entry == "key":
+                keys.setdefault(e.environment, KeySummary(
+                    key_id=str(uuid.uuid4()), environment=e.environment,
+                    display_prefix=("cmsb_" if e.environment == "sandbox" else "cmpr_") + "test123",
+                    scopes=e.scopes, expires_at=datetime.now(UTC) + timedelta(days=e.valid_days)))
+                changed = True
+            elif e.entry == "revocation":
+                for env, k in keys.items():
+                    keys[env] = k.model_copy(update={"status": "revoked"})
+                changed = True
+            elif e.entry == "publication" and e.api.api_id in self.api_ids_taken:
+                refused = f"api_id {e.api.api_id} is already in the catalogue for another provider"
+        return Committed(keys=list(keys.values()) if changed else None,
+                         publication_refused=refused, subscriptions_to_tell=to_tell)
+
+    @activity.defn(name="look_up_catalogue")
+    async def look_up_catalogue(self, lookup: CatalogueLookup) -> CatalogueFacts:
+        return CatalogueFacts(apis=[self.apis[a] for a in lookup.api_ids if a in self.apis],
+                              unknown=[a for a in lookup.api_ids if a not in self.apis])
+
+    @activity.defn(name="find_market_data_licence")
+    async def find_market_data_licence(self, lookup: LicenceLookup) -> ContractTerms | None:
+        return self.licences.get(lookup.business_registration_number)
+
+    @activity.defn(name="check_contract_number")
+    async def check_contract_number(self, check: ContractNumberCheck) -> str:
+        if check.contract_number in self.contract_numbers_taken:
+            return (f"contract number {check.contract_number} is already recorded for another "
+                    "application")
+        return ""
+
+    @activity.defn(name="check_specification")
+    async def check_specification(self, check: SpecificationCheck) -> SpecificationVerdict:
+        return await self.specifications.check_specification(check)
+
+    @activity.defn(name="check_service_launch")
+    async def check_service_launch(self, check: LaunchCheck) -> str:
+        return self.launches.get((check.subscription_application_id, check.api_id),
+                                 f"no subscription application {check.subscription_application_id}")

@@ -1,0 +1,156 @@
+"""The decision catalogue: its rules (pure), and everything made from it or checked against
+it: the workflows' signals, updates and validators, the CLI's table, the README's tables."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from temporalio import workflow
+
+from onboarding.cli.app import DECISIONS
+from onboarding.domain import decisions
+from onboarding.domain.decisions import CATALOGUES
+from onboarding.domain.models import (
+    PreVerificationDecision,
+    ProductionSwitchDecision,
+    Role,
+)
+from tests.support.data import CRITERIA_HOLD, contract, decision
+from workflows.publication import PublicationWorkflow
+from workflows.subscription import SubscriptionWorkflow
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+WORKFLOWS = {"subscription": SubscriptionWorkflow, "publication": PublicationWorkflow}
+
+
+# --- the rules ---------------------------------------------------------------------------------
+
+
+def refusal(decision_type, **fields) -> str | None:
+    return decision_type.rule(decision_type.model.model_validate(decision("x@y.z", **fields)))
+
+
+def test_pre_verification_approves_only_with_the_three_criteria_and_refuses_only_with_a_note():
+    pv = decisions.PRE_VERIFICATION
+    assert refusal(pv, verdict="approve", criteria=CRITERIA_HOLD) is None
+    assert "all three must hold" in refusal(pv, verdict="approve")
+    assert "all three must hold" in refusal(
+        pv, verdict="approve", criteria={**CRITERIA_HOLD, "not_harmful_to_public_morals": False})
+    assert refusal(pv, verdict="reject") == "reject needs a note saying why"
+    assert refusal(pv, verdict="request_changes", note="why") is None
+
+
+def test_contracts_are_required_where_a_decision_signs_one():
+    assert "needs its contract" in refusal(decisions.MARKET_DATA_LICENCE, verdict="concluded")
+    assert refusal(decisions.MARKET_DATA_LICENCE, verdict="concluded", contract=contract()) is None
+    assert "eligibility review" in refusal(decisions.PLATFORM_CONTRACT, verdict="signed",
+                                           contract=contract())
+    assert "service contract" in refusal(decisions.PRODUCTION_SWITCH, verdict="approve")
+    assert refusal(decisions.PRODUCTION_SWITCH, verdict="approve",
+                   service_contract=contract()) is None
+    assert refusal(decisions.SANDBOX_VERIFICATION, verdict="more_testing") == (
+        "more_testing needs a note saying why")
+
+
+def test_a_verdict_sent_as_stop_8_named_it_is_still_read():
+    d = PreVerificationDecision.model_validate(decision("x@y.z", outcome="approve"))
+    assert d.verdict == "approve" and "outcome" not in d.model_dump()
+    with pytest.raises(ValidationError) as err:
+        ProductionSwitchDecision.model_validate(decision("x@y.z", verdict="maybe"))
+    assert err.value.errors()[0]["loc"] == ("verdict",)
+
+
+def test_who_takes_what_four_eyes_and_what_ends_an_application():
+    assert {d.name: d.taken_by for d in decisions.SUBSCRIPTION.values()} == {
+        "pre_verification": Role.PRE_VERIFICATION_REVIEWER, "resubmit": Role.APPLICANT,
+        "market_data_licence": Role.MARKET_DATA_SALES, "platform_contract": Role.PLATFORM_TEAM,
+        "final_approval": Role.FINAL_APPROVER, "sandbox_testing_complete": Role.APPLICANT,
+        "sandbox_verification": Role.PLATFORM_TEAM, "production_switch": Role.FINAL_APPROVER,
+        "withdraw": Role.APPLICANT}
+    assert [d.name for d in decisions.SUBSCRIPTION.values() if d.four_eyes] == [
+        "final_approval", "production_switch"]
+    assert all(d.four_eyes == "pre_verification" for d in decisions.SUBSCRIPTION.values()
+               if d.four_eyes)
+    for catalogue in CATALOGUES.values():
+        assert [d.name for d in catalogue.values() if d.ends_application] == ["withdraw"]
+
+
+def test_a_step_and_a_decision_share_a_name_only_when_they_are_the_same_thing():
+    """In publications the step api_test_review takes the decision api_test_review; the step
+    api_testing takes api_test_report (stop 8 had it the other way round)."""
+    from workflows.publication import Step
+
+    assert "api_testing" not in decisions.PUBLICATION
+    assert Step.API_TEST_REVIEW == decisions.API_TEST_REVIEW.name
+    assert Step.API_TESTING != decisions.API_TEST_REPORT.name
+
+
+# --- what is made from the catalogue ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("process", list(CATALOGUES))
+def test_every_decision_is_a_signal_and_an_update_described_as_in_the_catalogue(process):
+    definition = workflow._Definition.must_from_class(WORKFLOWS[process])
+    for name, d in CATALOGUES[process].items():
+        assert definition.signals[name].description == d.description, name
+        update = definition.updates[name]
+        assert update.description == d.description, name
+        assert update.validator is not None, name
+        assert update.arg_types == [d.model], name
+    assert None in definition.signals and None in definition.updates  # the dynamic ones
+    assert "status" in definition.queries
+
+
+def test_the_clis_table_is_the_catalogues_decisions_people_take():
+    for process, catalogue in CATALOGUES.items():
+        assert DECISIONS[process] == {n: d.model for n, d in catalogue.items()
+                                      if d.taken_by is not Role.PLATFORM_WORKFLOW}
+
+
+def readme_table(heading_before: str) -> list[tuple[str, str]]:
+    """The (decision, who) rows of the first decision table after `heading_before`."""
+    section = README[README.index(heading_before):]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.M)
+    table = []
+    for name, who in rows:
+        if table and name in ("pre_verification", "pre_review"):
+            break
+        table.append((name, who.strip()))
+        if name == ("withdraw" if heading_before == "### Every decision" else "service_launched"):
+            break
+    return table
+
+
+ROLE_WORDS = {"applicant": Role.APPLICANT, "provider": Role.APPLICANT,
+              "a subscription workflow": Role.PLATFORM_WORKFLOW}
+
+
+@pytest.mark.parametrize("process,heading", [("subscription", "### Every decision"),
+                                             ("publication", "### Publishing an API")])
+def test_the_readmes_tables_list_the_catalogue_with_who_takes_each(process, heading):
+    catalogue = CATALOGUES[process]
+    rows = readme_table(heading)
+    assert sorted(name for name, _ in rows) == sorted(catalogue)
+    for name, who in rows:
+        role = ROLE_WORDS.get(who) or Role(re.match(r"`(\w+)`", who)[1])
+        assert role is catalogue[name].taken_by, (name, who)
+        assert ("not the pre-verification reviewer" in who) == bool(catalogue[name].four_eyes)
+
+
+@pytest.mark.parametrize("process,heading", [("subscription", "### Every decision"),
+                                             ("publication", "### Publishing an API")])
+def test_every_field_the_readme_names_is_a_field_or_verdict_of_the_decision(process, heading):
+    section = README[README.index(heading):]
+    for name, _who, payload in re.findall(r"^\| `(\w+)` \| ([^|]+) \| (.*) \|$", section, re.M):
+        if name not in CATALOGUES[process]:
+            continue
+        model = CATALOGUES[process][name].model
+        fields = set(model.model_fields)
+        words = set(model.model_fields["verdict"].annotation.__args__) \
+            if "verdict" in fields else set()
+        nested = {"name", "description", "expected_launch"}  # a service plan's fields
+        for named in re.findall(r"`(\w+)`", payload):
+            assert named in fields | words | nested, (name, named)

@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     # (compose: 0.0.0.0 on the internal network, not published).
     gateway_bind: str = "127.0.0.1"
     gateway_port: int = Field(8090, ge=1, le=65535)
+    # It answers from memory, told of every change by PostgreSQL (onboarding/services/
+    # key_cache.py); no answer is older than this, whatever happens to the notifications
+    # (0: every answer from the database). At most this many known keys' answers, and apart,
+    # unknown keys' (a flood of random keys pushes out only those).
+    key_cache_max_age_seconds: float = Field(10, ge=0, le=300)
+    key_cache_max_keys: int = Field(20_000, ge=1)
+    key_cache_max_unknown: int = Field(10_000, ge=0)
 
     # API keys: a key is derived from this secret and the issuance id, so that a retried
     # issuance re-derives the same key instead of issuing a second one. Only its hash is stored.

@@ -8,6 +8,7 @@
 4. A local SMTP server keeping every notice and delivered key in `.data/mail/`.
 5. The codec server on :8081 (localhost only), for the Web UI and the `temporal` CLI.
 6. The worker, with readable logs, and the key verification endpoint on :8090 (localhost).
+7. The key-reconciliation schedule (onboarding/temporal/schedules.py), if missing.
 
 `.data/dev.env` is written for other terminals (starter.py, the reviewer's commands): it holds
 the embedded database's URL and the payload encryption keys. The key-issuance secret and the
@@ -42,6 +43,7 @@ from onboarding.temporal import dynamic_config
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import new_payload_key
+from onboarding.temporal.schedules import KEY_RECONCILIATION, ensure_key_reconciliation
 
 log = get_logger("devstack")
 
@@ -200,6 +202,8 @@ async def main() -> None:
             dev_env += f"PAYLOAD_ENCRYPTION_KEY_ID={settings.payload_encryption_key_id}\n"
         (settings.data_dir / "dev.env").write_text(dev_env)
         (settings.data_dir / "dev.env").chmod(0o600)
+        if await ensure_key_reconciliation(await connect(worker_settings), worker_settings):
+            log.info("schedule created", schedule=KEY_RECONCILIATION)
         print(banner(settings), file=sys.stderr, flush=True)
         async with asyncio.TaskGroup() as platform:  # one failing stops the other
             platform.create_task(run_worker(worker_settings, stop))

@@ -6,7 +6,12 @@ without keys (a reviewer's laptop) encrypt through it.
 
 Temporal's remote codec protocol: `POST /encode` and `POST /decode`, also under a prefix
 (`/default/decode`: only the last part of the path counts), with `{"payloads": [...]}` in
-protobuf's JSON form, answered in kind; 400 for a body or a payload it cannot handle.
+protobuf's JSON form, answered in kind; 400 for a body or a payload it cannot handle, 413 for
+a payload to encode larger than any decision may be (LARGEST_DECISION_BYTES; every
+application's input is smaller, tests/test_bounds.py): it does not know which decision a
+payload is, so it holds each to the largest, which keeps every update it encodes well under
+Temporal's blob limit (an update above that would wedge the application). A decision above its
+own cap but under this one reaches the workflow, which refuses it undecoded, on the record.
 The Web UI calls it from the reviewer's browser, so it answers CORS preflights from the
 CODEC_ALLOWED_ORIGINS. With CODEC_AUTH_TOKEN set, encode and decode need
 `Authorization: Bearer <token>`: the CLI sends it with `--codec-auth`, our clients by
@@ -27,6 +32,7 @@ from temporalio.api.common.v1 import Payloads
 from onboarding.core.config import Settings
 from onboarding.core.logs import get_logger
 from onboarding.core.service import run_until_stopped
+from onboarding.domain.decisions import LARGEST_DECISION_BYTES
 from onboarding.temporal.codec import PayloadEncryption, PayloadEncryptionError, payload_encryption
 
 log = get_logger("codec_server")
@@ -68,6 +74,9 @@ async def apply_codec(request: web.Request) -> web.Response:
                                  status=401, headers={"WWW-Authenticate": "Bearer"})
     try:
         payloads = json_format.Parse(await request.read(), Payloads()).payloads
+        if operation == "encode" and (oversized := too_large(payloads)):
+            log.warning("codec request refused: payload too large", reason=oversized, **where)
+            return web.json_response({"error": oversized}, status=413)
         result = await (codec.encode if operation == "encode" else codec.decode)(payloads)
     except (json_format.ParseError, UnicodeDecodeError):
         log.warning("codec request refused: not Payloads in JSON", **where)
@@ -79,6 +88,15 @@ async def apply_codec(request: web.Request) -> web.Response:
         return web.json_response({"error": str(err)}, status=400)
     log.info("codec request served", payloads=len(result), **where)
     return web.json_response(text=json_format.MessageToJson(Payloads(payloads=result)))
+
+
+def too_large(payloads) -> str | None:
+    """Why these payloads are not encoded (the first too large, by its index), or None."""
+    for i, payload in enumerate(payloads):
+        if len(payload.data) > LARGEST_DECISION_BYTES:
+            return (f"payloads[{i}]: {len(payload.data)} bytes; a decision may have at most "
+                    f"{LARGEST_DECISION_BYTES} [too_large]")
+    return None
 
 
 def authorised(request: web.Request) -> bool:

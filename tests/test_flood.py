@@ -8,7 +8,10 @@ history events per refused signal is the benchmark's (bench/, phase "flood")."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
+
+import pytest
 
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
@@ -19,6 +22,8 @@ from tests.support import data, drive
 from tests.support.data import APPROVER, decision
 from tests.support.drive import approval
 from tests.support.eventually import eventually
+from tests.test_cli import cli_env  # noqa: F401 - the fixture
+from tests.test_cli import run as run_cli
 
 FLOOD = 12_000
 AT_ONCE = 64
@@ -43,8 +48,9 @@ async def flood(handle, n: int, at_once: int) -> Counter:
     return outcomes
 
 
+@pytest.mark.slow
 async def test_a_flood_of_wrong_step_signals_neither_terminates_nor_stops_the_application(
-        dev_server, run_worker, settings, pool, task_queue):
+        dev_server, run_worker, settings, pool, task_queue, cli_env):
     client = dev_server.client
     application = data.new_application(settings, ["account-balance"])
     app_id = application.application_id
@@ -70,6 +76,12 @@ async def test_a_flood_of_wrong_step_signals_neither_terminates_nor_stops_the_ap
         await eventually(continued, 120, "the flood's refusals counted in a new run")
         status = await drive.wait_for_step(handle, "pre_verification")
         assert status.takes == ["pre_verification"]
+        # The reviewer's `show` says which run answers, and what it no longer lists.
+        shown = await run_cli("show", app_id)
+        assert shown.exit_code == 0, shown.output
+        assert re.search(rf"run\s+{status.run} \(continued as new", shown.output)
+        assert re.search(rf"not listed\s+{status.refused_not_listed} earlier refusals",
+                         shown.output)
         for step in drive.PATH:
             if step == "market_data_licence":
                 continue

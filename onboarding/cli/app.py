@@ -362,6 +362,11 @@ def show(application_id: Annotated[str, typer.Argument(
     ]:
         head.add_row(Text(label, style="bold"), Text(value))
     out.print(head)
+    if s.admission_refusals:
+        refused = Table("field", "rule", "why", title="refused at admission")
+        for r in s.admission_refusals:
+            refused.add_row(Text(r.field), Text(r.rule), Text(r.message))
+        out.print(refused)
     timeline = Table("received", "step", "decision", "by", "result", "note / reason",
                      title="decisions")
     for d in s.decisions:

@@ -97,6 +97,15 @@ async def test_a_flood_of_wrong_step_signals_neither_terminates_nor_stops_the_ap
     runs = await eventually(lambda: _runs(client, app_id), what="every run listed")
     assert set(runs[:-1]) == {WorkflowExecutionStatus.CONTINUED_AS_NEW}, runs
     assert runs[-1] == WorkflowExecutionStatus.COMPLETED
+    # Refusals are cheap: the history events of every run, per signal taken (goal: at most 4).
+    events = 0
+    async for listed in client.list_workflows(f'WorkflowId = "{app_id}"'):
+        events += (await client.get_workflow_handle(app_id, run_id=listed.run_id).describe()) \
+            .raw_description.workflow_execution_info.history_length
+    per_refusal = events / taken
+    print(f"flood: {taken} signals taken, {events} history events in {len(runs)} runs, "
+          f"{per_refusal:.2f} events per refused signal")
+    assert per_refusal <= 4, per_refusal
     # On the record: the first refusals one by one, the rest counted ("N dropped from X").
     rows = await pool.fetch(
         """SELECT action, actor, details FROM audit_log

@@ -46,15 +46,15 @@ class Reconciliation:
         by_owner: dict[str, list[key_store.HeldKey]] = {}
         for key in held:
             by_owner.setdefault(key.owner_workflow_id, []).append(key)
-        done = Reconciled(processes_asked=len(by_owner))
+        revoked: list[str] = []
         for owner, keys in by_owner.items():
             activity.heartbeat(owner)
             closed = await self.closed(owner)
             if closed is None:
                 continue
-            done.revoked += await self.revoke(keys, closed)
-        log.info("keys reconciled", processes=done.processes_asked, revoked=len(done.revoked))
-        return done
+            revoked += await self.revoke(keys, closed)
+        log.info("keys reconciled", processes=len(by_owner), revoked=len(revoked))
+        return Reconciled(processes_asked=len(by_owner), revoked=revoked)
 
     async def closed(self, workflow_id: str) -> str | None:
         """How the process ended ('terminated', 'failed', ..., 'gone'), None while it runs."""

@@ -10,10 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-from datetime import timedelta
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
 
+import asyncpg
 import pytest
+from pydantic import SecretStr
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from onboarding.devstack.embedded import wheel_binary
@@ -24,7 +29,28 @@ from tests.support.drive import approval
 from tests.support.eventually import eventually
 from tests.support.inbox import notice_id, notices
 from tests.support.leaks import delivered_key
+from tests.support.servers import database_on, prepared_pool
 from tests.test_gateway import Gateway
+from worker import running
+
+
+@dataclass
+class Platform:
+    settings: object
+    pool: asyncpg.Pool
+
+
+@pytest.fixture
+async def own(database_url, settings, task_queue) -> AsyncIterator[Platform]:
+    """A database of this test's own, migrated and seeded, and the settings naming it."""
+    async with database_on(database_url, f"reconciliation_{uuid.uuid4().hex[:8]}") as url:
+        ours = settings.model_copy(update={"database_url": SecretStr(url),
+                                           "temporal_task_queue": task_queue})
+        pool = await prepared_pool(ours)
+        try:
+            yield Platform(ours, pool)
+        finally:
+            await pool.close()
 
 
 @pytest.fixture
@@ -42,6 +68,14 @@ async def schedule(dev_server, settings, task_queue) -> AsyncIterator[None]:
     await handle.delete()
 
 
+async def reconciliation_run(client):
+    """The schedule's latest run once it completed (the schedule names its runs by time)."""
+    async for listed in client.list_workflows(
+            'WorkflowType = "KeyReconciliation" AND ExecutionStatus = "Completed"'):
+        return client.get_workflow_handle(listed.id, run_id=listed.run_id)
+    return None
+
+
 def trigger(address: str) -> None:
     done = subprocess.run(
         [wheel_binary("temporal"), "schedule", "trigger", "--address", address,
@@ -57,11 +91,11 @@ async def key_of(inbox, application, environment: str) -> str:
 
 
 async def test_a_terminated_applications_key_is_revoked_when_the_schedule_runs(
-        dev_server, run_worker, settings, pool, task_queue, inbox, schedule):
-    client = dev_server.client
+        dev_server, own, task_queue, inbox, schedule):
+    client, settings, pool = dev_server.client, own.settings, own.pool
     terminated, waiting, live = (data.new_application(settings, ["account-balance"])
                                  for _ in range(3))
-    async with run_worker(client), Gateway(pool) as gateway:
+    async with running(client, settings, pool), Gateway(pool) as gateway:
         handles = {}
         for application in (terminated, waiting, live):
             handles[application.application_id] = handle = await drive.start(
@@ -87,6 +121,9 @@ async def test_a_terminated_applications_key_is_revoked_when_the_schedule_runs(
 
         body = await eventually(refused, what="the terminated application's key refused")
         assert body["reason"] == "revoked"
+        run = await eventually(lambda: reconciliation_run(client), 30, "the run completed")
+        result = await run.result()
+        assert (result["processes_asked"], len(result["revoked"])) == (2, 1)
         for kept in (keys[waiting.application_id], keys[live.application_id], production_key):
             assert (await gateway.verify({"X-Api-Key": kept}))[1]["valid"] is True
 

@@ -91,6 +91,7 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 async def dev_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     env = await servers.start_dev_server(data_converter(settings))
+    await servers.park_key_reconciliation(env.client, settings)
     yield env
     await env.shutdown()
 

@@ -29,7 +29,7 @@ from tests.support.drive import approval
 from tests.support.eventually import eventually
 from tests.support.inbox import notice_id, notices
 from tests.support.leaks import delivered_key
-from tests.support.servers import database_on, prepared_pool
+from tests.support.servers import database_on, park_key_reconciliation, prepared_pool
 from tests.test_gateway import Gateway
 from worker import running
 
@@ -65,7 +65,7 @@ async def schedule(dev_server, settings, task_queue) -> AsyncIterator[None]:
     assert await ensure_key_reconciliation(client, ours)
     assert not await ensure_key_reconciliation(client, ours)  # idempotent
     yield
-    await handle.delete()
+    await park_key_reconciliation(client, settings)
 
 
 async def reconciliation_run(client):
@@ -166,4 +166,4 @@ async def test_the_schedule_runs_every_configured_interval(dev_server, settings,
         assert described.schedule.action.workflow == "KeyReconciliation"
         assert described.schedule.action.task_queue == task_queue
     finally:
-        await handle.delete()
+        await park_key_reconciliation(client, settings)

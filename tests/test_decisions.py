@@ -1,5 +1,5 @@
 """The decision catalogue: its rules (pure), and everything made from it or checked against
-it: the workflows' signals, updates and validators, the CLI's table, the README's tables."""
+it: the workflows' signals, updates and validators, the CLI's table, docs/decisions.md's tables."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from tests.support.data import CRITERIA_HOLD, contract, decision
 from workflows.publication import PublicationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+# The tables of every decision, who takes it and what it carries.
+DECISIONS_DOC = (Path(__file__).resolve().parent.parent / "docs" / "decisions.md").read_text()
 WORKFLOWS = {"subscription": SubscriptionWorkflow, "publication": PublicationWorkflow}
 
 
@@ -110,29 +111,28 @@ def test_the_clis_table_is_the_catalogues_decisions_people_take():
                                       if d.taken_by is not Role.PLATFORM_WORKFLOW}
 
 
-def readme_table(heading_before: str) -> list[tuple[str, str]]:
-    """The (decision, who) rows of the first decision table after `heading_before`."""
-    section = README[README.index(heading_before):]
-    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, re.M)
-    table = []
-    for name, who in rows:
-        if table and name in ("pre_verification", "pre_review"):
-            break
-        table.append((name, who.strip()))
-        if name == ("withdraw" if heading_before == "### Every decision" else "service_launched"):
-            break
-    return table
+def section(heading: str) -> str:
+    """The text of docs/decisions.md's section `heading`, up to the next one."""
+    text = DECISIONS_DOC[DECISIONS_DOC.index(f"\n{heading}\n"):]
+    end = text.find("\n## ", 1)
+    return text if end < 0 else text[:end]
+
+
+def decision_table(heading: str) -> list[tuple[str, str]]:
+    """The (decision, who) rows of the section's decision table."""
+    return [(name, who.strip())
+            for name, who in re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section(heading), re.M)]
 
 
 ROLE_WORDS = {"applicant": Role.APPLICANT, "provider": Role.APPLICANT,
               "a subscription workflow": Role.PLATFORM_WORKFLOW}
 
 
-@pytest.mark.parametrize("process,heading", [("subscription", "### Every decision"),
-                                             ("publication", "### Publishing an API")])
-def test_the_readmes_tables_list_the_catalogue_with_who_takes_each(process, heading):
+@pytest.mark.parametrize("process,heading", [("subscription", "## A subscription's decisions"),
+                                             ("publication", "## A publication's decisions")])
+def test_the_docs_tables_list_the_catalogue_with_who_takes_each(process, heading):
     catalogue = CATALOGUES[process]
-    rows = readme_table(heading)
+    rows = decision_table(heading)
     assert sorted(name for name, _ in rows) == sorted(catalogue)
     for name, who in rows:
         role = ROLE_WORDS.get(who) or Role(re.match(r"`(\w+)`", who)[1])
@@ -140,13 +140,11 @@ def test_the_readmes_tables_list_the_catalogue_with_who_takes_each(process, head
         assert ("not the pre-verification reviewer" in who) == bool(catalogue[name].four_eyes)
 
 
-@pytest.mark.parametrize("process,heading", [("subscription", "### Every decision"),
-                                             ("publication", "### Publishing an API")])
-def test_every_field_the_readme_names_is_a_field_or_verdict_of_the_decision(process, heading):
-    section = README[README.index(heading):]
-    for name, _who, payload in re.findall(r"^\| `(\w+)` \| ([^|]+) \| (.*) \|$", section, re.M):
-        if name not in CATALOGUES[process]:
-            continue
+@pytest.mark.parametrize("process,heading", [("subscription", "## A subscription's decisions"),
+                                             ("publication", "## A publication's decisions")])
+def test_every_field_the_docs_name_is_a_field_or_verdict_of_the_decision(process, heading):
+    for name, _who, payload in re.findall(r"^\| `(\w+)` \| ([^|]+) \| (.*) \|$", section(heading),
+                                          re.M):
         model = CATALOGUES[process][name].model
         fields = set(model.model_fields)
         words = set(model.model_fields["verdict"].annotation.__args__) \

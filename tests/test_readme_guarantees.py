@@ -1,9 +1,10 @@
-"""The README's "What the platform guarantees whatever client reaches Temporal" tried as it says:
-every command of its `sh` block, in order, against a fresh `make up` stack (the walkthrough's
-harness: tests/test_readme_walkthrough.py). Then what the commands cannot show is read from
-the database: the refusals on the audit log (the first of a sender's one by one, the rest
-counted), the terminated application's key revoked by the reconciliation and audited, its
-contacts told, and the application refused at admission holding nothing and told."""
+"""The README's "What the platform guarantees whatever client reaches Temporal", tried as
+docs/guarantees.md says: every command of its `sh` block, in order, against a fresh `make up`
+stack (the README walkthrough's harness: tests/test_readme_walkthrough.py). Then what the
+commands cannot show is read from the database: the refusals on the audit log (the first of a
+sender's one by one, the rest counted), the terminated application's key revoked by the
+reconciliation and audited, its contacts told, and the application refused at admission
+holding nothing and told."""
 
 from __future__ import annotations
 
@@ -16,15 +17,16 @@ import pytest
 from onboarding.domain.state import REFUSALS_PER_SENDER_PER_HOUR
 from onboarding.temporal.client import connect
 from tests.support.eventually import eventually
-from tests.test_readme_walkthrough import README, Stack, mail_text, run_commands, section_commands
+from tests.test_readme_walkthrough import ROOT, Stack, mail_text, run_commands, section_commands
 
-SECTION = "## What the platform guarantees whatever client reaches Temporal, and what it cannot"
+GUARANTEES = ROOT / "docs" / "guarantees.md"
+SECTION = "## Trying them against `make up`"
 REFUSED = "subscription-1232345672-00000000000b"
 FLOODED = 30
 
 
 def test_the_section_is_read_as_commands():
-    lines = [c.line for c in section_commands(README.read_text(), SECTION)]
+    lines = [c.line for c in section_commands(GUARANTEES.read_text(), SECTION)]
     assert lines[0].startswith("export TEMPORAL_CODEC_ENDPOINT=")
     assert any(line.startswith("temporal workflow start --type SubscriptionApplication")
                for line in lines)
@@ -40,7 +42,7 @@ async def test_the_readme_guarantees_hold_as_tried_by_hand(tmp_path):
     try:
         settings = stack.settings()
         client = await connect(settings)
-        env = await run_commands(stack, client, section_commands(README.read_text(), SECTION))
+        env = await run_commands(stack, client, section_commands(GUARANTEES.read_text(), SECTION))
         flooded = env["G"]
         db = await asyncpg.connect(settings.database_url.get_secret_value())
         try:

@@ -61,12 +61,13 @@ BLOCK = re.compile(r"^( *)```(sh|json)\n(.*?)^\1```", flags=re.S | re.M)
 UI_SIGN_IN = re.compile(r"sign in as `([^`]+)`")
 
 
-def section_commands(readme: str, heading: str) -> list[Command]:
-    """Every line of the `sh` blocks of the top-level section `heading`, and, in their place,
-    the decisions its `json` blocks say to send from the Web UI (signed in as the person the
-    text before names)."""
-    section = readme[readme.index(f"\n{heading}"):]
-    section = section[:section.index("\n## ", 1)]
+def section_commands(page: str, heading: str) -> list[Command]:
+    """Every line of the `sh` blocks of the page's top-level section `heading` (up to the next
+    or the page's end), and, in their place, the decisions its `json` blocks say to send from
+    the Web UI (signed in as the person the text before names)."""
+    section = page[page.index(f"\n{heading}"):]
+    if (end := section.find("\n## ", 1)) >= 0:
+        section = section[:end]
     commands: list[Command] = []
     for found in BLOCK.finditer(section):
         kind, block = found[2], found[3]

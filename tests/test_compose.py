@@ -385,6 +385,15 @@ def test_secrets_come_from_the_environment(compose, services):
     interpolate_tree(compose, TEST_ENV)  # and nothing more is needed
 
 
+def test_the_documented_command_sets_every_variable_the_file_requires():
+    """docs/operations.md's `docker compose up`, shell continuation lines joined: it sets the
+    variables without which the file refuses to start (TEST_ENV, as the test above shows)."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    command, = [block.replace("\\\n", " ") for block in re.findall(r"```sh\n(.*?)```", text, re.S)
+                if "docker compose up" in block]
+    assert set(re.findall(r"(?:^|\s)([A-Z][A-Z0-9_]*)=", command)) == set(TEST_ENV)
+
+
 # --- wiring between services ---------------------------------------------------------------------
 
 

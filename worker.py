@@ -1,6 +1,6 @@
 """The worker: runs the application workflows and the platform's activities.
 
-    python worker.py        (configuration from the environment: see README)
+    python worker.py        (configuration from the environment: docs/configuration.md)
 
 One asyncpg pool is shared by all activities and by the outbox relay, which sends the notices
 the activities write (onboarding/mail/relay.py). At start it creates the key-reconciliation

@@ -1,7 +1,7 @@
 """Configuration, read once from the environment (and an optional `.env` file).
 
-Every variable is documented in the README's configuration table; `tests/test_compose.py`
-checks that docker-compose.yml only sets variables defined here.
+Every variable is documented in docs/configuration.md's table (tests/test_docs.py checks it);
+`tests/test_compose.py` checks that docker-compose.yml only sets variables defined here.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = 30
     mail_from: str = "openapi-platform@localhost"
 
-    # Default deadlines given to new applications (see README: deadlines), within the bounds
+    # Default deadlines given to new applications (docs/decisions.md: deadlines), within the bounds
     # every application is held to (onboarding/domain/models.py).
     remind_after_days: int = Field(7, ge=1, le=MAX_REMIND_AFTER_DAYS)
     escalate_after_days: int = Field(21, ge=1, le=MAX_ESCALATE_AFTER_DAYS)

@@ -3,7 +3,7 @@
 A declaration says what the decision is called (its signal's and its update's name), what it
 carries (its model), who takes it, the rule it must meet as sent, and what it is for. From it
 come the workflows' signals, updates and validators (workflows/handlers.py), the reviewer CLI's
-table and help, and the README's tables are checked against it (tests/test_decisions.py).
+table and help, and docs/decisions.md's tables are checked against it (tests/test_decisions.py).
 Nothing else lists decisions. What a decision does once applied is written in the step that
 waits for it (workflows/subscription.py, workflows/publication.py).
 
@@ -62,7 +62,7 @@ class DecisionType(Generic[D]):
     model: type[D]  # its payload
     taken_by: Role  # who may take it: a staff role, the applicant, another process
     rule: Callable[[D], str | None]  # pure: why it cannot apply as sent, or None
-    description: str  # shown in the Web UI (signal and update), the CLI's help, the README
+    description: str  # shown in the Web UI (signal and update), the CLI's help
     # Not by anyone who took a decision of this name in the application (four eyes).
     four_eyes: str | None = None
     # Taken at any step (not only when a step waits for it); applied, it ends the application.

@@ -91,7 +91,7 @@ MAX_PRODUCTION_KEY_DAYS = 1096
 
 
 class DeadlinePolicy(Model):
-    """How long a person may keep an application waiting (README: deadlines)."""
+    """How long a person may keep an application waiting (docs/decisions.md: deadlines)."""
 
     remind_after_days: int = Field(7, ge=1, le=MAX_REMIND_AFTER_DAYS)
     escalate_after_days: int = Field(21, ge=1, le=MAX_ESCALATE_AFTER_DAYS)

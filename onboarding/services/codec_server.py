@@ -3,7 +3,7 @@ for clients without keys, and **seals decisions** for their verified sender (iss
 docs/identity.md).
 
     python -m onboarding.services.codec_server
-        PAYLOAD_ENCRYPTION_KEYS, SEALING_KEYS, OIDC_ISSUER (+ OIDC_*), CODEC_*: see README
+        PAYLOAD_ENCRYPTION_KEYS, SEALING_KEYS, OIDC_ISSUER (+ OIDC_*), CODEC_*: docs/configuration.md
 
 Temporal's remote codec protocol: `POST /encode` and `POST /decode`, also under a prefix
 (`/default/decode`: only the last part of the path counts), with `{"payloads": [...]}` in

@@ -11,7 +11,7 @@ tagged with the id of the key that encrypted it, as in Temporal's encryption sam
     data      12-byte random nonce + ciphertext (with its 16-byte tag)
 
 Keys come from PAYLOAD_ENCRYPTION_KEYS, by id: the current one encrypts, all of them decrypt,
-so a key is rotated without losing the histories written under the one before (README).
+so a key is rotated without losing the histories written under the one before (docs/encryption.md).
 A payload that is not `binary/encrypted` passes through unchanged: histories recorded before
 encryption, and `temporal workflow signal --input ...` sent without the codec server, still
 read. One that cannot be decrypted is an error naming its key id, never silently passed on.

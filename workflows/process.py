@@ -14,7 +14,8 @@ and writes its procedure as step methods, each returning the next step or an end
   the record, naming each field and rule) or as an update of the same name (its validator
   refuses, before anything is written, what cannot apply now). It is checked: does the step
   take it, is it a repeat, does it meet its rule (pure, no activity); may its sender take it
-  (`verify_decision`, a local activity: one marker in the history, no extra workflow task);
+  (`verify_decision`, a local activity: one marker in the history, no extra workflow task),
+  and in the same activity, whether the contract number it records is free;
   what the step's own check asks of the world (a local activity). Then applied or refused,
   and either way on the record. A decision that does not apply never raises into the workflow.
 - Effects. Nothing changes in the world until a decision is applied, and then only through the
@@ -66,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.contracts import ContractNumberCheck, Contracts
     from activities.decisions import DecisionCheck, Decisions
     from activities.records import Records
+    from activities.verification import DecisionChecks, Verifications
     from onboarding.domain.decisions import MAX_DECISION_BYTES, Catalogue, DecisionType
     from onboarding.domain.models import (
         ApiProposal,
@@ -133,6 +135,11 @@ REFUSED_DETAILS_BYTES = 2 * 1024
 
 D = TypeVar("D", bound=Decision)
 Check = Callable[[Any], Awaitable[str | None]]
+# The contract a decision records, if any: its number is checked with the decision's sender.
+Claim = Callable[[Any], tuple[ContractType, ContractTerms | None]]
+# Since this patch, a decision's contract number is checked inside its verification (one local
+# activity per decision); histories from before check it in a local activity of its own.
+CHECKS_IN_VERIFICATION = "contract-check-in-verification"
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,7 @@ class Process:
         self.catalogue = catalogue
         # The step's decisions and their checks, and the decision that settled it.
         self._expected: dict[str, Check | None] = {}
+        self._claims: dict[str, Claim] = {}
         self._settled: Decision | None = None
         self._ending: Ending | None = None
         self._lock = asyncio.Lock()
@@ -261,17 +269,20 @@ class Process:
             workflow.upsert_search_attributes(changed)
 
     async def wait_for(self, step: str, decision: DecisionType[D], *, check: Check | None = None,
-                       deadlines: bool = True) -> D:
+                       contract: Claim | None = None, deadlines: bool = True) -> D:
         """Enter `step` and wait until a decision of `decision`'s type is applied; return it.
 
         `check` is what the step asks of the world before the decision may apply (a local
-        activity): a reason to refuse it, or None. Raises Ended when the application is
+        activity): a reason to refuse it, or None. `contract` names the contract the decision
+        records (type, terms): its number must not be another application's, checked with the
+        decision's sender. Raises Ended when the application is
         withdrawn or lapses meanwhile. A run continued as new at this step resumes it: the
         step is not entered again, its deadlines stay as they were.
         """
         # The step takes its decision as soon as it is entered, before the commit's await; the
         # status says so (`takes`) once the record is written (the keys it issued on it).
         self._expected, self._settled = {decision.name: check}, None
+        self._claims = {decision.name: contract} if contract else {}
         if self._resume_at != step:
             self.enter(step, decision.taken_by, deadlines)
         self._resume_at = None
@@ -313,7 +324,8 @@ class Process:
                 if self._settled is not None:
                     return self._settled  # type: ignore[return-value]
         finally:
-            self._expected, self.state.takes, self.state.deadlines = {}, [], []
+            self._expected, self._claims = {}, {}
+            self.state.takes, self.state.deadlines = [], []
 
     async def _deadline(self, step: str) -> None:
         async with self._lock:
@@ -345,17 +357,18 @@ class Process:
 
     # --- admission -------------------------------------------------------------------------
 
-    async def admit(self, start: Start) -> AdmissionVerdict | Ending:
+    async def admit(self, start: Start, catalogue: bool = False) -> AdmissionVerdict | Ending:
         """The application's input checked by the rules of submission (a local activity, so
         that a rule changed later never changes how this history replays): what admission
-        recomputed, or the ending `refused` with every refusal on the record."""
+        recomputed (with `catalogue`, what the catalogue says of the requested APIs), or the
+        ending `refused` with every refusal on the record."""
         info = workflow.info()
         verdict = await workflow.execute_local_activity_method(
             Admissions.admit_application,
             AdmissionCheck(process=self.catalogue.process, application=start.raw,
                            workflow_id=info.workflow_id,
                            first_execution_run_id=info.first_execution_run_id,
-                           cron_schedule=info.cron_schedule or ""),
+                           cron_schedule=info.cron_schedule or "", catalogue=catalogue),
             summary="admission", **LOCAL)
         refusals = list(verdict.refusals)
         if start.forged:
@@ -491,10 +504,17 @@ class Process:
         async with self._lock:
             step = self.state.step
             reason = self._refusal(decision, d)
-            if reason is None and decision.taken_by is not Role.PLATFORM_WORKFLOW:
-                reason = await self._verify(decision, d, received_at)
+            claim = self._claims.get(decision.name)
+            verified = decision.taken_by is not Role.PLATFORM_WORKFLOW
+            together = reason is None and claim is not None and verified \
+                and workflow.patched(CHECKS_IN_VERIFICATION)
+            if reason is None and verified:
+                reason = await self._verify(decision, d, received_at,
+                                            claim(d) if together and claim else None)
             if reason is None and (check := self._expected.get(decision.name)):
                 reason = await check(d)
+            if reason is None and claim is not None and not together:
+                reason = await self.contract_unclaimed(*claim(d))
             if reason is None:  # the state may have moved while we awaited
                 reason = self._refusal(decision, d)
             journaled = self._record_decision(decision.name, d, step, received_at, reason)
@@ -530,18 +550,27 @@ class Process:
             return f"decision {d.decision_id} was already received"
         return None
 
-    async def _verify(self, decision: DecisionType[Any], d: Decision,
-                      received_at: datetime) -> str | None:
+    async def _verify(self, decision: DecisionType[Any], d: Decision, received_at: datetime,
+                      claim: tuple[ContractType, ContractTerms | None] | None) -> str | None:
         s = self.state
         not_by = s.deciders(decision.four_eyes) if decision.four_eyes else []
-        verified = await workflow.execute_local_activity_method(
-            Decisions.verify_decision,
-            DecisionCheck(application_id=s.application_id, organisation=s.organisation_id,
-                          decision=decision.name, decision_id=d.decision_id,
-                          content=d.model_dump(mode="json"), role=decision.taken_by,
-                          not_by=not_by, applicant_contacts=s.applicant_contacts,
-                          received_at=received_at, decided_by=d.decided_by),
-            summary=f"verify {decision.name}", **LOCAL)
+        check = DecisionCheck(application_id=s.application_id, organisation=s.organisation_id,
+                              decision=decision.name, decision_id=d.decision_id,
+                              content=d.model_dump(mode="json"), role=decision.taken_by,
+                              not_by=not_by, applicant_contacts=s.applicant_contacts,
+                              received_at=received_at, decided_by=d.decided_by)
+        if claim is None:
+            verified = await workflow.execute_local_activity_method(
+                Decisions.verify_decision, check, summary=f"verify {decision.name}", **LOCAL)
+        else:
+            terms = claim[1]
+            contract = None if terms is None else ContractNumberCheck(
+                contract_type=claim[0], contract_number=terms.contract_number,
+                application_id=s.application_id)
+            verified = await workflow.execute_local_activity_method(
+                Verifications.verify_decision_and_contract,
+                DecisionChecks(decision=check, contract=contract),
+                summary=f"verify {decision.name} and its contract number", **LOCAL)
         return verified.reason or None
 
     def _record_decision(self, name: str, d: Decision, step: str, received_at: datetime,
@@ -641,7 +670,8 @@ class Process:
     async def contract_unclaimed(self, contract_type: ContractType,
                                  terms: ContractTerms | None) -> str | None:
         """Why the contract cannot be recorded for this application (its number is another
-        application's), or None."""
+        application's), or None: in a local activity of its own, as histories from before
+        CHECKS_IN_VERIFICATION have it."""
         if terms is None:
             return None
         reason = await workflow.execute_local_activity_method(

@@ -60,6 +60,8 @@ class Step:
     PRODUCTION_SWITCH = "production_switch"
 
 
+CATALOGUE_AT_ADMISSION = "catalogue-at-admission"
+
 ENDING_NOTICE = {"rejected": "application_rejected", "withdrawn": "application_withdrawn",
                  "lapsed": "application_lapsed"}
 
@@ -93,6 +95,8 @@ class SubscriptionWorkflow:
                                resumed=continued is not None)
         # What the catalogue said of a resubmission's APIs, by decision id (its check found it).
         self.offered: dict[str, CatalogueFacts] = {}
+        # What it said of the APIs requested, when admission looked them up.
+        self.admitted_with: CatalogueFacts | None = None
 
     @workflow.run
     async def run(self, start: RawValue) -> ApplicationStatus:
@@ -124,11 +128,14 @@ class SubscriptionWorkflow:
 
     async def admission(self) -> Next:
         """0. Admission: the rules of submission, whoever started the workflow."""
-        admitted = await self.process.admit(self.start)
+        # Since this patch the catalogue lookup is admission's (one local activity, not two).
+        admitted = await self.process.admit(
+            self.start, catalogue=workflow.patched(CATALOGUE_AT_ADMISSION))
         if isinstance(admitted, Ending):
             return admitted
         assert isinstance(self.state, SubscriptionState) and admitted.organisation
         self.state.admitted(admitted.organisation, admitted.reviewer_flags)
+        self.admitted_with = admitted.catalogue
         return Step.SUBMITTED
 
     async def submitted(self) -> Next:
@@ -139,7 +146,8 @@ class SubscriptionWorkflow:
         p.enter(Step.SUBMITTED)
         p.notify("received", "application_received", {"service": application.service.name},
                  to=p.applicant)
-        self.state.catalogue = await self.look_up(application.requested_apis)
+        self.state.catalogue = (self.admitted_with if self.admitted_with is not None
+                                else await self.look_up(application.requested_apis))
         return Step.PRE_VERIFICATION
 
     async def pre_verification(self) -> Next:
@@ -183,8 +191,7 @@ class SubscriptionWorkflow:
             p.record("market_data_licence_on_file", details=on_file.model_dump(mode="json"))
             return Step.PLATFORM_CONTRACT
         d = await p.wait_for(Step.MARKET_DATA_LICENCE, decisions.MARKET_DATA_LICENCE,
-                             check=lambda d: p.contract_unclaimed("market_data_licence",
-                                                                  d.contract))
+                             contract=lambda d: ("market_data_licence", d.contract))
         if d.verdict == "reject":
             return p.rejected(d)
         p.record_contract("market_data_licence", d.contract, d)
@@ -194,7 +201,7 @@ class SubscriptionWorkflow:
         """3. The platform contract, signed once the eligibility review confirms a corporation."""
         p = self.process
         d = await p.wait_for(Step.PLATFORM_CONTRACT, decisions.PLATFORM_CONTRACT,
-                             check=lambda d: p.contract_unclaimed("platform", d.contract))
+                             contract=lambda d: ("platform", d.contract))
         if d.verdict == "reject":
             return p.rejected(d)
         p.record_contract("platform", d.contract, d)
@@ -235,7 +242,7 @@ class SubscriptionWorkflow:
         APIs it uses, the applicant and the member companies told."""
         p = self.process
         d = await p.wait_for(Step.PRODUCTION_SWITCH, decisions.PRODUCTION_SWITCH,
-                             check=lambda d: p.contract_unclaimed("service", d.service_contract))
+                             contract=lambda d: ("service", d.service_contract))
         if d.verdict == "reject":
             return p.rejected(d)
         p.record_contract("service", d.service_contract, d)

@@ -33,6 +33,8 @@ from onboarding.domain.models import (
 )
 from onboarding.domain.record import Commit, Committed
 from activities.contracts import ContractNumberCheck
+from activities.decisions import Verification
+from activities.verification import DecisionChecks, verified_and_checked
 from tests.support import data
 
 
@@ -51,6 +53,9 @@ class Record(Admissions):
 
     def __init__(self, stand_ins: StandIns) -> None:
         self.stand_ins = stand_ins
+
+    async def look_up(self, api_ids: list[str]) -> CatalogueFacts:
+        return await self.stand_ins.look_up_catalogue(CatalogueLookup(api_ids=api_ids))
 
     async def on_record(self, *, requested_apis: list[str] = (), proposed_api: str | None = None,
                         application_id: str | None = None,
@@ -86,7 +91,8 @@ class StandIns:
         self.keys: dict[str, dict[str, KeySummary]] = {}
 
     def activities(self) -> list[Any]:
-        return [self.write_record, self.roster.verify_decision, self.admissions.admit_application,
+        return [self.write_record, self.roster.verify_decision, self.verify_decision_and_contract,
+                self.admissions.admit_application,
                 self.look_up_catalogue,
                 self.find_market_data_licence, self.check_contract_number,
                 self.check_specification, self.check_service_launch]
@@ -125,6 +131,11 @@ class StandIns:
     @activity.defn(name="find_market_data_licence")
     async def find_market_data_licence(self, lookup: LicenceLookup) -> ContractTerms | None:
         return self.licences.get(lookup.business_registration_number)
+
+    @activity.defn(name="verify_decision_and_contract")
+    async def verify_decision_and_contract(self, checks: DecisionChecks) -> Verification:
+        return await verified_and_checked(self.roster.verify_decision,
+                                          self.check_contract_number, checks)
 
     @activity.defn(name="check_contract_number")
     async def check_contract_number(self, check: ContractNumberCheck) -> str:

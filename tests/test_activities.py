@@ -217,7 +217,7 @@ async def test_a_contract_is_recorded_once_and_another_applications_number_is_no
         update={"contract_number": "C-\x00"}))
     # The same check, with the decision's verification (one local activity), and only once its
     # sender is verified.
-    verify = Verifications(pool, settings).verify_decision_and_contract
+    verify = Verifications(pool, settings).verify_and_check_decision
     by_platform = DecisionChecks(decision=check(Role.PLATFORM_TEAM, data.PLATFORM),
                                  contract=number)
     assert (await run(verify, by_platform)).reason == (
@@ -226,6 +226,13 @@ async def test_a_contract_is_recorded_once_and_another_applications_number_is_no
         update={"application_id": app.application_id})}))).reason == ""
     assert "does not hold" in (await run(verify, by_platform.model_copy(update={
         "decision": check(Role.PLATFORM_TEAM, data.REVIEWER)}))).reason
+    # The licence on file, for the step a decision leads to: looked up once it is verified.
+    lookup = LicenceLookup(business_registration_number=app.organisation
+                           .business_registration_number, on=date.today())
+    asked = by_platform.model_copy(update={"contract": None, "licence": lookup})
+    assert (await run(verify, asked)).licence is None  # none on file
+    refused = asked.model_copy(update={"decision": check(Role.PLATFORM_TEAM, data.REVIEWER)})
+    assert (await run(verify, refused)).licence is None
     # ... and should another application take the number meanwhile, not recorded, on record.
     await commit(pool, settings, other, entry)
     assert await pool.fetchval("SELECT count(*) FROM contracts WHERE application_id = $1",

@@ -80,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
         Environment,
         Model,
         Notice,
+        LicenceLookup,
         Organisation,
         Refusal,
         Role,
@@ -137,9 +138,10 @@ D = TypeVar("D", bound=Decision)
 Check = Callable[[Any], Awaitable[str | None]]
 # The contract a decision records, if any: its number is checked with the decision's sender.
 Claim = Callable[[Any], tuple[ContractType, ContractTerms | None]]
-# Since this patch, a decision's contract number is checked inside its verification (one local
-# activity per decision); histories from before check it in a local activity of its own.
-CHECKS_IN_VERIFICATION = "contract-check-in-verification"
+# Since this patch, what a decision's step needs of the record (its contract number free, the
+# licence on file for the step it leads to) is looked up inside its verification: one local
+# activity per decision. Histories from before run a local activity for each.
+CHECKS_IN_VERIFICATION = "checks-in-verification"
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,10 @@ class Process:
         # The step's decisions and their checks, and the decision that settled it.
         self._expected: dict[str, Check | None] = {}
         self._claims: dict[str, Claim] = {}
+        self._licence: dict[str, Callable[[Any], bool]] = {}
+        # The market-data licence on file, as the verification of the decision applied last
+        # found it, when its step asked (`licence`); None: not looked up.
+        self.licence_on_file: tuple[ContractTerms | None] | None = None
         self._settled: Decision | None = None
         self._ending: Ending | None = None
         self._lock = asyncio.Lock()
@@ -269,13 +275,15 @@ class Process:
             workflow.upsert_search_attributes(changed)
 
     async def wait_for(self, step: str, decision: DecisionType[D], *, check: Check | None = None,
-                       contract: Claim | None = None, deadlines: bool = True) -> D:
+                       contract: Claim | None = None, licence: Callable[[D], bool] | None = None,
+                       deadlines: bool = True) -> D:
         """Enter `step` and wait until a decision of `decision`'s type is applied; return it.
 
         `check` is what the step asks of the world before the decision may apply (a local
         activity): a reason to refuse it, or None. `contract` names the contract the decision
         records (type, terms): its number must not be another application's, checked with the
-        decision's sender. Raises Ended when the application is
+        decision's sender. `licence` says whether the decision leads to a step that needs the
+        market-data licence on file: looked up with it (`licence_on_file`). Raises Ended when the application is
         withdrawn or lapses meanwhile. A run continued as new at this step resumes it: the
         step is not entered again, its deadlines stay as they were.
         """
@@ -283,6 +291,8 @@ class Process:
         # status says so (`takes`) once the record is written (the keys it issued on it).
         self._expected, self._settled = {decision.name: check}, None
         self._claims = {decision.name: contract} if contract else {}
+        self._licence = {decision.name: licence} if licence else {}
+        self.licence_on_file = None
         if self._resume_at != step:
             self.enter(step, decision.taken_by, deadlines)
         self._resume_at = None
@@ -324,7 +334,7 @@ class Process:
                 if self._settled is not None:
                     return self._settled  # type: ignore[return-value]
         finally:
-            self._expected, self._claims = {}, {}
+            self._expected, self._claims, self._licence = {}, {}, {}
             self.state.takes, self.state.deadlines = [], []
 
     async def _deadline(self, step: str) -> None:
@@ -504,13 +514,14 @@ class Process:
         async with self._lock:
             step = self.state.step
             reason = self._refusal(decision, d)
-            claim = self._claims.get(decision.name)
+            claim, licence = self._claims.get(decision.name), self._licence.get(decision.name)
             verified = decision.taken_by is not Role.PLATFORM_WORKFLOW
-            together = reason is None and claim is not None and verified \
+            together = reason is None and verified and (claim or licence) is not None \
                 and workflow.patched(CHECKS_IN_VERIFICATION)
             if reason is None and verified:
-                reason = await self._verify(decision, d, received_at,
-                                            claim(d) if together and claim else None)
+                reason = await self._verify(
+                    decision, d, received_at, claim(d) if together and claim else None,
+                    bool(together and licence and licence(d)))
             if reason is None and (check := self._expected.get(decision.name)):
                 reason = await check(d)
             if reason is None and claim is not None and not together:
@@ -551,7 +562,8 @@ class Process:
         return None
 
     async def _verify(self, decision: DecisionType[Any], d: Decision, received_at: datetime,
-                      claim: tuple[ContractType, ContractTerms | None] | None) -> str | None:
+                      claim: tuple[ContractType, ContractTerms | None] | None = None,
+                      licence: bool = False) -> str | None:
         s = self.state
         not_by = s.deciders(decision.four_eyes) if decision.four_eyes else []
         check = DecisionCheck(application_id=s.application_id, organisation=s.organisation_id,
@@ -559,19 +571,24 @@ class Process:
                               content=d.model_dump(mode="json"), role=decision.taken_by,
                               not_by=not_by, applicant_contacts=s.applicant_contacts,
                               received_at=received_at, decided_by=d.decided_by)
-        if claim is None:
+        if claim is None and not licence:
             verified = await workflow.execute_local_activity_method(
                 Decisions.verify_decision, check, summary=f"verify {decision.name}", **LOCAL)
-        else:
-            terms = claim[1]
-            contract = None if terms is None else ContractNumberCheck(
-                contract_type=claim[0], contract_number=terms.contract_number,
-                application_id=s.application_id)
-            verified = await workflow.execute_local_activity_method(
-                Verifications.verify_decision_and_contract,
-                DecisionChecks(decision=check, contract=contract),
-                summary=f"verify {decision.name} and its contract number", **LOCAL)
-        return verified.reason or None
+            return verified.reason or None
+        terms = claim[1] if claim else None
+        contract = None if claim is None or terms is None else ContractNumberCheck(
+            contract_type=claim[0], contract_number=terms.contract_number,
+            application_id=s.application_id)
+        lookup = LicenceLookup(business_registration_number=s.organisation_id,
+                               on=workflow.now().date()) if licence else None
+        checked = await workflow.execute_local_activity_method(
+            Verifications.verify_and_check_decision,
+            DecisionChecks(decision=check, contract=contract, licence=lookup),
+            summary=f"verify {decision.name}" + (" and its contract number" if contract else "")
+            + (" and the licence on file" if lookup else ""), **LOCAL)
+        if lookup is not None and not checked.reason:
+            self.licence_on_file = (checked.licence,)
+        return checked.reason or None
 
     def _record_decision(self, name: str, d: Decision, step: str, received_at: datetime,
                          reason: str | None) -> bool:

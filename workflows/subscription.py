@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ApplicationStatus,
         CatalogueFacts,
         CatalogueLookup,
+        ContractTerms,
         LicenceLookup,
         Resubmission,
         ServiceLaunched,
@@ -74,6 +75,11 @@ class SubscriptionWorkflow:
         # Taken raw: an input that is not an application is refused at admission, on the
         # record, rather than failing the workflow's task.
         self.legacy = None
+        # What the catalogue said of the APIs requested, when admission looked them up; the
+        # licence on file (in a 1-tuple: None is an answer), when the pre-verification
+        # decision's verification looked it up.
+        self.admitted_with: CatalogueFacts | None = None
+        self.licence_on_file: tuple[ContractTerms | None] | None = None
         if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
                 start.payload, SubscriptionApplication), self.moved)
@@ -95,8 +101,6 @@ class SubscriptionWorkflow:
                                resumed=continued is not None)
         # What the catalogue said of a resubmission's APIs, by decision id (its check found it).
         self.offered: dict[str, CatalogueFacts] = {}
-        # What it said of the APIs requested, when admission looked them up.
-        self.admitted_with: CatalogueFacts | None = None
 
     @workflow.run
     async def run(self, start: RawValue) -> ApplicationStatus:
@@ -154,7 +158,11 @@ class SubscriptionWorkflow:
         """1. Pre-verification: does the service serve the capital market, is it neither
         speculative nor harmful? The reviewer may ask the applicant for changes."""
         p = self.process
-        d = await p.wait_for(Step.PRE_VERIFICATION, decisions.PRE_VERIFICATION)
+        d = await p.wait_for(
+            Step.PRE_VERIFICATION, decisions.PRE_VERIFICATION,
+            # Approved, it leads to the licence's step when a requested API is market data.
+            licence=lambda d: d.verdict == "approve" and self.market_data_requested())
+        self.licence_on_file = p.licence_on_file
         if d.verdict == "reject":
             return p.rejected(d)
         if d.verdict == "request_changes":
@@ -179,14 +187,17 @@ class SubscriptionWorkflow:
         """2. The market-data licence contract: needed for market-data APIs, unless a valid
         licence of the organisation is on file."""
         p = self.process
-        if not any(api.is_market_data for api in self.state.catalogue.apis):
+        if not self.market_data_requested():
             p.record("market_data_licence_not_needed")
             return Step.PLATFORM_CONTRACT
-        on_file = await workflow.execute_local_activity_method(
-            Contracts.find_market_data_licence,
-            LicenceLookup(business_registration_number=self.state.organisation_id,
-                          on=workflow.now().date()),
-            summary="market-data licence on file", **LOCAL)
+        if self.licence_on_file is not None:  # looked up with the pre-verification decision
+            on_file = self.licence_on_file[0]
+        else:
+            on_file = await workflow.execute_local_activity_method(
+                Contracts.find_market_data_licence,
+                LicenceLookup(business_registration_number=self.state.organisation_id,
+                              on=workflow.now().date()),
+                summary="market-data licence on file", **LOCAL)
         if on_file is not None:
             p.record("market_data_licence_on_file", details=on_file.model_dump(mode="json"))
             return Step.PLATFORM_CONTRACT
@@ -289,6 +300,9 @@ class SubscriptionWorkflow:
             return f"requested_apis: not in the catalogue: {', '.join(facts.unknown)}"
         self.offered[r.decision_id] = facts
         return None
+
+    def market_data_requested(self) -> bool:
+        return any(api.is_market_data for api in self.state.catalogue.apis)
 
     def issue_key(self, environment: str) -> None:
         validity = self.state.application.key_validity

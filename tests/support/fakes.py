@@ -33,8 +33,7 @@ from onboarding.domain.models import (
 )
 from onboarding.domain.record import Commit, Committed
 from activities.contracts import ContractNumberCheck
-from activities.decisions import Verification
-from activities.verification import DecisionChecks, verified_and_checked
+from activities.verification import CheckedDecision, DecisionChecks, verified_and_checked
 from tests.support import data
 
 
@@ -91,7 +90,7 @@ class StandIns:
         self.keys: dict[str, dict[str, KeySummary]] = {}
 
     def activities(self) -> list[Any]:
-        return [self.write_record, self.roster.verify_decision, self.verify_decision_and_contract,
+        return [self.write_record, self.roster.verify_decision, self.verify_and_check_decision,
                 self.admissions.admit_application,
                 self.look_up_catalogue,
                 self.find_market_data_licence, self.check_contract_number,
@@ -132,10 +131,10 @@ class StandIns:
     async def find_market_data_licence(self, lookup: LicenceLookup) -> ContractTerms | None:
         return self.licences.get(lookup.business_registration_number)
 
-    @activity.defn(name="verify_decision_and_contract")
-    async def verify_decision_and_contract(self, checks: DecisionChecks) -> Verification:
-        return await verified_and_checked(self.roster.verify_decision,
-                                          self.check_contract_number, checks)
+    @activity.defn(name="verify_and_check_decision")
+    async def verify_and_check_decision(self, checks: DecisionChecks) -> CheckedDecision:
+        return await verified_and_checked(self.roster.verify_decision, self.check_contract_number,
+                                          self.find_market_data_licence, checks)
 
     @activity.defn(name="check_contract_number")
     async def check_contract_number(self, check: ContractNumberCheck) -> str:

@@ -53,7 +53,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -99,6 +98,7 @@ with workflow.unsafe.imports_passed_through():
         KeysRevoked,
         NoticeQueued,
     )
+    from onboarding.domain.runs import Ended, Ending, Next, Start
     from onboarding.domain.state import ProcessState, Seen
     from onboarding.temporal import search_attributes as sa
 
@@ -142,40 +142,6 @@ Claim = Callable[[Any], tuple[ContractType, ContractTerms | None]]
 # licence on file for the step it leads to) is looked up inside its verification: one local
 # activity per decision. Histories from before run a local activity for each.
 CHECKS_IN_VERIFICATION = "checks-in-verification"
-
-
-@dataclass(frozen=True)
-class Ending:
-    """How and where an application ended, and who ended it."""
-
-    outcome: str  # in_production, rejected, withdrawn, lapsed, refused
-    step: str
-    by: str = "platform"
-    note: str = ""
-
-
-Next = str | Ending
-
-
-class Ended(Exception):
-    """Raised out of a wait when the application ends before its step is decided (withdrawn,
-    lapsed); the process's run catches it."""
-
-    def __init__(self, ending: Ending) -> None:
-        super().__init__(f"{ending.outcome} at {ending.step}")
-        self.ending = ending
-
-
-@dataclass
-class Start:
-    """A workflow's input, read: the application as it came (JSON, what a run carries left
-    out), the application if it parses, and what an earlier run carried (`continued`) when
-    Temporal started this run by continuing that one as new."""
-
-    raw: Any
-    application: Any
-    continued: dict[str, Any] | None
-    forged: bool  # `continued` in the input of a run Temporal did not continue: refused
 
 
 def read_start(start: RawValue, model: type[Model]) -> Start:

@@ -129,7 +129,7 @@ def _script() -> list[tuple[str, str, Callable[[str], dict[str, Any]]]]:
 SCRIPT = _script()
 
 DEFAULTS = {"applications": 300, "concurrency": 60, "latency_applications": 40,
-            "latency_concurrency": 4, "open": "1000,5000", "verifications": 20000,
+            "latency_concurrency": 4, "open": "300,1000,5000", "verifications": 20000,
             "flood": 12000}
 QUICK = {"applications": 80, "concurrency": 20, "latency_applications": 10,
          "latency_concurrency": 4, "open": "100,300", "verifications": 4000, "flood": 4000}
@@ -1336,6 +1336,9 @@ async def key_verification(run: Run) -> None:
     report.figure("   ratio verify/raw", f"{ratio:.2f}")
 
 
+CACHED = 1000  # the SDK's max_cached_workflows (its default; worker.py keeps it)
+
+
 async def memory(run: Run) -> None:
     report, stack, levels_wanted = run.report, run.stack, run.args.open_levels
     report.phase(f"4. worker memory, applications open and waiting at pre_verification: "
@@ -1364,6 +1367,35 @@ async def memory(run: Run) -> None:
                   ", ".join(f"{lv}: {r / 1024:.0f} MiB" for lv, r in levels))
     report.figure("   growth per 1,000 open", "; ".join(parts))
     worker.stop()
+    # Per cached application: between two levels the SDK's cache holds (after the first level,
+    # which also pays for the worker's first runs).
+    cached = [(x, y) for x, y in itertools.pairwise(levels) if x[0] and y[0] <= CACHED]
+    if not cached:
+        return
+    (a, ra), (b, rb) = cached[-1]
+    per_app = (rb - ra) / (b - a)
+    # The floor: the irreducible workflow (nothing in it but its wait), the same numbers open
+    # on a fresh worker process of its own; what any workflow in the SDK's sandbox costs.
+    floor_q = f"bench-mem-floor-{uuid.uuid4().hex[:8]}"
+    bare = await stack.bare_worker(floor_q, "memory-floor")
+    floor_kind = irreducible_kind(stack, floor_q)
+    await bare.idle()
+    floor = [(0, bare.rss())]
+    started = 0
+    for level in (a, b):
+        await asyncio.gather(*(floor_kind.start() for _ in range(level - started)))
+        started = level
+        await bare.idle()
+        floor.append((level, bare.rss()))
+    bare.stop()
+    floor_per_app = (floor[-1][1] - floor[-2][1]) / (b - a)
+    report.line(f"  per application waiting, {a}->{b}: {per_app:.0f} KiB (goal <= 100); the "
+                f"irreducible workflow waiting on the same numbers, its own worker: "
+                f"{floor_per_app:.0f} KiB")
+    report.figure("   per application waiting",
+                  f"{per_app:.0f} KiB ({a}->{b} open; goal <= 100: "
+                  f"{'meets' if per_app <= 100 else 'MISSES'}); the irreducible workflow: "
+                  f"{floor_per_app:.0f} KiB")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

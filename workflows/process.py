@@ -140,8 +140,11 @@ Check = Callable[[Any], Awaitable[str | None]]
 Claim = Callable[[Any], tuple[ContractType, ContractTerms | None]]
 # Since this patch, what a decision's step needs of the record (its contract number free, the
 # licence on file for the step it leads to) is looked up inside its verification: one local
-# activity per decision. Histories from before run a local activity for each.
-CHECKS_IN_VERIFICATION = "checks-in-verification"
+# activity per decision; and a subscription's catalogue lookup is its admission's. Histories
+# from before run a local activity for each. One patch for both: each patch a run meets costs
+# its history a marker and an upsert of TemporalChangeVersion (and the server a visibility
+# write), once per run.
+CHECKS_IN_VERIFICATION = "fewer-local-activities"
 
 
 def read_start(start: RawValue, model: type[Model]) -> Start:

@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legacy.subscription import SubscriptionWorkflow as Stop8
 
 from workflows.handlers import takes_decisions
-from workflows.process import LOCAL, Ending, Next, Process, read_start
+from workflows.process import CHECKS_IN_VERIFICATION, LOCAL, Ending, Next, Process, read_start
 
 
 class Step:
@@ -60,8 +60,6 @@ class Step:
     SANDBOX_VERIFICATION = "sandbox_verification"
     PRODUCTION_SWITCH = "production_switch"
 
-
-CATALOGUE_AT_ADMISSION = "catalogue-at-admission"
 
 ENDING_NOTICE = {"rejected": "application_rejected", "withdrawn": "application_withdrawn",
                  "lapsed": "application_lapsed"}
@@ -134,7 +132,7 @@ class SubscriptionWorkflow:
         """0. Admission: the rules of submission, whoever started the workflow."""
         # Since this patch the catalogue lookup is admission's (one local activity, not two).
         admitted = await self.process.admit(
-            self.start, catalogue=workflow.patched(CATALOGUE_AT_ADMISSION))
+            self.start, catalogue=workflow.patched(CHECKS_IN_VERIFICATION))
         if isinstance(admitted, Ending):
             return admitted
         assert isinstance(self.state, SubscriptionState) and admitted.organisation

@@ -12,8 +12,11 @@ their own) and prints:
    seven decisions, each a signal) completed per second by ONE worker process
    (`python worker.py`), beside the bare workflow of bench/bare.py (the same signals,
    activities and step changes as a real lifecycle's history shows, at the same points,
-   doing nothing) run the same way by one worker process of its own; and the ratio (goal
-   >= 0.8). The driver follows each application's history (long-polling the server, which
+   doing nothing) and the irreducible workflow (the same 7 signals, one no-op activity per
+   decision and one per key, nothing else), both run by one worker process of their own; and
+   the lifecycle's ratio to each (goal >= 0.85 to the irreducible one). With --against WORKTREE,
+   first the throughput phase of the benchmark of another commit checked out there (its own
+   .venv, the same sizes), and the ratio of the two lifecycles/s (goal >= 1.8 to stop 8's). The driver follows each application's history (long-polling the server, which
    costs the worker nothing) and sends each decision as soon as its step shows there. Each
    kind runs in two halves, ordered bare, lifecycle, lifecycle, bare: the dev server slows a
    little as it fills, and neither kind should gain by its place. The rate is the one with
@@ -29,7 +32,8 @@ their own) and prints:
    3b. flood: --flood wrong-step decisions sent 64 at a time at one application waiting at
    pre-verification: history events (all its runs) per refused signal, goal <= 4.
 4. memory: the worker's resident set (VmRSS) with N applications open and waiting at
-   pre-verification, for each level of --open.
+   pre-verification, for each level of --open; per application between two levels the SDK's
+   cache holds (goal <= 100 KiB), beside the irreducible workflow's on a worker of its own.
 5. key verification: `verify_key` per second with the worker's pool settings and as many at a
    time as the pool holds, beside a raw primary-key lookup of the same keys.
 6. gateway: the key verification endpoint (`python -m onboarding.services.key_verification`)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from email import quoprimime
 from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
@@ -16,9 +17,10 @@ import aiosmtplib
 from onboarding.core.config import Settings
 
 
-# A body that is not ASCII (or has lines too long for SMTP) goes as UTF-8, quoted-printable.
-_ASCII, _UTF8 = Charset("us-ascii"), Charset("utf-8")
-_UTF8.body_encoding = QP
+# A body that is not ASCII (or has lines too long for SMTP) goes as UTF-8, quoted-printable or
+# base64, whichever is shorter (as the default policy's content manager chooses).
+_ASCII, _UTF8_QP, _UTF8_BASE64 = Charset("us-ascii"), Charset("utf-8"), Charset("utf-8")
+_UTF8_QP.body_encoding = QP
 
 
 def build_message(
@@ -38,8 +40,13 @@ def build_message(
     digest = hashlib.sha256(notice_id.encode()).hexdigest()[:32]
     message["Message-ID"] = f"<{digest}@openapi-onboarding>"
     message["X-Notice-Id"] = notice_id
-    plain = body.isascii() and all(len(line) <= 900 for line in body.splitlines())
-    message.set_payload(body, _ASCII if plain else _UTF8)  # with MIME-Version, type
+    if body.isascii() and all(len(line) <= 900 for line in body.splitlines()):
+        charset = _ASCII
+    else:
+        encoded = body.encode()
+        as_qp = len(quoprimime.body_encode(encoded.decode("latin-1")))
+        charset = _UTF8_QP if as_qp <= 4 * len(encoded) / 3 else _UTF8_BASE64
+    message.set_payload(body, charset)  # with MIME-Version and Content-Type
     return message
 
 

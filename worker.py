@@ -89,6 +89,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.payload_encryption_keys:
         raise SystemExit("PAYLOAD_ENCRYPTION_KEYS is not set: the worker would hand Temporal "
                          "organisation and contact data unencrypted")
+    if not settings.sealing_verification_keys:
+        raise SystemExit("SEALING_VERIFICATION_KEYS is not set: the worker could not tell who "
+                         "sealed a decision, and would apply none")
     client = await connect(settings, runtime=runtime_for(settings))
     pool = await create_pool(settings)
     try:

@@ -26,6 +26,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "onboarding" / "core" 
 EXPECTED_TABLES = {
     "organisations", "staff_roles", "api_catalogue", "applications", "contracts", "api_keys",
     "notices", "audit_log", "schema_migrations", "api_versions",
+    # 0010: the roster on verified identities.
+    "staff_identities", "service_mandates",
 }
 
 

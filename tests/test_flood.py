@@ -93,7 +93,9 @@ async def test_a_flood_of_wrong_step_signals_neither_terminates_nor_stops_the_ap
     counted = sum(r["details"]["count"] for r in rows if r["action"] == "refusals_dropped")
     assert len(one_by_one) == REFUSALS_PER_SENDER_PER_HOUR
     assert len(one_by_one) + counted == taken
-    assert {r["actor"] for r in rows} == {APPROVER}
+    # Refused before any seal is checked (the wrong step): counted under the name claimed,
+    # as the record shows it (docs/identity.md).
+    assert {r["actor"] for r in rows} == {f"{APPROVER} (not verified)"}
 
 
 async def _runs(client, workflow_id: str) -> list[WorkflowExecutionStatus] | None:

@@ -20,7 +20,8 @@ answer says anyway:
   organisation's, and a few more values are decoded and validated. Removing that would mean
   reading a stand-in row for every unknown key; it is not worth it, because the difference
   can only tell someone who already holds a key that it is on record (a revoked or expired
-  key). The benchmark measures it (`python -m bench.benchmark`, phase "gateway").
+  key). The benchmark measures it (`python -m bench.benchmark`, phase "gateway", from the
+  database).
 - An earlier version also compared the stored hash (or a stand-in for a missing row) with the
   presented one using `hmac.compare_digest`. That comparison could only ever succeed for a row
   the index had just found by that very hash, so it added work and no protection: removed.
@@ -32,8 +33,15 @@ gateway tell a fintech that its key expired or was revoked rather than that it i
 lets operations see revoked keys still in use (by key id). A refusal grants nothing: no
 organisation, environment or APIs, only the key id when the key is on record.
 
-Nothing is cached: every verification reads the current row, so a key revoked a moment ago is
-refused at once.
+The endpoint answers from memory (onboarding/services/key_cache.py): it keeps the verdicts this
+lookup gave, by key hash, and forgets one as soon as PostgreSQL notifies a change to what it was
+built from (`CHANGES_CHANNEL`, migration 0020). `verify_key` here reads the current rows every
+time: the authoritative answer, for Python callers and for the cache's misses (`look_up`).
+
+THE RULE for whoever changes `_LOOKUP`: every table it reads (today api_keys and organisations;
+later, suspensions) must notify `CHANGES_CHANNEL`, with the hashes of the keys whose verdict a
+change may alter, from a trigger like those of migration 0020. Otherwise the replicas see that
+table's changes only when their answers age out (KEY_CACHE_MAX_AGE_SECONDS).
 """
 
 from __future__ import annotations
@@ -71,6 +79,11 @@ class KeyVerdict(Model):
     expires_at: datetime | None = None
 
 
+# What `_LOOKUP` reads is notified here, by key hash (migration 0020 and THE RULE above).
+CHANGES_CHANNEL = "api_key_changes"
+# A notification meaning "forget every verdict" (TRUNCATE).
+FORGET_ALL = "*"
+
 _LOOKUP = """SELECT k.key_id::text, k.business_registration_number, o.legal_name,
                     k.environment, k.scopes, k.status, k.expires_at
              FROM (VALUES ($1::bytea)) AS presented (key_hash)
@@ -89,9 +102,13 @@ def _refusal(row: asyncpg.Record, now: datetime) -> Refusal | Literal[""]:
     return ""
 
 
-async def verify_key(pool: asyncpg.Pool, presented: str, now: datetime | None = None) -> KeyVerdict:
-    now = now or datetime.now(UTC)
-    row = await pool.fetchrow(_LOOKUP, key_hash(presented[:MAX_KEY_LENGTH]))
+async def look_up(db: Db, presented_hash: bytes) -> asyncpg.Record:
+    """The one row of a key hash: the key's and its organisation's, or NULLs when unknown."""
+    return await db.fetchrow(_LOOKUP, presented_hash)
+
+
+def verdict_of(row: asyncpg.Record, now: datetime) -> KeyVerdict:
+    """The verdict on a `look_up` row at `now`: one code path whether the key exists or not."""
     reason = _refusal(row, now)
     valid = reason == ""
     return KeyVerdict(
@@ -104,6 +121,12 @@ async def verify_key(pool: asyncpg.Pool, presented: str, now: datetime | None = 
         key_id=row["key_id"],
         expires_at=row["expires_at"] if valid else None,
     )
+
+
+async def verify_key(pool: asyncpg.Pool, presented: str, now: datetime | None = None) -> KeyVerdict:
+    """The verdict on a presented key from the current rows (no cache)."""
+    row = await look_up(pool, key_hash(presented[:MAX_KEY_LENGTH]))
+    return verdict_of(row, now or datetime.now(UTC))
 
 
 # --- issuing and revoking --------------------------------------------------------------------

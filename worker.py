@@ -3,7 +3,8 @@
     python worker.py        (configuration from the environment: see README)
 
 One asyncpg pool is shared by all activities and by the outbox relay, which sends the notices
-the activities write (onboarding/mail/relay.py). SIGTERM or SIGINT stops polling for new work
+the activities write (onboarding/mail/relay.py). At start it creates the key-reconciliation
+schedule if it is missing (onboarding/temporal/schedules.py). SIGTERM or SIGINT stops polling for new work
 and lets running activities (and the notice being sent) finish, up to
 WORKER_GRACEFUL_SHUTDOWN_SECONDS, before exiting.
 """
@@ -32,10 +33,12 @@ from onboarding.mail.relay import Relay
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import for_worker
 from onboarding.temporal.sandbox import workflow_runner
+from onboarding.temporal.schedules import KEY_RECONCILIATION, ensure_key_reconciliation
 from workflows.publication import PublicationWorkflow
+from workflows.reconciliation import KeyReconciliationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
-WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow]
+WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow, KeyReconciliationWorkflow]
 # The SDK's sandbox; what it passes through and keeps: onboarding/temporal/sandbox.py.
 WORKFLOW_RUNNER = workflow_runner()
 
@@ -61,7 +64,7 @@ async def running(client: Client, settings: Settings, pool: asyncpg.Pool,
     """What a worker process runs: the worker (the platform's activities, unless others are
     given) and the outbox relay, until the block ends."""
     if activities is None:
-        activities = platform_activities(pool, settings)
+        activities = platform_activities(pool, settings, client)
     stop = asyncio.Event()
     relay = asyncio.create_task(Relay(pool, settings).run(stop))
     try:
@@ -95,6 +98,9 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     client = await connect(settings, runtime=runtime_for(settings))
     pool = await create_pool(settings)
     try:
+        if await ensure_key_reconciliation(client, settings):
+            log.info("schedule created", schedule=KEY_RECONCILIATION,
+                     every_minutes=settings.key_reconciliation_minutes)
         async with running(client, settings, pool):
             log.info(
                 "worker started",

@@ -12,6 +12,7 @@ test server, and an SMTP server that keeps what it receives (started by tests/su
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -128,6 +129,7 @@ async def roster(pool: asyncpg.Pool, identity_provider: identity.TestIdentityPro
 @pytest.fixture(scope="session")
 async def dev_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     env = await servers.start_dev_server(data_converter(settings))
+    await servers.park_key_reconciliation(env.client, settings)
     yield env
     await env.shutdown()
 
@@ -154,5 +156,17 @@ def run_worker(settings: Settings, pool: asyncpg.Pool, task_queue: str):
         ours = settings.model_copy(update={"temporal_task_queue": task_queue})
         async with running(client, ours, pool, activities) as worker:
             yield worker
+            # A block ending as its application ends: the relay sends that end's notices after
+            # the last commit, as a worker left running would, before it stops.
+            await _due_notices_sent(pool)
 
     return _run
+
+
+async def _due_notices_sent(pool: asyncpg.Pool, at_most: float = 10) -> None:
+    """Until no notice is due (a put-off one is not), for `at_most` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + at_most
+    while loop.time() < deadline and await pool.fetchval(
+            "SELECT count(*) FROM notices WHERE status = 'pending' AND next_attempt_at <= now()"):
+        await asyncio.sleep(0.05)

@@ -181,3 +181,10 @@ async def test_the_largest_commit_and_the_largest_decision_stay_under_the_blob_l
     # room under the limit for what Temporal adds to it.
     assert await encoded_size(plain_settings, {"x": "y" * LARGEST_DECISION_BYTES}) < \
         BLOB_SIZE_ERROR * 0.6
+
+
+def test_the_largest_application_input_passes_the_codec_servers_cap(plain_settings):
+    # The codec server refuses to encode a payload larger than any decision may be
+    # (onboarding/services/codec_server.py): a publication's input at its worst still passes.
+    size = len(largest_publication(plain_settings).model_dump_json().encode())
+    assert MAX_SPECIFICATION_BYTES < size <= LARGEST_DECISION_BYTES

@@ -287,6 +287,7 @@ async def test_show_prints_the_timeline_with_refused_decisions(
     for expected in (handle.id, "platform_contract", "platform_team", "reminder", "escalation",
                      "today", "decisions"):
         assert expected in out, expected
+    assert re.search(r"^run\s+1\s*$", out, re.M) and "not listed" not in out  # one run, all
     timeline = [line for line in out.splitlines() if "pre_verification" in line and "@" in line]
     assert len(timeline) == 2
     assert PLATFORM in timeline[0] and "refused" in timeline[0] and reason in timeline[0]

@@ -28,6 +28,7 @@ from temporalio.worker import Replayer
 
 from onboarding.core.config import Settings, payload_keys
 from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.decisions import LARGEST_DECISION_BYTES
 from onboarding.domain.models import ApplicationStatus, SubscriptionApplication
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import (
@@ -235,6 +236,24 @@ async def test_codec_server_encodes_and_decodes_for_a_verified_identity(codec_se
             assert response.status == 400
         async with http.get(url + "/healthz") as response:
             assert response.status == 200
+
+
+async def test_codec_server_refuses_to_encode_a_payload_larger_than_any_decision(
+        codec_server, identity_provider):
+    url, token = codec_server, await identity_provider.access_token(data.REVIEWER)
+    largest = Payload(metadata={"encoding": b"json/plain"}, data=b"y" * LARGEST_DECISION_BYTES)
+    status, _ = await post(url, [largest], token, "/encode")
+    assert status == 200
+    over = Payload(metadata={"encoding": b"json/plain"}, data=b"y" * (LARGEST_DECISION_BYTES + 1))
+    status, refused = await post(url, [plaintext("ok"), over], token, "/encode")
+    assert status == 413
+    assert json.loads(refused)["error"] == (
+        f"payloads[1]: {LARGEST_DECISION_BYTES + 1} bytes; a decision may have at most "
+        f"{LARGEST_DECISION_BYTES} [too_large]")
+    # What Temporal holds is decoded whatever its size.
+    status, encoded = await post(url, [largest], token, "/encode")
+    assert (await post(url, list(json_format.Parse(encoded, Payloads()).payloads), token))[0] \
+        == 200
 
 
 async def test_codec_server_answers_the_web_uis_preflight(codec_server):

@@ -17,8 +17,9 @@ import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 
+from onboarding.domain.decisions import LARGEST_DECISION_BYTES
 from onboarding.identity.attestation import AttestationVerifier, verification_keys
-from onboarding.services.codec_server import MAX_DECISION_BYTES, SESSION_COOKIE
+from onboarding.services.codec_server import SESSION_COOKIE
 from onboarding.store import identities
 from onboarding.temporal.codec import payload_encryption
 from tests.support import data, drive, identity
@@ -169,8 +170,8 @@ async def test_an_oversized_decision_is_refused_before_anything(codec_server, id
     del revised["verdict"]
 
     status, text = await post(codec_server, "/encode",
-                              [as_json(decision(note="x" * MAX_DECISION_BYTES))], bearer(token))
-    assert status == 413 and f"at most {MAX_DECISION_BYTES}" in text
+                              [as_json(decision(note="x" * LARGEST_DECISION_BYTES))], bearer(token))
+    assert status == 413 and f"at most {LARGEST_DECISION_BYTES}" in text
     # The one decision carrying a whole OpenAPI document has room for it.
     assert (await post(codec_server, "/encode", [as_json(revised)], bearer(token)))[0] == 200
 

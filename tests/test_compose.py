@@ -586,12 +586,30 @@ def test_temporal_setup_registers_exactly_the_platforms_search_attributes(servic
     result, calls = run_setup_script(services, tmp_path, "exit 0")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(calls) == 1
+    assert len(calls) == 2
     assert registered_attributes(calls[0]) == EXPECTED_SEARCH_ATTRIBUTES
     worker = environment(services["worker"])
-    assert option(calls[0], "--namespace") == worker["TEMPORAL_NAMESPACE"]
-    assert option(calls[0], "--address") == worker["TEMPORAL_ADDRESS"]
+    for call in calls:
+        assert option(call, "--namespace") == worker["TEMPORAL_NAMESPACE"]
+        assert option(call, "--address") == worker["TEMPORAL_ADDRESS"]
     assert services["temporal-setup"]["image"].startswith("temporalio/admin-tools:")
+
+
+def test_temporal_setup_creates_the_key_reconciliation_schedule_as_the_worker_would(
+        services, tmp_path):
+    from onboarding.temporal import schedules
+
+    _, calls = run_setup_script(services, tmp_path, "exit 0")
+    schedule = calls[1]
+    assert schedule[:2] == ["schedule", "create"]
+    worker = environment(services["worker"])
+    defaults = Settings(_env_file=None)
+    assert (option(schedule, "--schedule-id"), option(schedule, "--type"),
+            option(schedule, "--task-queue"), option(schedule, "--workflow-id"),
+            option(schedule, "--interval"), option(schedule, "--overlap-policy")) == (
+        schedules.KEY_RECONCILIATION, schedules.KEY_RECONCILIATION_WORKFLOW,
+        worker["TEMPORAL_TASK_QUEUE"], f"{schedules.KEY_RECONCILIATION}-run",
+        f"{defaults.key_reconciliation_minutes}m", "Skip")
 
 
 def test_expected_search_attributes_are_the_codes():
@@ -615,17 +633,20 @@ def test_temporal_setup_retries_until_the_server_answers(services, tmp_path):
         'if [ "$CALLS" -le 2 ]; then echo "Error: connection refused" >&2; exit 1; fi; exit 0',
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(calls) == 3
+    assert len(calls) == 4  # twice refused, the attributes, the schedule
 
 
-def test_temporal_setup_accepts_attributes_registered_by_an_earlier_run(services, tmp_path):
+def test_temporal_setup_accepts_what_an_earlier_run_created(services, tmp_path):
     result, calls = run_setup_script(
         services,
         tmp_path,
-        'echo "Error: Search attribute ApplicationKind already exists." >&2; exit 1',
+        'case "$1" in\n'
+        '  operator) echo "Error: Search attribute ApplicationKind already exists." >&2 ;;\n'
+        '  schedule) echo "Error: schedule with this ID is already registered" >&2 ;;\n'
+        'esac; exit 1',
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_temporal_setup_gives_up_eventually(services, tmp_path):

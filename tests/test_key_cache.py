@@ -23,21 +23,9 @@ from onboarding.services.key_cache import KeyCache
 from onboarding.store import keys as store_keys
 from tests.support import data
 from tests.support.eventually import eventually
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, listening
 from tests.support.key_issuance import commit, issue_key, revoke_keys
 from tests.support.proxy import Proxy
-
-HOUR = 3600.0
-
-
-@asynccontextmanager
-async def listening(pool: asyncpg.Pool, dsn: str, **options) -> AsyncIterator[KeyCache]:
-    """A cache on `pool` whose listener connects to `dsn`, once it listens."""
-    options = {"max_age": HOUR, "max_keys": 100, "max_unknown": 100, **options}
-    async with KeyCache(pool, dsn, **options) as cache:
-        await eventually(lambda: cache.listening, what="the key cache listening")
-        yield cache
-
 
 @asynccontextmanager
 async def proxy_to(settings) -> AsyncIterator[Proxy]:

@@ -35,7 +35,7 @@ def test_no_workflow_module_is_passed_through():
     passed = WORKFLOW_RUNNER.restrictions.passthrough_modules
     assert set(PASSTHROUGH) <= passed
     for name in ("workflows", "workflows.process", "workflows.handlers",
-                 "workflows.subscription", "workflows.publication"):
+                 "workflows.subscription", "workflows.publication", "workflows.reconciliation"):
         assert not any(name == p or name.startswith(p + ".") for p in passed), name
     assert WORKFLOW_PACKAGE not in passed
     assert not WORKFLOW_RUNNER.restrictions.passthrough_all_modules

@@ -166,6 +166,22 @@ def read_start(start: RawValue, model: type[Model]) -> Start:
     return Start(raw, application, continued, forged)
 
 
+
+def begin(start: RawValue, model: type[Model], state_model: type[Any], process: str,
+          admission_step: str) -> tuple[Start, Any]:
+    """A v2 run's input read, and its state: carried from the run it continues, at admission,
+    or (a run begun before admission was the workflow's first step) at the first step."""
+    read = read_start(start, model)
+    application, continued = read.application, read.continued
+    if continued is not None:  # continued as new: the step it carries goes on
+        return read, state_model.model_validate({**continued, "application": application})
+    if workflow.patched("admission"):
+        return read, (state_model.of(application, workflow.now(), admission_step)
+                      if application is not None else ProcessState.unreadable(
+                          process, read.raw,
+                          workflow.info().workflow_id, workflow.now()))
+    return read, state_model.of(application, workflow.now())  # begun before admission
+
 class Process:
     def __init__(self, state: ProcessState, catalogue: Catalogue, *,
                  resumed: bool = False) -> None:
@@ -198,6 +214,15 @@ class Process:
         self.continue_at_next_wait = False
 
     # --- the procedure ---------------------------------------------------------------------
+
+    @classmethod
+    def moved_from_stop_8(cls, state: ProcessState, catalogue: Catalogue) -> Process:
+        """The process of an application stop 8 began, going on in v2 from its next event
+        (workflows/legacy/): in this run until its next wait, then in a run of its own."""
+        process = cls(state, catalogue, resumed=True)
+        process.continue_at_next_wait = True
+        process.record("moved_to_v2", details={"step": state.step})
+        return process
 
     async def run(self, steps: Mapping[str, Callable[[], Awaitable[Next]]],
                   end_early: Callable[[Ending], Awaitable[None]]) -> ApplicationStatus:

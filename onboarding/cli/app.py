@@ -356,9 +356,21 @@ def show(application_id: Annotated[str, typer.Argument(
                            f"{k.expires_at:%Y-%m-%d}" for k in s.keys) or "-"),
         ("reviewer flags", "; ".join(s.reviewer_flags) or "-"),
         ("withdrawn APIs", ", ".join(s.withdrawn_apis) or "-"),
+        # The timeline is the one the runs carried; what they carried no more is counted
+        # (the audit log has each: docs/architecture.md, "A history that stays bounded").
+        ("run", f"{s.run}" + (" (continued as new, its state carried)" if s.run > 1 else "")),
+        *([("not listed", f"{s.refused_not_listed} earlier refusals, "
+                          f"{s.applied_not_listed} earlier applied decisions: "
+                          "see the audit log")]
+          if s.refused_not_listed or s.applied_not_listed else []),
     ]:
         head.add_row(Text(label, style="bold"), Text(value))
     out.print(head)
+    if s.admission_refusals:
+        refused = Table("field", "rule", "why", title="refused at admission")
+        for r in s.admission_refusals:
+            refused.add_row(Text(r.field), Text(r.rule), Text(r.message))
+        out.print(refused)
     timeline = Table("received", "step", "decision", "by", "result", "note / reason",
                      title="decisions")
     for d in s.decisions:

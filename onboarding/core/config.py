@@ -54,6 +54,9 @@ class Settings(BaseSettings):
 
     # Worker
     worker_graceful_shutdown_seconds: int = Field(30, ge=0)
+    # How often the key-reconciliation schedule revokes the keys of closed processes
+    # (onboarding/temporal/schedules.py); the interval of a schedule created from now on.
+    key_reconciliation_minutes: int = Field(15, ge=1, le=24 * 60)
 
     # Key verification endpoint (`python -m onboarding.services.key_verification`), asked by
     # the API gateway. It has no login of its own: bind it where only the gateway reaches it

@@ -12,6 +12,7 @@
 6. The codec server on :8081 (localhost only): it seals decisions for whoever signed in, and
    decrypts for the Web UI and the `temporal` CLI.
 7. The worker, with readable logs, and the key verification endpoint on :8090 (localhost).
+8. The key-reconciliation schedule (onboarding/temporal/schedules.py), if missing.
 
 `.data/dev.env` is written for other terminals (starter.py, the reviewer's commands): it holds
 the embedded database's URL, the payload encryption keys, the identity provider's issuer and
@@ -54,6 +55,7 @@ from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from onboarding.store import identities
 from onboarding.temporal.codec import new_payload_key
+from onboarding.temporal.schedules import KEY_RECONCILIATION, ensure_key_reconciliation
 
 log = get_logger("devstack")
 
@@ -320,6 +322,8 @@ async def main() -> None:
             dev_env += f"PAYLOAD_ENCRYPTION_KEY_ID={settings.payload_encryption_key_id}\n"
         (settings.data_dir / "dev.env").write_text(dev_env)
         (settings.data_dir / "dev.env").chmod(0o600)
+        if await ensure_key_reconciliation(await connect(worker_settings), worker_settings):
+            log.info("schedule created", schedule=KEY_RECONCILIATION)
         print(banner(settings, idp.issuer), file=sys.stderr, flush=True)
         async with asyncio.TaskGroup() as platform:  # one failing stops the other
             platform.create_task(run_worker(worker_settings, stop))

@@ -7,7 +7,10 @@ docs/identity.md).
 
 Temporal's remote codec protocol: `POST /encode` and `POST /decode`, also under a prefix
 (`/default/decode`: only the last part of the path counts), with `{"payloads": [...]}` in
-protobuf's JSON form, answered in kind; 400 for a body or a payload it cannot handle.
+protobuf's JSON form, answered in kind; 400 for a body or a payload it cannot handle, 413 for
+a payload to encode larger than any decision may be (LARGEST_DECISION_BYTES; every
+application's input is smaller, tests/test_bounds.py): which keeps every update it encodes well
+under Temporal's blob limit (an update above that would wedge the application).
 
 Who is calling. Every encode and decode needs a verified identity, one of:
 - `Authorization: Bearer <access token>` from the operator's OIDC provider, for OIDC_AUDIENCE
@@ -28,9 +31,8 @@ application's process, and be valid for its model, or it is refused (400, naming
 and rule: sealing is the only way a decision counts, so an unsealable one is better refused
 now than on the record). It is sealed for the caller (its `attestation`,
 onboarding.identity.attestation, replacing any it carried) as its model reads it, then
-encrypted. A decision larger than the catalogue lets it be, sealed, is refused (413): an update
-larger than the platform accepts would wedge the workflow (design §10). Everything else is
-encrypted only. Each request is logged with who asked and what was sealed, never with its
+encrypted. A decision larger than its own cap in the catalogue, sealed, is refused (413) as
+well. Everything else is encrypted only. Each request is logged with who asked and what was sealed, never with its
 payloads.
 """
 
@@ -63,9 +65,6 @@ log = get_logger("codec_server")
 
 # Temporal's own limit on one gRPC message: no request from the UI or the CLI is larger.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
-# No decision is larger than the largest cap of the catalogue: one that is, is refused before
-# it is even read (each decision's own cap is checked once it is: Sealer.seal_decision).
-MAX_DECISION_BYTES = LARGEST_DECISION_BYTES
 ALLOWED_HEADERS = "Authorization, Authorization-Extras, Content-Type, X-Namespace"
 SESSION_COOKIE = "onboarding_codec_session"
 LOGIN_COOKIE = "onboarding_codec_login"
@@ -208,11 +207,8 @@ class CodecServer:
             return payload, None
         if not isinstance(content, dict) or "decision_id" not in content:
             return payload, None
-        # What the workflow would refuse unread is refused here, before Temporal: an update
-        # larger than the workflow takes would wedge it (design §10).
-        if len(payload.data) > MAX_DECISION_BYTES:
-            raise Refused(413, f"a decision is {len(payload.data)} bytes; the platform takes "
-                               f"at most {MAX_DECISION_BYTES}")
+        # Larger than any decision may be: refused before this (`too_large`); larger than
+        # this decision's own cap: refused by seal_decision (413).
         try:
             sealed_content = self.sealer.seal_decision(identity, content)
         except Unsealable as err:
@@ -273,6 +269,9 @@ async def apply_codec(request: web.Request) -> web.Response:
     where["by"] = identity.shown_as()
     try:
         payloads = list(json_format.Parse(await request.read(), Payloads()).payloads)
+        if operation == "encode" and (oversized := too_large(payloads)):
+            log.warning("codec request refused: payload too large", reason=oversized, **where)
+            return web.json_response({"error": oversized}, status=413)
         if operation == "encode":
             sealed = [server.seal(p, identity) for p in payloads]
             payloads = [p for p, _ in sealed]
@@ -295,6 +294,15 @@ async def apply_codec(request: web.Request) -> web.Response:
         return web.json_response({"error": str(err)}, status=400)
     log.info("codec request served", payloads=len(result), **where)
     return web.json_response(text=json_format.MessageToJson(Payloads(payloads=result)))
+
+
+def too_large(payloads) -> str | None:
+    """Why these payloads are not encoded (the first too large, by its index), or None."""
+    for i, payload in enumerate(payloads):
+        if len(payload.data) > LARGEST_DECISION_BYTES:
+            return (f"payloads[{i}]: {len(payload.data)} bytes; a decision may have at most "
+                    f"{LARGEST_DECISION_BYTES} [too_large]")
+    return None
 
 
 # --- the codec server's own sign-in (for the Web UI) ---------------------------------------------

@@ -181,3 +181,54 @@ async def of_application(db: Db, application_id: str) -> list[KeySummary]:
         f"SELECT {_COLUMNS} FROM api_keys WHERE application_id = $1 ORDER BY issued_at",
         application_id)
     return [_summary(r) for r in rows]
+
+
+# --- keys whose process is gone (the key-reconciliation schedule) --------------------------------
+
+
+class HeldKey(Model):
+    """An active key, the process that owns it, and whom to tell of it."""
+
+    key_id: str
+    application_id: str
+    environment: Environment
+    display_prefix: str
+    owner_workflow_id: str  # the process that owns the key
+    contacts: list[str]
+    language: Literal["ko", "en"]  # of the application's notices
+
+
+async def held_by_open_processes(db: Db) -> list[HeldKey]:
+    """Every active key whose owner has not, on record, reached production: the keys of open
+    applications (and of any that ended without revoking them). The owner is the key's
+    `owner_workflow_id` when set (a process that took the key over, e.g. a live service), else
+    its application's workflow; an application's own keys stay once it is in production."""
+    rows = await db.fetch(
+        """SELECT k.key_id::text, k.application_id, k.environment, k.display_prefix,
+                  coalesce(k.owner_workflow_id, a.workflow_id) AS owner_workflow_id,
+                  o.contact_emails AS contacts,
+                  coalesce((SELECT n.language FROM notices n
+                            WHERE n.application_id = k.application_id
+                            ORDER BY n.created_at LIMIT 1), 'ko') AS language
+           FROM api_keys k
+           JOIN applications a ON a.application_id = k.application_id
+           JOIN organisations o ON o.business_registration_number = k.business_registration_number
+           WHERE k.status = 'active'
+             AND NOT (k.owner_workflow_id IS NULL AND a.status = 'in_production')
+           ORDER BY owner_workflow_id, k.issued_at""")
+    return [HeldKey(**dict(r)) for r in rows]
+
+
+async def revoke_each(db: Db, key_ids: list[str], reason: str) -> list[KeySummary]:
+    """These keys revoked, those still active and still not settled; the ones revoked now.
+    Checked again here, not only when they were listed: an application may have reached
+    production (its commit) and its workflow completed in between."""
+    rows = await db.fetch(
+        f"""UPDATE api_keys k SET status = 'revoked', revoked_at = now(), revoked_reason = $2
+            FROM applications a
+            WHERE a.application_id = k.application_id AND k.key_id = ANY($1::uuid[])
+              AND k.status = 'active'
+              AND NOT (k.owner_workflow_id IS NULL AND a.status = 'in_production')
+            RETURNING {', '.join('k.' + c.strip() for c in _COLUMNS.split(','))}""",
+        key_ids, reason)
+    return [_summary(r) for r in rows]

@@ -3,15 +3,31 @@ runs it, on a free local port, with a client session to ask it."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import asyncpg
 import aiohttp
 from aiohttp import web
 
 from onboarding.services.key_cache import KeyCache
 from onboarding.services.key_verification import TALLY, create_runner
+from tests.support.eventually import eventually
 from tests.support.net import free_port
 
 VERIFY = "/v1/keys/verify"
+HOUR = 3600.0
+
+
+@asynccontextmanager
+async def listening(pool: asyncpg.Pool, dsn: str, **options) -> AsyncIterator[KeyCache]:
+    """A key cache on `pool` whose listener connects to `dsn`, once it listens. Its answers
+    live an hour unless a test says otherwise, so that a refusal can only come from a
+    notification (or from what the test changes)."""
+    options = {"max_age": HOUR, "max_keys": 100, "max_unknown": 100, **options}
+    async with KeyCache(pool, dsn, **options) as cache:
+        await eventually(lambda: cache.listening, what="the key cache listening")
+        yield cache
 
 
 class Gateway:

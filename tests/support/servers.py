@@ -13,6 +13,7 @@ Their Temporal clients seal the decisions sent through them for the person each 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -30,6 +31,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from onboarding.core.config import Settings
@@ -40,6 +42,7 @@ from onboarding.temporal import dynamic_config
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import data_converter
+from onboarding.temporal.schedules import KEY_RECONCILIATION, ensure_key_reconciliation
 from tests.support import data
 from tests.support.eventually import eventually
 from tests.support.net import free_port
@@ -113,6 +116,20 @@ async def start_dev_server(converter: DataConverter) -> WorkflowEnvironment:
         dev_server_extra_args=dynamic_config.dev_server_args(),
         interceptors=[SealAsTyped()],
     )
+
+
+async def park_key_reconciliation(client: Client, settings: Settings) -> None:
+    """The shared dev server's `key-reconciliation` schedule, created paused on a task queue
+    nobody polls: a worker process a test starts finds it there and leaves it, so no
+    reconciliation runs at a quarter hour against the suite's shared database (where every
+    key of an application run on another server is "gone"). tests/test_key_reconciliation.py
+    makes its own and parks this one again afterwards."""
+    handle = client.get_schedule_handle(KEY_RECONCILIATION)
+    with contextlib.suppress(RPCError):
+        await handle.delete()
+    await ensure_key_reconciliation(
+        client, settings.model_copy(update={"temporal_task_queue": "parked-nobody-polls"}))
+    await handle.pause(note="tests: parked")
 
 
 async def start_time_skipping_server(converter: DataConverter,

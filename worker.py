@@ -22,7 +22,6 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import platform_activities
 from activities.interceptors import AuditActivityFailures, Heartbeats
@@ -33,18 +32,15 @@ from onboarding.core.service import run_until_stopped
 from onboarding.mail.relay import Relay
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import for_worker
+from onboarding.temporal.sandbox import workflow_runner
 from onboarding.temporal.schedules import KEY_RECONCILIATION, ensure_key_reconciliation
 from workflows.publication import PublicationWorkflow
 from workflows.reconciliation import KeyReconciliationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
 WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow, KeyReconciliationWorkflow]
-# Deterministic libraries the models use: loaded once, not re-imported for every workflow run.
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "email_validator", "idna", "stdnum"
-    )
-)
+# The SDK's sandbox; what it passes through and keeps: onboarding/temporal/sandbox.py.
+WORKFLOW_RUNNER = workflow_runner()
 
 
 def build_worker(client: Client, settings: Settings, pool: asyncpg.Pool,

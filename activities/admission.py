@@ -2,7 +2,8 @@
 the `temporal` CLI as much as starter.py). The same rules as at submission, in one
 implementation (onboarding/domain/admission.py and onboarding/store/admission.py), run as a
 local activity: the verdict is one marker in the history, so that a rule changed later never
-changes how an old history replays. Read only.
+changes how an old history replays. Read only. A subscription admitted also gets what the
+catalogue says of the APIs it requests, in the same local activity (`catalogue`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from temporalio import activity
 from onboarding.core.config import Settings
 from onboarding.domain import admission
 from onboarding.domain.models import (
+    CatalogueFacts,
     Model,
     Organisation,
     Process,
@@ -22,6 +24,7 @@ from onboarding.domain.models import (
     SpecificationSummary,
 )
 from onboarding.store import admission as on_record
+from onboarding.store import catalogue
 
 
 class AdmissionCheck(Model):
@@ -30,6 +33,7 @@ class AdmissionCheck(Model):
     workflow_id: str
     first_execution_run_id: str
     cron_schedule: str = ""
+    catalogue: bool = False  # admitted, look up the requested APIs in the catalogue too
 
 
 class AdmissionVerdict(Model):
@@ -42,6 +46,7 @@ class AdmissionVerdict(Model):
     organisation: Organisation | None = None
     reviewer_flags: list[str] = []
     specification_summary: SpecificationSummary | None = None
+    catalogue: CatalogueFacts | None = None  # when asked, and admitted
 
 
 class Admissions:
@@ -70,7 +75,11 @@ class Admissions:
         return AdmissionVerdict(
             refusals=[], contacts=found.contacts, organisation=application.organisation,
             reviewer_flags=application.reviewer_flags,
-            specification_summary=getattr(application, "specification_summary", None))
+            specification_summary=getattr(application, "specification_summary", None),
+            catalogue=await self.look_up(requested) if check.catalogue and requested else None)
+
+    async def look_up(self, api_ids: list[str]) -> CatalogueFacts:
+        return await catalogue.look_up(self.pool, api_ids)
 
     async def on_record(self, **what: Any) -> list[Refusal]:
         """What the record refuses (onboarding/store/admission.py)."""

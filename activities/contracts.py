@@ -30,11 +30,17 @@ class Contracts:
 
     @activity.defn
     async def check_contract_number(self, check: ContractNumberCheck) -> str:
-        """Why the contract cannot be recorded for this application ('' when it can)."""
-        if "\x00" in check.contract_number:  # an identifier: refused, not altered
-            return "contract_number: contains a NUL character, which cannot be recorded"
-        holder = await contracts.holder(self.pool, check.contract_type, check.contract_number)
-        if holder is not None and holder != check.application_id:
-            return (f"contract number {check.contract_number} is already recorded for another "
-                    "application")
-        return ""
+        """Why the contract cannot be recorded for this application ('' when it can). Since
+        the check runs inside `verify_decision` (activities/decisions.py), only histories
+        from before run this activity."""
+        return await contract_number_refusal(self.pool, check)
+
+
+async def contract_number_refusal(pool: asyncpg.Pool, check: ContractNumberCheck) -> str:
+    if "\x00" in check.contract_number:  # an identifier: refused, not altered
+        return "contract_number: contains a NUL character, which cannot be recorded"
+    holder = await contracts.holder(pool, check.contract_type, check.contract_number)
+    if holder is not None and holder != check.application_id:
+        return (f"contract number {check.contract_number} is already recorded for another "
+                "application")
+    return ""

@@ -9,6 +9,11 @@ It also upserts `ApplicationStep` where the real workflow does, with the same st
 one driver follows both the same way: it waits for the step in the history, then sends the
 step's decision as a signal.
 
+`IrreducibleWorkflow` is the floor: what the procedure cannot do without. The same seven
+signals; for each, one no-op activity (the decision's effect on record), and one more for each
+key the decision issues (final approval, production: 9 activities in all); no other command (no
+step shown, no timer, no marker). The driver follows it by its activities' completions.
+
 Run its worker on its own, as the benchmark does, in a process of its own:
 
     TEMPORAL_ADDRESS=127.0.0.1:7233 TEMPORAL_TASK_QUEUE=bare python -m bench.bare
@@ -38,6 +43,26 @@ READY = "bare worker started"
 @activity.defn(name="bench_noop")
 async def noop() -> None:
     return None
+
+
+@workflow.defn(name="BenchIrreducibleLifecycle")
+class IrreducibleWorkflow:
+    def __init__(self) -> None:
+        self.signals = 0
+
+    @workflow.run
+    async def run(self, activities_per_signal: list[int]) -> int:
+        for k, count in enumerate(activities_per_signal):
+            await workflow.wait_condition(lambda k=k: self.signals > k)
+            await asyncio.gather(*(workflow.execute_activity(
+                noop, start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)))
+                for _ in range(count)))
+        return self.signals
+
+    @workflow.signal(dynamic=True)
+    def decision(self, name: str, args: Sequence[RawValue]) -> None:
+        self.signals += 1
 
 
 @workflow.defn(name="BenchBareLifecycle")
@@ -101,7 +126,7 @@ async def serve() -> None:
     worker = Worker(
         client,
         task_queue=os.environ.get("TEMPORAL_TASK_QUEUE", "bench-bare"),
-        workflows=[BareWorkflow],
+        workflows=[BareWorkflow, IrreducibleWorkflow],
         activities=[noop],
         graceful_shutdown_timeout=timedelta(seconds=5),
     )

@@ -17,10 +17,12 @@ from temporalio.testing import ActivityEnvironment
 
 import activities
 from activities import platform_activities
+from activities.admission import AdmissionCheck, Admissions
 from activities.catalogue import Catalogue
 from activities.contracts import ContractNumberCheck, Contracts
 from activities.decisions import DecisionCheck, Decisions
 from activities.records import Records
+from activities.verification import DecisionChecks, Verifications
 from onboarding.domain import keys
 from onboarding.domain.admission import prepare_publication, prepare_subscription
 from onboarding.domain.models import (
@@ -204,15 +206,33 @@ async def test_a_contract_is_recorded_once_and_another_applications_number_is_no
     assert [tuple(r) for r in rows] == [("platform", terms.contract_number, data.PLATFORM)]
 
     # Checked when the decision arrives ...
-    check = ContractNumberCheck(contract_type="platform", contract_number=terms.contract_number,
+    number = ContractNumberCheck(contract_type="platform", contract_number=terms.contract_number,
                                 application_id=other.application_id)
     acts = Contracts(pool, settings)
-    assert await run(acts.check_contract_number, check) == (
+    assert await run(acts.check_contract_number, number) == (
         f"contract number {terms.contract_number} is already recorded for another application")
-    assert await run(acts.check_contract_number, check.model_copy(
+    assert await run(acts.check_contract_number, number.model_copy(
         update={"application_id": app.application_id})) == ""
-    assert "NUL" in await run(acts.check_contract_number, check.model_copy(
+    assert "NUL" in await run(acts.check_contract_number, number.model_copy(
         update={"contract_number": "C-\x00"}))
+    # The same check, with the decision's verification (one local activity), and only once its
+    # sender is verified.
+    verify = Verifications(pool, settings).verify_and_check_decision
+    by_platform = DecisionChecks(decision=check(Role.PLATFORM_TEAM, data.PLATFORM),
+                                 contract=number)
+    assert (await run(verify, by_platform)).reason == (
+        f"contract number {terms.contract_number} is already recorded for another application")
+    assert (await run(verify, by_platform.model_copy(update={"contract": number.model_copy(
+        update={"application_id": app.application_id})}))).reason == ""
+    assert "does not hold" in (await run(verify, by_platform.model_copy(update={
+        "decision": check(Role.PLATFORM_TEAM, data.REVIEWER)}))).reason
+    # The licence on file, for the step a decision leads to: looked up once it is verified.
+    lookup = LicenceLookup(business_registration_number=app.organisation
+                           .business_registration_number, on=date.today())
+    asked = by_platform.model_copy(update={"contract": None, "licence": lookup})
+    assert (await run(verify, asked)).licence is None  # none on file
+    refused = asked.model_copy(update={"decision": check(Role.PLATFORM_TEAM, data.REVIEWER)})
+    assert (await run(verify, refused)).licence is None
     # ... and should another application take the number meanwhile, not recorded, on record.
     await commit(pool, settings, other, entry)
     assert await pool.fetchval("SELECT count(*) FROM contracts WHERE application_id = $1",
@@ -353,6 +373,20 @@ async def test_the_catalogue_lookup_reports_unknown_and_withdrawn_apis(pool, set
     by_id = {a.api_id: a for a in facts.apis}
     assert by_id["stock-quotes"].is_market_data and not by_id["account-balance"].is_market_data
     assert by_id["stock-quotes"].provider_contact_emails == [data.MARKET_DATA_PROVIDER]
+
+
+async def test_admission_looks_the_requested_apis_up_when_asked(pool, settings):
+    """One local activity for a subscription's admission and its catalogue lookup."""
+    application = prepare_subscription(data.subscription_form(["stock-quotes"]), settings)
+    asked = AdmissionCheck(process="subscription", application=application.model_dump(
+        mode="json"), workflow_id=application.application_id,
+        first_execution_run_id=uuid.uuid4().hex, catalogue=True)
+    admit = Admissions(pool, settings).admit_application
+    verdict = await run(admit, asked)
+    assert verdict.refusals == [] and verdict.catalogue is not None
+    assert [a.api_id for a in verdict.catalogue.apis] == ["stock-quotes"]
+    assert verdict.catalogue.apis[0].is_market_data
+    assert (await run(admit, asked.model_copy(update={"catalogue": False}))).catalogue is None
 
 
 # --- registration and failures ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 import dataclasses
 from dataclasses import dataclass
 
+import asyncpg
 import jwt
 import pytest
 from pydantic import SecretStr
@@ -28,6 +29,7 @@ from temporalio.common import RawValue
 from temporalio.worker import Replayer
 
 from activities.decisions import DecisionCheck, Verification
+from activities.verification import Verifications
 from onboarding.domain.models import DecisionReceipt
 from onboarding.domain.state import REFUSALS_PER_SENDER_PER_HOUR
 from onboarding.identity.attestation import new_sealing_key
@@ -424,9 +426,13 @@ def jwt_kid(decision: RawValue) -> str:
 # --- an application running when sealing was deployed ---------------------------------------------
 
 
-class BeforeSeals:
+class BeforeSeals(Verifications):
     """verify_decision as the worker of the previous release ran it: the typed `decided_by`
-    taken at its word (the verdict it kept in histories: `person`, no identity)."""
+    taken at its word (the verdict it kept in histories: `person`, no identity); also inside
+    verify_and_check_decision, which checks a contract number or looks up a licence with it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool, self.decisions = pool, self
 
     @activity.defn(name="verify_decision")
     async def verify_decision(self, check: DecisionCheck) -> Verification:
@@ -443,7 +449,7 @@ async def test_a_step_pending_at_deployment_takes_only_sealed_decisions_after(
     platform = Platform(dev_server.client, ours, codec_server, identity_provider)
     raw = platform.raw
 
-    async with running(dev_server.client, ours, pool, with_stand_ins(pool, ours, BeforeSeals())):
+    async with running(dev_server.client, ours, pool, with_stand_ins(pool, ours, BeforeSeals(pool))):
         handle = await platform.start()
         typed = raw.get_workflow_handle(handle.id)
         await typed.signal("pre_verification", pre_verification(

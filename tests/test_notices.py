@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from email import message_from_bytes
-from email.message import EmailMessage, Message
+from email.message import Message
 
 import aiosmtplib
 import pytest
@@ -95,7 +95,7 @@ async def mailer(smtp_server):
     await mailer.aclose()
 
 
-def message(mailer: Mailer, n: int) -> EmailMessage:
+def message(mailer: Mailer, n: int) -> Message:
     return build_message(mailer.settings, f"test/{n}", ["dev@example.com"], f"notice {n}", "body")
 
 

@@ -14,7 +14,8 @@ and writes its procedure as step methods, each returning the next step or an end
   the record, naming each field and rule) or as an update of the same name (its validator
   refuses, before anything is written, what cannot apply now). It is checked: does the step
   take it, is it a repeat, does it meet its rule (pure, no activity); may its sender take it
-  (`verify_decision`, a local activity: one marker in the history, no extra workflow task);
+  (`verify_decision`, a local activity: one marker in the history, no extra workflow task),
+  and in the same activity, whether the contract number it records is free;
   what the step's own check asks of the world (a local activity). Then applied or refused,
   and either way on the record. A decision that does not apply never raises into the workflow.
 - Effects. Nothing changes in the world until a decision is applied, and then only through the
@@ -52,7 +53,6 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -66,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.contracts import ContractNumberCheck, Contracts
     from activities.decisions import DecisionCheck, Decisions, Verification
     from activities.records import Records
+    from activities.verification import DecisionChecks, Verifications
     from onboarding.domain.decisions import MAX_DECISION_BYTES, Catalogue, DecisionType
     from onboarding.domain.models import (
         ApiProposal,
@@ -78,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         Environment,
         Model,
         Notice,
+        LicenceLookup,
         Organisation,
         Refusal,
         Role,
@@ -96,6 +98,7 @@ with workflow.unsafe.imports_passed_through():
         KeysRevoked,
         NoticeQueued,
     )
+    from onboarding.domain.runs import Ended, Ending, Next, Start
     from onboarding.domain.state import ProcessState, Seen
     from onboarding.identity.models import SEAL_REFUSALS, decision_content
     from onboarding.temporal import search_attributes as sa
@@ -134,40 +137,15 @@ REFUSED_DETAILS_BYTES = 2 * 1024
 
 D = TypeVar("D", bound=Decision)
 Check = Callable[[Any], Awaitable[str | None]]
-
-
-@dataclass(frozen=True)
-class Ending:
-    """How and where an application ended, and who ended it."""
-
-    outcome: str  # in_production, rejected, withdrawn, lapsed, refused
-    step: str
-    by: str = "platform"
-    note: str = ""
-
-
-Next = str | Ending
-
-
-class Ended(Exception):
-    """Raised out of a wait when the application ends before its step is decided (withdrawn,
-    lapsed); the process's run catches it."""
-
-    def __init__(self, ending: Ending) -> None:
-        super().__init__(f"{ending.outcome} at {ending.step}")
-        self.ending = ending
-
-
-@dataclass
-class Start:
-    """A workflow's input, read: the application as it came (JSON, what a run carries left
-    out), the application if it parses, and what an earlier run carried (`continued`) when
-    Temporal started this run by continuing that one as new."""
-
-    raw: Any
-    application: Any
-    continued: dict[str, Any] | None
-    forged: bool  # `continued` in the input of a run Temporal did not continue: refused
+# The contract a decision records, if any: its number is checked with the decision's sender.
+Claim = Callable[[Any], tuple[ContractType, ContractTerms | None]]
+# Since this patch, what a decision's step needs of the record (its contract number free, the
+# licence on file for the step it leads to) is looked up inside its verification: one local
+# activity per decision; and a subscription's catalogue lookup is its admission's. Histories
+# from before run a local activity for each. One patch for both: each patch a run meets costs
+# its history a marker and an upsert of TemporalChangeVersion (and the server a visibility
+# write), once per run.
+CHECKS_IN_VERIFICATION = "fewer-local-activities"
 
 
 def read_start(start: RawValue, model: type[Model]) -> Start:
@@ -211,6 +189,11 @@ class Process:
         self.catalogue = catalogue
         # The step's decisions and their checks, and the decision that settled it.
         self._expected: dict[str, Check | None] = {}
+        self._claims: dict[str, Claim] = {}
+        self._licence: dict[str, Callable[[Any], bool]] = {}
+        # The market-data licence on file, as the verification of the decision applied last
+        # found it, when its step asked (`licence`); None: not looked up.
+        self.licence_on_file: tuple[ContractTerms | None] | None = None
         self._settled: Decision | None = None
         self._ending: Ending | None = None
         self._lock = asyncio.Lock()
@@ -287,17 +270,24 @@ class Process:
             workflow.upsert_search_attributes(changed)
 
     async def wait_for(self, step: str, decision: DecisionType[D], *, check: Check | None = None,
+                       contract: Claim | None = None, licence: Callable[[D], bool] | None = None,
                        deadlines: bool = True) -> D:
         """Enter `step` and wait until a decision of `decision`'s type is applied; return it.
 
         `check` is what the step asks of the world before the decision may apply (a local
-        activity): a reason to refuse it, or None. Raises Ended when the application is
+        activity): a reason to refuse it, or None. `contract` names the contract the decision
+        records (type, terms): its number must not be another application's, checked with the
+        decision's sender. `licence` says whether the decision leads to a step that needs the
+        market-data licence on file: looked up with it (`licence_on_file`). Raises Ended when the application is
         withdrawn or lapses meanwhile. A run continued as new at this step resumes it: the
         step is not entered again, its deadlines stay as they were.
         """
         # The step takes its decision as soon as it is entered, before the commit's await; the
         # status says so (`takes`) once the record is written (the keys it issued on it).
         self._expected, self._settled = {decision.name: check}, None
+        self._claims = {decision.name: contract} if contract else {}
+        self._licence = {decision.name: licence} if licence else {}
+        self.licence_on_file = None
         if self._resume_at != step:
             self.enter(step, decision.taken_by, deadlines)
         self._resume_at = None
@@ -339,7 +329,8 @@ class Process:
                 if self._settled is not None:
                     return self._settled  # type: ignore[return-value]
         finally:
-            self._expected, self.state.takes, self.state.deadlines = {}, [], []
+            self._expected, self._claims, self._licence = {}, {}, {}
+            self.state.takes, self.state.deadlines = [], []
 
     async def _deadline(self, step: str) -> None:
         async with self._lock:
@@ -371,17 +362,18 @@ class Process:
 
     # --- admission -------------------------------------------------------------------------
 
-    async def admit(self, start: Start) -> AdmissionVerdict | Ending:
+    async def admit(self, start: Start, catalogue: bool = False) -> AdmissionVerdict | Ending:
         """The application's input checked by the rules of submission (a local activity, so
         that a rule changed later never changes how this history replays): what admission
-        recomputed, or the ending `refused` with every refusal on the record."""
+        recomputed (with `catalogue`, what the catalogue says of the requested APIs), or the
+        ending `refused` with every refusal on the record."""
         info = workflow.info()
         verdict = await workflow.execute_local_activity_method(
             Admissions.admit_application,
             AdmissionCheck(process=self.catalogue.process, application=start.raw,
                            workflow_id=info.workflow_id,
                            first_execution_run_id=info.first_execution_run_id,
-                           cron_schedule=info.cron_schedule or ""),
+                           cron_schedule=info.cron_schedule or "", catalogue=catalogue),
             summary="admission", **LOCAL)
         refusals = list(verdict.refusals)
         if start.forged:
@@ -517,14 +509,22 @@ class Process:
         async with self._lock:
             step = self.state.step
             reason = self._refusal(decision, d)
+            claim, licence = self._claims.get(decision.name), self._licence.get(decision.name)
             verified = None
-            if reason is None and decision.taken_by is not Role.PLATFORM_WORKFLOW:
-                verified = await self._verify(decision, d, received_at)
+            by_person = decision.taken_by is not Role.PLATFORM_WORKFLOW
+            together = reason is None and by_person and (claim or licence) is not None \
+                and workflow.patched(CHECKS_IN_VERIFICATION)
+            if reason is None and by_person:
+                verified = await self._verify(
+                    decision, d, received_at, claim(d) if together and claim else None,
+                    bool(together and licence and licence(d)))
                 reason = verified.reason or None
                 if reason is None:  # from here on, the decision is its sealer's
                     d = d.model_copy(update={"decided_by": verified.person or d.decided_by})
             if reason is None and (check := self._expected.get(decision.name)):
                 reason = await check(d)
+            if reason is None and claim is not None and not together:
+                reason = await self.contract_unclaimed(*claim(d))
             if reason is None:  # the state may have moved while we awaited
                 reason = self._refusal(decision, d)
             journaled = self._record_decision(decision, received, step, received_at, reason,
@@ -561,26 +561,44 @@ class Process:
             return f"decision {d.decision_id} was already received"
         return None
 
-    async def _verify(self, decision: DecisionType[Any], d: Decision,
-                      received_at: datetime) -> Verification:
-        """Who sealed `d`, and whether they may take it (docs/identity.md)."""
+    async def _verify(self, decision: DecisionType[Any], d: Decision, received_at: datetime,
+                      claim: tuple[ContractType, ContractTerms | None] | None = None,
+                      licence: bool = False) -> Verification:
+        """Who sealed `d`, and whether they may take it (docs/identity.md); with `claim`, whether
+        the contract number it records is free, and with `licence`, the market-data licence on
+        file (`licence_on_file`), in the same local activity."""
         s = self.state
         # Four eyes: whoever took the decision this one must not share a taker with (the
         # state keeps their records across runs: onboarding/domain/state.py, `_fit`).
         earlier = s.takers(decision.four_eyes) if decision.four_eyes else []
-        return await workflow.execute_local_activity_method(
-            Decisions.verify_decision,
-            DecisionCheck(application_id=s.application_id, organisation=s.organisation_id,
-                          decision=decision.name, decision_id=d.decision_id,
-                          content=decision_content(d), attestation=d.attestation,
-                          role=decision.taken_by.value,
-                          not_by=list(dict.fromkeys(r.identity for r in earlier if r.identity)),
-                          # Taken before decisions were sealed: by a typed staff id.
-                          not_by_staff=sorted({r.decided_by.lower() for r in earlier
-                                               if not r.identity}),
-                          applicant_contacts=s.applicant_contacts, received_at=received_at,
-                          decided_by=d.decided_by),
-            summary=f"verify {decision.name}", **LOCAL)
+        check = DecisionCheck(application_id=s.application_id, organisation=s.organisation_id,
+                              decision=decision.name, decision_id=d.decision_id,
+                              content=decision_content(d), attestation=d.attestation,
+                              role=decision.taken_by.value,
+                              not_by=list(dict.fromkeys(r.identity for r in earlier
+                                                        if r.identity)),
+                              # Taken before decisions were sealed: by a typed staff id.
+                              not_by_staff=sorted({r.decided_by.lower() for r in earlier
+                                                   if not r.identity}),
+                              applicant_contacts=s.applicant_contacts, received_at=received_at,
+                              decided_by=d.decided_by)
+        if claim is None and not licence:
+            return await workflow.execute_local_activity_method(
+                Decisions.verify_decision, check, summary=f"verify {decision.name}", **LOCAL)
+        terms = claim[1] if claim else None
+        contract = None if claim is None or terms is None else ContractNumberCheck(
+            contract_type=claim[0], contract_number=terms.contract_number,
+            application_id=s.application_id)
+        lookup = LicenceLookup(business_registration_number=s.organisation_id,
+                               on=workflow.now().date()) if licence else None
+        checked = await workflow.execute_local_activity_method(
+            Verifications.verify_and_check_decision,
+            DecisionChecks(decision=check, contract=contract, licence=lookup),
+            summary=f"verify {decision.name}" + (" and its contract number" if contract else "")
+            + (" and the licence on file" if lookup else ""), **LOCAL)
+        if lookup is not None and not checked.reason:
+            self.licence_on_file = (checked.licence,)
+        return checked
 
     def _record_decision(self, decision: DecisionType[Any], d: Decision, step: str,
                          received_at: datetime, reason: str | None,
@@ -708,7 +726,8 @@ class Process:
     async def contract_unclaimed(self, contract_type: ContractType,
                                  terms: ContractTerms | None) -> str | None:
         """Why the contract cannot be recorded for this application (its number is another
-        application's), or None."""
+        application's), or None: in a local activity of its own, as histories from before
+        CHECKS_IN_VERIFICATION have it."""
         if terms is None:
             return None
         reason = await workflow.execute_local_activity_method(

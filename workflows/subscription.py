@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         ApplicationStatus,
         CatalogueFacts,
         CatalogueLookup,
+        ContractTerms,
         LicenceLookup,
         Resubmission,
         ServiceLaunched,
@@ -44,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legacy.subscription import SubscriptionWorkflow as Stop8
 
 from workflows.handlers import takes_decisions
-from workflows.process import LOCAL, Ending, Next, Process, begin
+from workflows.process import CHECKS_IN_VERIFICATION, LOCAL, Ending, Next, Process, begin
 
 
 class Step:
@@ -72,6 +73,11 @@ class SubscriptionWorkflow:
         # Taken raw: an input that is not an application is refused at admission, on the
         # record, rather than failing the workflow's task.
         self.legacy = None
+        # What the catalogue said of the APIs requested, when admission looked them up; the
+        # licence on file (in a 1-tuple: None is an answer), when the pre-verification
+        # decision's verification looked it up.
+        self.admitted_with: CatalogueFacts | None = None
+        self.licence_on_file: tuple[ContractTerms | None] | None = None
         if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
                 start.payload, SubscriptionApplication), self.moved)
@@ -111,11 +117,14 @@ class SubscriptionWorkflow:
 
     async def admission(self) -> Next:
         """0. Admission: the rules of submission, whoever started the workflow."""
-        admitted = await self.process.admit(self.start)
+        # Since this patch the catalogue lookup is admission's (one local activity, not two).
+        admitted = await self.process.admit(
+            self.start, catalogue=workflow.patched(CHECKS_IN_VERIFICATION))
         if isinstance(admitted, Ending):
             return admitted
         assert isinstance(self.state, SubscriptionState) and admitted.organisation
         self.state.admitted(admitted.organisation, admitted.reviewer_flags)
+        self.admitted_with = admitted.catalogue
         return Step.SUBMITTED
 
     async def submitted(self) -> Next:
@@ -126,14 +135,19 @@ class SubscriptionWorkflow:
         p.enter(Step.SUBMITTED)
         p.notify("received", "application_received", {"service": application.service.name},
                  to=p.applicant)
-        self.state.catalogue = await self.look_up(application.requested_apis)
+        self.state.catalogue = (self.admitted_with if self.admitted_with is not None
+                                else await self.look_up(application.requested_apis))
         return Step.PRE_VERIFICATION
 
     async def pre_verification(self) -> Next:
         """1. Pre-verification: does the service serve the capital market, is it neither
         speculative nor harmful? The reviewer may ask the applicant for changes."""
         p = self.process
-        d = await p.wait_for(Step.PRE_VERIFICATION, decisions.PRE_VERIFICATION)
+        d = await p.wait_for(
+            Step.PRE_VERIFICATION, decisions.PRE_VERIFICATION,
+            # Approved, it leads to the licence's step when a requested API is market data.
+            licence=lambda d: d.verdict == "approve" and self.market_data_requested())
+        self.licence_on_file = p.licence_on_file
         if d.verdict == "reject":
             return p.rejected(d)
         if d.verdict == "request_changes":
@@ -158,20 +172,22 @@ class SubscriptionWorkflow:
         """2. The market-data licence contract: needed for market-data APIs, unless a valid
         licence of the organisation is on file."""
         p = self.process
-        if not any(api.is_market_data for api in self.state.catalogue.apis):
+        if not self.market_data_requested():
             p.record("market_data_licence_not_needed")
             return Step.PLATFORM_CONTRACT
-        on_file = await workflow.execute_local_activity_method(
-            Contracts.find_market_data_licence,
-            LicenceLookup(business_registration_number=self.state.organisation_id,
-                          on=workflow.now().date()),
-            summary="market-data licence on file", **LOCAL)
+        if self.licence_on_file is not None:  # looked up with the pre-verification decision
+            on_file = self.licence_on_file[0]
+        else:
+            on_file = await workflow.execute_local_activity_method(
+                Contracts.find_market_data_licence,
+                LicenceLookup(business_registration_number=self.state.organisation_id,
+                              on=workflow.now().date()),
+                summary="market-data licence on file", **LOCAL)
         if on_file is not None:
             p.record("market_data_licence_on_file", details=on_file.model_dump(mode="json"))
             return Step.PLATFORM_CONTRACT
         d = await p.wait_for(Step.MARKET_DATA_LICENCE, decisions.MARKET_DATA_LICENCE,
-                             check=lambda d: p.contract_unclaimed("market_data_licence",
-                                                                  d.contract))
+                             contract=lambda d: ("market_data_licence", d.contract))
         if d.verdict == "reject":
             return p.rejected(d)
         p.record_contract("market_data_licence", d.contract, d)
@@ -181,7 +197,7 @@ class SubscriptionWorkflow:
         """3. The platform contract, signed once the eligibility review confirms a corporation."""
         p = self.process
         d = await p.wait_for(Step.PLATFORM_CONTRACT, decisions.PLATFORM_CONTRACT,
-                             check=lambda d: p.contract_unclaimed("platform", d.contract))
+                             contract=lambda d: ("platform", d.contract))
         if d.verdict == "reject":
             return p.rejected(d)
         p.record_contract("platform", d.contract, d)
@@ -222,7 +238,7 @@ class SubscriptionWorkflow:
         APIs it uses, the applicant and the member companies told."""
         p = self.process
         d = await p.wait_for(Step.PRODUCTION_SWITCH, decisions.PRODUCTION_SWITCH,
-                             check=lambda d: p.contract_unclaimed("service", d.service_contract))
+                             contract=lambda d: ("service", d.service_contract))
         if d.verdict == "reject":
             return p.rejected(d)
         p.record_contract("service", d.service_contract, d)
@@ -269,6 +285,9 @@ class SubscriptionWorkflow:
             return f"requested_apis: not in the catalogue: {', '.join(facts.unknown)}"
         self.offered[r.decision_id] = facts
         return None
+
+    def market_data_requested(self) -> bool:
+        return any(api.is_market_data for api in self.state.catalogue.apis)
 
     def issue_key(self, environment: str) -> None:
         validity = self.state.application.key_validity

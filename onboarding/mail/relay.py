@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
-from email.message import EmailMessage
+from email.message import Message
 
 import asyncpg
 
@@ -111,7 +111,7 @@ class Relay:
                  application_id=notice["application_id"])
         return True
 
-    async def _message(self, conn: asyncpg.Connection, notice: asyncpg.Record) -> EmailMessage:
+    async def _message(self, conn: asyncpg.Connection, notice: asyncpg.Record) -> Message:
         context = {"application_id": notice["application_id"], **notice["context"]}
         if notice["template"] == "api_key_delivery":
             context = await self._with_key(conn, context)

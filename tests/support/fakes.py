@@ -33,6 +33,7 @@ from onboarding.domain.models import (
 )
 from onboarding.domain.record import Commit, Committed
 from activities.contracts import ContractNumberCheck
+from activities.verification import CheckedDecision, DecisionChecks, verified_and_checked
 from tests.support import data
 from tests.support.sealing import MemoryRoster
 
@@ -42,6 +43,9 @@ class Record(Admissions):
 
     def __init__(self, stand_ins: StandIns) -> None:
         self.stand_ins = stand_ins
+
+    async def look_up(self, api_ids: list[str]) -> CatalogueFacts:
+        return await self.stand_ins.look_up_catalogue(CatalogueLookup(api_ids=api_ids))
 
     async def on_record(self, *, requested_apis: list[str] = (), proposed_api: str | None = None,
                         application_id: str | None = None,
@@ -79,7 +83,8 @@ class StandIns:
         self.keys: dict[str, dict[str, KeySummary]] = {}
 
     def activities(self) -> list[Any]:
-        return [self.write_record, self.roster.verify_decision, self.admissions.admit_application,
+        return [self.write_record, self.roster.verify_decision, self.verify_and_check_decision,
+                self.admissions.admit_application,
                 self.look_up_catalogue,
                 self.find_market_data_licence, self.check_contract_number,
                 self.check_specification, self.check_service_launch]
@@ -118,6 +123,11 @@ class StandIns:
     @activity.defn(name="find_market_data_licence")
     async def find_market_data_licence(self, lookup: LicenceLookup) -> ContractTerms | None:
         return self.licences.get(lookup.business_registration_number)
+
+    @activity.defn(name="verify_and_check_decision")
+    async def verify_and_check_decision(self, checks: DecisionChecks) -> CheckedDecision:
+        return await verified_and_checked(self.roster.verify_decision, self.check_contract_number,
+                                          self.find_market_data_licence, checks)
 
     @activity.defn(name="check_contract_number")
     async def check_contract_number(self, check: ContractNumberCheck) -> str:

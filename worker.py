@@ -32,10 +32,12 @@ from onboarding.core.service import run_until_stopped
 from onboarding.mail.relay import Relay
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import for_worker
+from onboarding.temporal.live_services import start_missing
+from workflows.live_service import LiveServiceWorkflow
 from workflows.publication import PublicationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
-WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow]
+WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow, LiveServiceWorkflow]
 # Deterministic libraries the models use: loaded once, not re-imported for every workflow run.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
@@ -97,6 +99,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     pool = await create_pool(settings)
     try:
         async with running(client, settings, pool):
+            # Applications in production before the live service existed get theirs.
+            migration = asyncio.create_task(start_missing(client, pool, settings))
             log.info(
                 "worker started",
                 temporal=settings.temporal_address,
@@ -106,6 +110,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             )
             await stop.wait()
             log.info("worker stopping: letting running activities finish")
+            if not migration.done():
+                migration.cancel()
+            elif migration.exception() is not None:
+                log.warning("live service migration failed", error=str(migration.exception()))
     finally:
         await pool.close()
     log.info("worker stopped")

@@ -76,7 +76,7 @@ async def test_a_run_continued_as_new_in_the_middle_of_a_step_keeps_its_deadline
     assert final.outcome == "in_production" and final.run >= 2
     assert {k.environment for k in final.keys} == {"sandbox", "production"}
     # Every entry once, numbered on across the runs.
-    seqs = [e.seq for c in logic.stand_ins.commits if c.application_id == app_id
+    seqs = [e.seq for c in logic.stand_ins.commits if c.workflow_id == app_id
             for e in c.entries]
     assert seqs == list(range(len(seqs)))
     history = await handle.fetch_history()

@@ -26,6 +26,7 @@ from onboarding.domain.models import (
     KeySummary,
     LaunchCheck,
     LicenceLookup,
+    LiveServiceFacts,
     Refusal,
     Role,
     SpecificationCheck,
@@ -33,6 +34,7 @@ from onboarding.domain.models import (
 )
 from onboarding.domain.record import Commit, Committed
 from activities.contracts import ContractNumberCheck
+from activities.live_services import LiveServiceLookup
 from tests.support import data
 
 
@@ -89,7 +91,7 @@ class StandIns:
         return [self.write_record, self.roster.verify_decision, self.admissions.admit_application,
                 self.look_up_catalogue,
                 self.find_market_data_licence, self.check_contract_number,
-                self.check_specification, self.check_service_launch]
+                self.check_specification, self.check_service_launch, self.live_service_facts]
 
     def entries(self, application_id: str, kind: str | None = None) -> list[Any]:
         """Every journal entry committed for the application, of one kind if given."""
@@ -141,3 +143,15 @@ class StandIns:
     async def check_service_launch(self, check: LaunchCheck) -> str:
         return self.launches.get((check.subscription_application_id, check.api_id),
                                  f"no subscription application {check.subscription_application_id}")
+
+    @activity.defn(name="live_service_facts")
+    async def live_service_facts(self, lookup: LiveServiceLookup) -> LiveServiceFacts:
+        """What the stand-ins' record holds of an application in production."""
+        applications = self.entries(lookup.application_id, "application")
+        org = applications[-1].organisation
+        return LiveServiceFacts(
+            organisation_name=org.legal_name, contacts=[str(e).lower() for e in org.contact_emails],
+            service_name="", apis=[self.apis[a] for a in applications[-1].requested_apis
+                                   if a in self.apis],
+            keys=[k for k in self.keys.get(lookup.application_id, {}).values()
+                  if k.status == "active"], contracts=[])

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 import starter
 from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.live_service import live_service_id
 from onboarding.domain.models import ApplicationStatus, SubscriptionApplication
 from onboarding.temporal.codec import for_worker
 from tests.support import data
@@ -36,8 +38,14 @@ class Logic:
     async def end_what_is_open(self) -> None:
         """Left open on the shared time-skipping server, an application's timers would fire
         under other tests' skipped time, with no worker to take them."""
-        for handle in self.started:
-            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        live = [self.client.get_workflow_handle(live_service_id(h.id)) for h in self.started
+                if h.id.startswith("subscription-")]
+        for handle in self.started + live:
+            try:
+                running = (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+            except RPCError:  # never started (a live service of one not in production)
+                continue
+            if running:
                 await handle.terminate("test over")
 
     def subscription(self, apis: list[str]) -> SubscriptionApplication:

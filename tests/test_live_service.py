@@ -5,12 +5,14 @@ is checked at each point (onboarding/store/keys.py `verify_key`, at the server's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
 
 from activities import platform_activities
 from activities.records import Records
@@ -356,3 +358,97 @@ async def test_suspension_and_four_eyes_reinstatement(
     finally:
         await pool.execute("DELETE FROM staff_roles WHERE staff_id = $1 AND role = "
                            "'platform_team'", REVIEWER_AND_APPROVER)
+
+
+async def test_termination_on_its_date_revokes_every_key_and_ends_the_service(
+        time_skipping_server, run_worker, settings, pool, task_queue, inbox):
+    env = time_skipping_server
+    async with run_worker(env.client):
+        s = await in_production(env, settings, pool, inbox, task_queue)
+        no_reason = await s.decide("terminate_service", decision(PLATFORM))
+        assert no_reason.decisions[-1].reason == \
+            "note: a termination by the platform says why [required]"
+        on = (await s.now()).date() + timedelta(days=30)
+        await s.decide("terminate", decision(applicant(s.application),
+                                             effective_on=on.isoformat(), note="closing"))
+        shown = await s.status()
+        assert shown.live.terminating_on == on and shown.live.state == "live"
+        await eventually(lambda: s.mail("termination"), what="the termination announced")
+        assert (await s.verify()).valid
+
+        await s.sleep_until(datetime.combine(on, datetime.min.time(), (await s.now()).tzinfo)
+                            - timedelta(hours=1))
+        assert (await s.verify()).valid
+        # The service ends on its date. (The time-skipping server answers a sleep that outlives
+        # every workflow with a timeout; the service is done by then.)
+        with contextlib.suppress(RPCError):
+            await env.sleep(timedelta(hours=2))
+
+        async def completed() -> bool:
+            return (await s.handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+        await eventually(completed, what="the live service ended")
+        ended = await s.handle.result()
+    assert (ended.outcome, ended.live.state) == ("terminated", "terminated")
+    assert [e.event for e in ended.live.timeline][-2:] == ["termination_scheduled", "terminated"]
+    assert (await s.verify()).reason == "revoked" and (await s.verify("sandbox")).reason == "revoked"
+    assert s.mail("terminated")
+    actions = [e["action"] for e in await audit(pool, s.app_id)]
+    assert "live_service_terminated" in actions
+
+
+async def test_a_change_adding_apis_is_reviewed_removing_takes_effect_at_once(
+        time_skipping_server, run_worker, settings, pool, task_queue, inbox):
+    env = time_skipping_server
+    async with run_worker(env.client):
+        s = await in_production(env, settings, pool, inbox, task_queue, WITH_MARKET_DATA,
+                                licence_days=365)
+        contact = applicant(s.application)
+        unknown = await s.decide("change_apis", decision(contact, add=["no-such-api"]))
+        assert unknown.decisions[-1].reason == "add: not in the catalogue: no-such-api [catalogue]"
+        await s.decide("change_apis", decision(contact, add=["index-values"],
+                                               remove=["stock-quotes"]))
+
+        async def removed() -> bool:
+            assert (await s.verify()).apis == ["account-balance"]
+            return True
+        await eventually(removed, what="stock-quotes removed at once")
+        shown = await s.status()
+        assert shown.live.pending_change == "add index-values"
+        assert not (await s.decide("change_approval", decision(APPROVER, verdict="approve"))
+                    ).decisions[-1].applied  # not reviewed yet
+        await s.decide("change_review", decision(PLATFORM, verdict="approve"))
+        await s.decide("change_approval", decision(APPROVER, verdict="approve"))
+
+        async def added() -> bool:
+            assert (await s.verify()).apis == ["account-balance", "index-values"]
+            assert (await s.verify("sandbox")).apis == ["account-balance", "index-values"]
+            return True
+        await eventually(added, what="index-values granted")
+        assert (await s.status()).live.pending_change == ""
+        await s.handle.terminate("test over")
+
+
+async def test_applications_in_production_before_the_live_service_get_theirs_once(
+        time_skipping_server, run_worker, settings, pool, task_queue, inbox):
+    """The migration: an application in production whose keys no live service owns gets one;
+    run again, it starts nothing."""
+    env = time_skipping_server
+    async with run_worker(env.client):
+        s = await in_production(env, settings, pool, inbox, task_queue)
+        # As an application in production before this change: no live service, keys unowned.
+        await s.handle.terminate("as before the live service existed")
+        await pool.execute("UPDATE api_keys SET owner_workflow_id = NULL WHERE application_id = $1",
+                           s.app_id)
+        ours = settings.model_copy(update={"temporal_task_queue": task_queue})
+        first = await start_missing(env.client, pool, ours)
+        # Started again under its id: Temporal allows it once the earlier run was terminated.
+        assert s.handle.id in first
+        migrated = s.env.client.get_workflow_handle(s.handle.id, result_type=ApplicationStatus)
+        s.handle = migrated
+        await s.until(lambda st: st.takes and st.live.timeline[0].detail == "started by migration",
+                      "the migrated live service")
+        owners = await pool.fetch("SELECT DISTINCT owner_workflow_id FROM api_keys "
+                                  "WHERE application_id = $1 AND status = 'active'", s.app_id)
+        assert [r["owner_workflow_id"] for r in owners] == [s.handle.id]
+        assert s.handle.id not in await start_missing(env.client, pool, ours)
+        await s.handle.terminate("test over")

@@ -5,9 +5,9 @@ existed gets its live service, so that no existing key is left unwatched.
 
 Run by every worker when it starts (worker.py), and by hand if need be. Idempotent: it looks
 only at applications in production holding an active key no live service owns (a live service
-takes its keys over when it begins), and starts each one's live service under its derived id,
-refusing a duplicate: a service already running (its subscription started it a moment ago) or
-one that has ended (terminated: its keys are revoked) is left as it is.
+takes its keys over when it begins), and starts each one's live service under its derived id:
+a service already running (its subscription started it a moment ago) or one that ended by its
+own termination (its keys are revoked) is left as it is.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ async def start_missing(client: Client, pool: asyncpg.Pool, settings: Settings) 
                     organisation_id=app.business_registration_number,
                     language=app.language, started_by="migration"),  # type: ignore[arg-type]
                 id=workflow_id, task_queue=settings.temporal_task_queue,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                # One that failed or was terminated from outside left keys nobody watches.
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                 static_summary=f"Live service of {app.business_registration_number}")
         except WorkflowAlreadyStartedError:
             continue

@@ -33,11 +33,13 @@ from onboarding.mail.relay import Relay
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import for_worker
 from onboarding.temporal.live_services import start_missing
+from workflows.api_retirement import ApiRetirementWorkflow
 from workflows.live_service import LiveServiceWorkflow
 from workflows.publication import PublicationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
-WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow, LiveServiceWorkflow]
+WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow, LiveServiceWorkflow,
+             ApiRetirementWorkflow]
 # Deterministic libraries the models use: loaded once, not re-imported for every workflow run.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(

@@ -72,3 +72,34 @@ async def unwatched_in_production(db: Db) -> list[InProduction]:
                            AND k.owner_workflow_id IS NULL)
            ORDER BY a.application_id""")
     return [InProduction(**dict(r)) for r in rows]
+
+
+class RetirementFacts(Model):
+    """Who provides an API, and the live services whose keys grant it."""
+
+    provider_contacts: list[str]
+    live_services: list[str]  # workflow ids
+
+
+async def retirement_facts(db: Db, api_id: str) -> RetirementFacts | None:
+    """None when the API is not in the catalogue (or withdrawn already)."""
+    contacts = await db.fetchval(
+        """SELECT o.contact_emails FROM api_catalogue c
+           JOIN organisations o
+             ON o.business_registration_number = c.provider_business_registration_number
+           WHERE c.api_id = $1 AND c.stage <> 'withdrawn'""", api_id)
+    if contacts is None:
+        return None
+    rows = await db.fetch(
+        """SELECT DISTINCT owner_workflow_id FROM api_keys
+           WHERE status = 'active' AND $1 = ANY(scopes) AND owner_workflow_id LIKE 'live-service-%'
+           ORDER BY owner_workflow_id""", api_id)
+    return RetirementFacts(provider_contacts=[c.lower() for c in contacts],
+                           live_services=[r["owner_workflow_id"] for r in rows])
+
+
+async def retire(db: Db, api_id: str) -> bool:
+    """The API out of the catalogue (retired by its provider); True when it was in it."""
+    return bool(await db.fetchval(
+        """UPDATE api_catalogue SET stage = 'withdrawn', updated_at = now()
+           WHERE api_id = $1 AND stage <> 'withdrawn' RETURNING true""", api_id))

@@ -3,7 +3,8 @@
     python worker.py        (configuration from the environment: see README)
 
 One asyncpg pool is shared by all activities and by the outbox relay, which sends the notices
-the activities write (onboarding/mail/relay.py). SIGTERM or SIGINT stops polling for new work
+the activities write (onboarding/mail/relay.py). At start it creates the key-reconciliation
+schedule if it is missing (onboarding/temporal/schedules.py). SIGTERM or SIGINT stops polling for new work
 and lets running activities (and the notice being sent) finish, up to
 WORKER_GRACEFUL_SHUTDOWN_SECONDS, before exiting.
 """
@@ -33,13 +34,15 @@ from onboarding.mail.relay import Relay
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import for_worker
 from onboarding.temporal.live_services import start_missing
+from onboarding.temporal.schedules import KEY_RECONCILIATION, ensure_key_reconciliation
 from workflows.api_retirement import ApiRetirementWorkflow
 from workflows.live_service import LiveServiceWorkflow
 from workflows.publication import PublicationWorkflow
+from workflows.reconciliation import KeyReconciliationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
 WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow, LiveServiceWorkflow,
-             ApiRetirementWorkflow]
+             ApiRetirementWorkflow, KeyReconciliationWorkflow]
 # Deterministic libraries the models use: loaded once, not re-imported for every workflow run.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
@@ -69,7 +72,7 @@ async def running(client: Client, settings: Settings, pool: asyncpg.Pool,
     """What a worker process runs: the worker (the platform's activities, unless others are
     given) and the outbox relay, until the block ends."""
     if activities is None:
-        activities = platform_activities(pool, settings)
+        activities = platform_activities(pool, settings, client)
     stop = asyncio.Event()
     relay = asyncio.create_task(Relay(pool, settings).run(stop))
     try:
@@ -97,9 +100,15 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     if not settings.payload_encryption_keys:
         raise SystemExit("PAYLOAD_ENCRYPTION_KEYS is not set: the worker would hand Temporal "
                          "organisation and contact data unencrypted")
+    if not settings.sealing_verification_keys:
+        raise SystemExit("SEALING_VERIFICATION_KEYS is not set: the worker could not tell who "
+                         "sealed a decision, and would apply none")
     client = await connect(settings, runtime=runtime_for(settings))
     pool = await create_pool(settings)
     try:
+        if await ensure_key_reconciliation(client, settings):
+            log.info("schedule created", schedule=KEY_RECONCILIATION,
+                     every_minutes=settings.key_reconciliation_minutes)
         async with running(client, settings, pool):
             # Applications in production before the live service existed get theirs.
             migration = asyncio.create_task(start_missing(client, pool, settings))

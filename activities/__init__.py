@@ -4,7 +4,10 @@ key store), split by concern, one class per module. They know nothing about step
 - decisions.py: may this person take this decision (the roster, the applicant's contacts, four
   eyes); a local activity.
 - catalogue.py, contracts.py: what the catalogue and the contracts on record say; local.
+- admission.py: `admit_application`, an application's input by the rules of submission; local.
 - records.py: `write_record`, the one commit of a process's journal; the one regular activity.
+- reconciliation.py: `reconcile_keys`, the keys of processes that closed without reaching
+  production revoked (the key-reconciliation schedule); it asks Temporal, so takes the client.
 - legacy.py: stop 8's activities, for applications started before v2.
 - interceptors.py: failed attempts on the audit log, heartbeats.
 
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncpg
+from temporalio.client import Client
 
 from onboarding.core.config import Settings
 
@@ -36,10 +40,15 @@ def activity_classes() -> list[type]:
     return found
 
 
-def platform_activities(pool: asyncpg.Pool, settings: Settings) -> list[Callable[..., Any]]:
-    """The activities a worker registers: each class made with the worker's pool and settings."""
-    return [getattr(cls(pool, settings), name)
-            for cls in activity_classes() for name in _activity_methods(cls)]
+def platform_activities(pool: asyncpg.Pool, settings: Settings,
+                        client: Client | None = None) -> list[Callable[..., Any]]:
+    """The activities a worker registers: each class made with the worker's pool and settings,
+    and its Temporal client for a class that asks Temporal (it takes `client`)."""
+    made = [cls(pool, settings, client=client)
+            if "client" in inspect.signature(cls).parameters else cls(pool, settings)
+            for cls in activity_classes()]
+    return [getattr(instance, name) for instance in made
+            for name in _activity_methods(type(instance))]
 
 
 def _activity_methods(cls: type) -> list[str]:

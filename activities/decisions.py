@@ -1,70 +1,54 @@
-"""A decision's verification: may the person who sent it take it? Run as a local activity, when
-the decision arrives (workflows/process.py).
+"""A decision's verification: may whoever sealed it take it? Run as a local activity, when the
+decision arrives (workflows/process.py), so that the verdict is in the history and a replay
+never needs a sealing key rotated away since.
 
-Today's rules: the typed `decided_by` is who decided. Staff must hold the decision's role in
-the roster (looked up now: the roster may change while an application waits for weeks); the
-applicant is recognised by the organisation's registered contacts; four eyes excludes whoever
-took an earlier decision named by the catalogue. From issue 12 on, a verified identity (the
-decision's attestation) replaces the typed name: the input already carries what that needs.
+The rules are onboarding.identity.decisions.verify_decision's (docs/identity.md): the seal
+(SEALING_VERIFICATION_KEYS), a typed `decided_by` naming the verified identity, the role in the
+roster on issuer + subject (looked up now: the roster may change while an application waits
+for weeks; `Decisions.roster` is the one read of it), the applicant's contacts by verified
+e-mail, four eyes on identities.
 """
 
 from __future__ import annotations
-
-from datetime import datetime
-from typing import Any
 
 import asyncpg
 from temporalio import activity
 
 from onboarding.core.config import Settings
-from onboarding.domain.models import Model, Role
-from onboarding.store import catalogue
+from onboarding.domain.models import Model
+from onboarding.identity.attestation import AttestationVerifier, verification_keys
+from onboarding.identity.decisions import Roster, verify_decision
+from onboarding.identity.models import DecisionCheck, VerifiedIdentity
+from onboarding.store.identities import PoolRoster
 
-
-class DecisionCheck(Model):
-    """Everything the verdict depends on besides the roster, so that it is in the history."""
-
-    application_id: str
-    organisation: str  # the applicant's business registration number
-    decision: str  # its name
-    decision_id: str
-    content: dict[str, Any]  # the decision as received
-    attestation: str | None = None  # issue 12
-    role: Role
-    # Four eyes: who may not take it (they took an earlier decision of the application).
-    not_by: list[str] = []
-    applicant_contacts: list[str] = []
-    received_at: datetime
-    decided_by: str | None = None
+__all__ = ["DecisionCheck", "Decisions", "Verification"]
 
 
 class Verification(Model):
-    """Who decided, or why the decision is refused."""
+    """Who decided, or why the decision is refused.
+
+    `identity` is who sealed it, when the seal held (also for a decision then refused for its
+    role or four eyes); `person` is how the record names them (the verified e-mail, a service's
+    client id). Verdicts kept in histories from before decisions were sealed carry `person`
+    alone, the typed name they checked: they replay as they were taken.
+    """
 
     person: str | None = None
     reason: str = ""
+    identity: VerifiedIdentity | None = None
 
 
 class Decisions:
-    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
-        self.pool = pool
+    def __init__(self, pool: asyncpg.Pool, settings: Settings,
+                 roster: Roster | None = None) -> None:
+        if not settings.sealing_verification_keys:
+            raise ValueError("SEALING_VERIFICATION_KEYS is not set: no decision could be "
+                             "verified")
+        self.seals = AttestationVerifier(verification_keys(settings.sealing_verification_keys))
+        self.roster: Roster = roster or PoolRoster(pool)
 
     @activity.defn
     async def verify_decision(self, check: DecisionCheck) -> Verification:
-        person = check.decided_by
-        if not person:
-            return Verification(reason="decided_by: who takes the decision must be given")
-        if check.role is Role.APPLICANT:
-            if person.lower() not in check.applicant_contacts:
-                return Verification(reason=f"{person} is not a registered contact of the "
-                                           "applicant")
-        elif check.role not in await self.roles_of(person):
-            return Verification(reason=f"{person} does not hold the role {check.role.value}")
-        if person.lower() in check.not_by:
-            return Verification(reason=f"{person} took an earlier decision of this application "
-                                       "that must be taken by someone else (four eyes)")
-        return Verification(person=person)
-
-    async def roles_of(self, person: str) -> list[Role]:
-        """The roles the roster gives `person` now."""
-        return await catalogue.staff_roles(self.pool, person)
+        verdict = await verify_decision(check, self.seals, self.roster)
+        return Verification(person=verdict.identity.shown_as() if verdict.identity else None,
+                            reason=verdict.reason, identity=verdict.identity)

@@ -30,13 +30,18 @@ their own) and prints:
    pre-verification: history events (all its runs) per refused signal, goal <= 4.
 4. memory: the worker's resident set (VmRSS) with N applications open and waiting at
    pre-verification, for each level of --open.
-5. key verification: `verify_key` per second with the worker's pool settings and as many at a
-   time as the pool holds, beside a raw primary-key lookup of the same keys.
+5. key verification in process: answers from memory (onboarding/services/key_cache.py) per
+   second, beside `verify_key` (the database every time) and a raw primary-key lookup of the
+   same keys, as many at a time as the worker's pool holds; the ratio memory / raw (goal >= 20).
 6. gateway: the key verification endpoint (`python -m onboarding.services.key_verification`)
    over HTTP, one request at a time, valid, revoked and unknown keys shuffled together: median
-   and p99 of each, and the same for `verify_key` in this process (--verifications requests in
-   all).
-   Alone, without the workflows: --skip throughput,latency,history,keys,memory.
+   and p99 of each, and its CPU per request (goals: median <= 0.5 ms, <= 200 µs of CPU), with
+   the deployed settings (answers from memory) and with KEY_CACHE_MAX_AGE_SECONDS=0 (every
+   answer from the database: the path of a key not in memory); the same in this process
+   (--verifications requests in all).
+7. revocation: two endpoint replicas (processes), a key answered valid by both, revoked; the
+   time from the revocation's commit until both refuse it (goal <= 1 s), --revocations times.
+   5-7 alone, without the workflows: --skip throughput,latency,history,flood,memory.
 
 It is a script, not a test: it prints figures (and the checks it makes), then a summary.
 Today's figures, how they were taken and what the profile showed: bench/README.md.
@@ -87,6 +92,8 @@ from onboarding.domain import keys
 from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import ApplicationStatus
 from onboarding.domain.record import ApplicationOnRecord, Commit, KeyIssued, KeysRevoked
+from onboarding.services.key_cache import KeyCache
+from onboarding.store import keys as key_store
 from onboarding.store.keys import verify_key
 from onboarding.temporal.codec import data_converter, new_payload_key
 from starter import start_application
@@ -130,9 +137,10 @@ SCRIPT = _script()
 
 DEFAULTS = {"applications": 300, "concurrency": 60, "latency_applications": 40,
             "latency_concurrency": 4, "open": "1000,5000", "verifications": 20000,
-            "flood": 12000}
+            "flood": 12000, "revocations": 30}
 QUICK = {"applications": 80, "concurrency": 20, "latency_applications": 10,
-         "latency_concurrency": 4, "open": "100,300", "verifications": 4000, "flood": 4000}
+         "latency_concurrency": 4, "open": "100,300", "verifications": 4000, "flood": 4000,
+         "revocations": 10}
 
 
 # --- processes: CPU time and resident memory, from /proc ----------------------------------------
@@ -684,38 +692,44 @@ _RAW = """SELECT key_id::text, key_hash, business_registration_number, environme
 
 async def key_rates(stack: Stack, n: int) -> dict[str, float]:
     secret = stack.settings.key_issuance_secret.get_secret_value()
+    await issue_keys(stack, GATEWAY_KEYS, revoke=False)
     rows = await stack.pool.fetch(
         "SELECT key_id, issuance_id, environment FROM api_keys WHERE status = 'active'")
-    if not rows:
-        raise RuntimeError("no issued keys to verify")
     presented = [keys.derive_key(secret, r["issuance_id"], r["environment"]) for r in rows]
     key_ids = [r["key_id"] for r in rows]
     # The worker's pool settings (DB_POOL_MIN_SIZE, DB_POOL_MAX_SIZE); concurrency = its size.
     pool = await create_pool(stack.settings)
     concurrency = stack.settings.db_pool_max_size
     try:
-        async def verify(j: int) -> None:
-            verdict = await verify_key(pool, presented[j % len(presented)])
-            if not verdict.valid:
-                raise AssertionError(f"issued key refused: {verdict}")
+        async with KeyCache.from_settings(pool, stack.settings) as cache:
+            async def memory(j: int) -> None:
+                if not (await cache.verify(presented[j % len(presented)])).valid:
+                    raise AssertionError("issued key refused")
 
-        async def raw(j: int) -> None:
-            if await pool.fetchrow(_RAW, key_ids[j % len(key_ids)]) is None:
-                raise AssertionError("key row missing")
+            async def database(j: int) -> None:
+                if not (await verify_key(pool, presented[j % len(presented)])).valid:
+                    raise AssertionError("issued key refused")
 
-        await rate_of(1000, concurrency, verify)  # warm both: connections, statements
-        await rate_of(1000, concurrency, raw)
-        # Two rounds, alternating, so that neither gets the machine in a better moment.
-        half = n // 2
-        times = {"verify": 0.0, "raw": 0.0}
-        for count in (half, n - half):
-            for name, call in (("verify", verify), ("raw", raw)):
-                times[name] += count / await rate_of(count, concurrency, call)
+            async def raw(j: int) -> None:
+                if await pool.fetchrow(_RAW, key_ids[j % len(key_ids)]) is None:
+                    raise AssertionError("key row missing")
+
+            # Warm all three: connections, statements, every key's answer in memory.
+            for call in (memory, database, raw):
+                await rate_of(1000, concurrency, call)
+            # Two rounds, alternating, so that none gets the machine in a better moment; from
+            # memory 20 times as many (they take microseconds).
+            half = n // 2
+            counts = {"memory": 20, "database": 1, "raw": 1}
+            times = {name: 0.0 for name in counts}
+            for count in (half, n - half):
+                for name, call in (("memory", memory), ("database", database), ("raw", raw)):
+                    times[name] += count * counts[name] / await rate_of(
+                        count * counts[name], concurrency, call)
     finally:
         await pool.close()
-    verify_rate, raw_rate = n / times["verify"], n / times["raw"]
-    return {"keys": len(rows), "concurrency": concurrency, "verify": verify_rate,
-            "raw": raw_rate}
+    rates = {name: n * counts[name] / times[name] for name in counts}
+    return {"keys": len(rows), "concurrency": concurrency, **rates}
 
 
 # --- reporting -----------------------------------------------------------------------------------
@@ -894,7 +908,8 @@ def profile_report(report: Report, life: Profiler, bare: Profiler, n: int) -> No
 
 # --- the run -------------------------------------------------------------------------------------
 
-PHASES = ("throughput", "latency", "history", "flood", "keys", "gateway", "memory")
+PHASES = ("throughput", "latency", "history", "flood", "keys", "gateway", "revocation", "memory")
+KEY_PHASES = {"keys", "gateway", "revocation"}
 
 
 @dataclass
@@ -926,9 +941,9 @@ async def main(args: argparse.Namespace) -> None:
         # This process's own logs (the time-skipping phase runs a worker in it): warnings only.
         configure_logging(stack.settings.model_copy(update={"log_format": "console"}))
         try:
-            # Every phase but the gateway's needs the calibration (and its workers).
+            # Every phase but the key phases needs the calibration (and its workers).
             run = (await calibrate(stack, args, report)
-                   if set(PHASES) - args.skip - {"gateway"} else None)
+                   if set(PHASES) - args.skip - KEY_PHASES else None)
             if "throughput" not in args.skip:
                 await throughput(run)
             if "latency" not in args.skip:
@@ -938,9 +953,11 @@ async def main(args: argparse.Namespace) -> None:
             if "flood" not in args.skip:
                 await flood(run)
             if "keys" not in args.skip:
-                await key_verification(run)
+                await key_verification(stack, args, report)
             if "gateway" not in args.skip:
                 await gateway_latency(stack, args, report)
+            if "revocation" not in args.skip:
+                await revocation(stack, args, report)
             # The memory phase gets the machine to itself: a fresh worker, nothing else running.
             if run:
                 run.life_worker.stop()
@@ -1201,18 +1218,21 @@ async def flood(run: Run) -> None:
                   f"{n / seconds:.0f} signals/s sent)")
 
 
-async def key_verification(run: Run) -> None:
-    report, n = run.report, run.args.verifications
-    report.phase(f"5. key verification: {n} verifications of issued keys")
-    k = await key_rates(run.stack, n)
-    ratio = k["verify"] / k["raw"]
-    report.line(f"  verify_key: {k['verify']:7.0f}/s   raw primary-key lookup: {k['raw']:7.0f}/s"
-                f"   ratio {ratio:.2f}   ({k['keys']} keys, {k['concurrency']} at a time = "
-                f"DB_POOL_MAX_SIZE)")
-    report.figure("5. verify_key/s", f"{k['verify']:.0f}/s ({k['keys']} keys, "
-                                     f"{k['concurrency']} at a time)")
+async def key_verification(stack: Stack, args: argparse.Namespace, report: Report) -> None:
+    n = args.verifications
+    report.phase(f"5. key verification in process: {n} verifications of issued keys (from "
+                 f"memory: {20 * n})")
+    k = await key_rates(stack, n)
+    ratio, uncached = k["memory"] / k["raw"], k["database"] / k["raw"]
+    report.line(f"  from memory: {k['memory']:8.0f}/s   verify_key (the database): "
+                f"{k['database']:6.0f}/s   raw primary-key lookup: {k['raw']:6.0f}/s   "
+                f"({k['keys']} keys, {k['concurrency']} at a time = DB_POOL_MAX_SIZE)")
+    report.line(f"  ratio memory/raw {ratio:.1f} (goal >= 20); database/raw {uncached:.2f}")
+    report.figure("5. verifications/s in process", f"from memory {k['memory']:.0f}/s, verify_key "
+                                                    f"{k['database']:.0f}/s ({k['keys']} keys, "
+                                                    f"{k['concurrency']} at a time)")
     report.figure("   raw key_id lookup/s", f"{k['raw']:.0f}/s")
-    report.figure("   ratio verify/raw", f"{ratio:.2f}")
+    report.figure("   ratio memory/raw", f"{ratio:.1f} (goal >= 20); verify_key/raw {uncached:.2f}")
 
 
 async def memory(run: Run) -> None:
@@ -1270,6 +1290,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"(default {DEFAULTS['flood']})")
     parser.add_argument("--verifications", type=int,
                         help=f"key verifications (default {DEFAULTS['verifications']})")
+    parser.add_argument("--revocations", type=int,
+                        help=f"keys revoked while two replicas answer them "
+                             f"(default {DEFAULTS['revocations']})")
     parser.add_argument("--skip", default="", help=f"phases to leave out, comma-separated: "
                                                    f"{', '.join(PHASES)}")
     parser.add_argument("--worker-env", action="append", default=[], metavar="KEY=VALUE",
@@ -1290,15 +1313,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# --- 6. the key verification endpoint over HTTP (onboarding/services/key_verification.py) ---
+# --- 6, 7. the key verification endpoint (onboarding/services/key_verification.py) -----------
 
 GATEWAY_KEYS = 10  # applications with a sandbox and a production key each; as many revoked
 KINDS = ("valid", "revoked", "unknown")
 
 
-async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[str]:
-    """Keys issued the real way (the activities), without a workflow so that this phase can run
-    alone; returned as their holders receive them."""
+async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[tuple[str, str]]:
+    """Keys issued the real way (the record's commit), without a workflow so that these phases
+    can run alone; returned as (application id, the key as its holder receives it)."""
     write, env = Records(stack.pool, stack.settings).write_record, ActivityEnvironment()
     secret = stack.settings.key_issuance_secret.get_secret_value()
     issued = []
@@ -1310,8 +1333,8 @@ async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[str]
             entries.append(KeyIssued(seq=len(entries), environment=environment, scopes=APIS,
                                      valid_days=30, recipients=[str(app.organisation.contact_emails[0])],
                                      language="en"))
-            issued.append(keys.derive_key(secret, f"{app.application_id}/key/{environment}",
-                                          environment))
+            issued.append((app.application_id, keys.derive_key(
+                secret, f"{app.application_id}/key/{environment}", environment)))
         if revoke:
             entries.append(KeysRevoked(seq=len(entries), reason="benchmark"))
         await env.run(write, Commit(
@@ -1321,77 +1344,158 @@ async def issue_keys(stack: Stack, applications: int, revoke: bool) -> list[str]
     return issued
 
 
-async def gateway_timings(stack: Stack, n: int) -> dict[str, Any]:
-    """`python -m onboarding.services.key_verification` as deployed (JSON logs at INFO, to a
-    file), asked n times one request at a time: valid, revoked and never-issued keys in one
-    shuffled order, so that
-    no kind gets the machine in a better moment; then `verify_key` in this process the same
-    way, to tell the database and Python part from HTTP."""
+async def presented_keys(stack: Stack) -> dict[str, list[str]]:
     secret = stack.settings.key_issuance_secret.get_secret_value()
-    presented = {"valid": await issue_keys(stack, GATEWAY_KEYS, revoke=False),
-                 "revoked": await issue_keys(stack, GATEWAY_KEYS, revoke=True),
-                 # Of the real shape, each one new: derived from issuance ids never used.
-                 "unknown": [keys.derive_key(secret, uuid.uuid4().hex, "sandbox")
-                             for _ in range(n + 100)]}
+    return {"valid": [k for _, k in await issue_keys(stack, GATEWAY_KEYS, revoke=False)],
+            "revoked": [k for _, k in await issue_keys(stack, GATEWAY_KEYS, revoke=True)],
+            # Of the real shape, never issued: derived from issuance ids never used.
+            "unknown": [keys.derive_key(secret, uuid.uuid4().hex, "sandbox")
+                        for _ in range(2 * GATEWAY_KEYS)]}
+
+
+def gateway_process(stack: Stack, name: str, **settings: Any) -> tuple[Measured, int]:
+    """`python -m onboarding.services.key_verification` as deployed (JSON logs at INFO, to a
+    file), on a port of its own."""
+    port = free_port()
+    process = stack.process(
+        stack.worker_settings("unused").model_copy(update={"gateway_port": port, **settings}),
+        name, [sys.executable, "-m", "onboarding.services.key_verification"])
+    return process, port
+
+
+async def ask(session: aiohttp.ClientSession, key: str) -> str:
+    async with session.post("/v1/keys/verify", headers={"X-Api-Key": key}) as r:
+        if r.status != 200:
+            raise AssertionError(f"the endpoint answered {r.status}")
+        return (await r.json())["reason"]
+
+
+EXPECTED = {"valid": "", "revoked": "revoked", "unknown": "unknown key"}
+
+
+async def gateway_timings(stack: Stack, n: int, presented: dict[str, list[str]],
+                          name: str, **settings: Any) -> dict[str, Any]:
+    """The endpoint asked n times one request at a time: valid, revoked and never-issued keys
+    in one shuffled order, so that no kind gets the machine in a better moment (every key seen
+    first while warming up); then the cache in this process the same way, to tell the
+    answer's own part from HTTP's."""
     order = list(KINDS) * (n // len(KINDS))
     random.Random(1).shuffle(order)
 
     def key(kind: str, i: int) -> str:
         return presented[kind][i % len(presented[kind])]
 
-    port = free_port()
-    gateway = stack.process(
-        stack.worker_settings("unused").model_copy(update={"gateway_port": port}), "gateway",
-        [sys.executable, "-m", "onboarding.services.key_verification"])
+    gateway, port = gateway_process(stack, name, **settings)
     http: dict[str, list[float]] = {kind: [] for kind in KINDS}
     direct: dict[str, list[float]] = {kind: [] for kind in KINDS}
     try:
-        await gateway.ready('"gateway started"')
+        for marker in ('"gateway started"', '"key cache listening"'):
+            await gateway.ready(marker)
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
-            async def ask(key: str) -> str:
-                async with session.post("/v1/keys/verify", headers={"X-Api-Key": key}) as r:
-                    return (await r.json())["reason"]
-
-            for i in range(100):  # warm: connections, statements
-                await ask(key(KINDS[i % len(KINDS)], n + i))
+            for i in range(300):  # warm: connections, statements, answers
+                await ask(session, key(KINDS[i % len(KINDS)], i))
             cpu_before = gateway.cpu()
             for i, kind in enumerate(order):
                 began = time.perf_counter()
-                reason = await ask(key(kind, i))
+                reason = await ask(session, key(kind, i))
                 http[kind].append(time.perf_counter() - began)
-                if reason != {"valid": "", "revoked": "revoked", "unknown": "unknown key"}[kind]:
+                if reason != EXPECTED[kind]:
                     raise AssertionError(f"a {kind} key answered {reason!r}")
             cpu = gateway.cpu() - cpu_before
     finally:
         gateway.stop()
-    for i, kind in enumerate(order):
-        began = time.perf_counter()
-        await verify_key(stack.pool, key(kind, i))
-        direct[kind].append(time.perf_counter() - began)
+    pool = await create_pool(stack.settings)
+    ours = stack.settings.model_copy(update=settings)
+    try:
+        async with KeyCache.from_settings(pool, ours) as cache:
+            for i in range(300):
+                await cache.verify(key(KINDS[i % len(KINDS)], i))
+            for i, kind in enumerate(order):
+                began = time.perf_counter()
+                await cache.verify(key(kind, i))
+                direct[kind].append(time.perf_counter() - began)
+    finally:
+        await pool.close()
     return {"http": http, "direct": direct, "cpu_per_request": cpu / len(order)}
 
 
 def us(seconds: float) -> str:
-    return f"{seconds * 1e6:.0f} µs"
+    return f"{seconds * 1e6:.1f} µs" if seconds < 1e-5 else f"{seconds * 1e6:.0f} µs"
 
 
 async def gateway_latency(stack: Stack, args: argparse.Namespace, report: Report) -> None:
     n = args.verifications
     report.phase(f"6. key verification over HTTP: {n} requests to POST /v1/keys/verify, one at a "
                  f"time, valid, revoked and unknown keys shuffled together")
-    g = await gateway_timings(stack, n)
-    for where, label in (("http", "HTTP endpoint"), ("direct", "verify_key in process")):
-        med = {k: statistics.median(v) for k, v in g[where].items()}
-        p99 = {k: pct(v, 0.99) for k, v in g[where].items()}
-        each = "; ".join(f"{k} median {us(med[k])}, p99 {us(p99[k])}" for k in KINDS)
-        gaps = ", ".join(f"{k} {(med[k] - med['unknown']) * 1e6:+.0f} µs" for k in KINDS[:2])
-        report.line(f"  {label}: {each} ({len(g[where]['unknown'])} of each)")
-        report.line(f"    medians beside unknown keys': {gaps}")
-        name = "6. verify over HTTP" if where == "http" else "   verify_key in process"
-        report.figure(name, f"median {us(med['unknown'])} (unknown key), p99 "
-                            f"{us(p99['unknown'])}; medians beside it: {gaps}")
-    report.line(f"  gateway CPU per request: {us(g['cpu_per_request'])}")
-    report.figure("   gateway CPU per request", us(g["cpu_per_request"]))
+    presented = await presented_keys(stack)
+    for label, name, settings in (
+            ("from memory (deployed settings)", "gateway", {}),
+            ("from the database (KEY_CACHE_MAX_AGE_SECONDS=0)", "gateway-uncached",
+             {"key_cache_max_age_seconds": 0.0})):
+        g = await gateway_timings(stack, n, presented, name, **settings)
+        report.line(f"  {label}:")
+        for where, what in (("http", "HTTP endpoint"), ("direct", "the cache in process")):
+            med = {k: statistics.median(v) for k, v in g[where].items()}
+            p99 = {k: pct(v, 0.99) for k, v in g[where].items()}
+            each = "; ".join(f"{k} median {us(med[k])}, p99 {us(p99[k])}" for k in KINDS)
+            gaps = ", ".join(f"{k} {(med[k] - med['unknown']) * 1e6:+.1f} µs" for k in KINDS[:2])
+            report.line(f"    {what}: {each} ({len(g[where]['unknown'])} of each)")
+            report.line(f"      medians beside unknown keys': {gaps}")
+            if where == "http":
+                report.figure(f"6. over HTTP, {label}",
+                              f"median {us(med['valid'])} (valid key), p99 {us(p99['valid'])}; "
+                              f"medians beside unknown keys': {gaps}")
+            else:
+                report.figure("   the cache in process",
+                              f"median {us(med['valid'])} (valid key); beside unknown: {gaps}")
+        report.line(f"    endpoint CPU per request: {us(g['cpu_per_request'])}")
+        report.figure("   endpoint CPU per request", us(g["cpu_per_request"]))
+
+
+async def revocation(stack: Stack, args: argparse.Namespace, report: Report) -> None:
+    rounds = args.revocations
+    report.phase(f"7. revocation: {rounds} keys answered valid by two endpoint replicas, then "
+                 f"revoked; until both refuse")
+    issued = [pair for pair in await issue_keys(stack, rounds, revoke=False)
+              if pair[1].startswith("cmsb_")]  # one key per application: its sandbox key
+    replicas = [gateway_process(stack, f"replica-{i}") for i in (1, 2)]
+    lags: list[float] = []
+    stale = 0
+    try:
+        for process, _ in replicas:
+            for marker in ('"gateway started"', '"key cache listening"'):
+                await process.ready(marker)
+        sessions = [aiohttp.ClientSession(f"http://127.0.0.1:{port}") for _, port in replicas]
+        try:
+            async def refused_by(session: aiohttp.ClientSession, key: str) -> tuple[float, int]:
+                """When this replica first refuses the key, and how often it answered before."""
+                answered = 0
+                while await ask(session, key) != "revoked":
+                    answered += 1
+                return time.perf_counter(), answered
+
+            for application_id, key in issued:
+                for session in sessions:  # both answer it, from memory the second time
+                    for _ in range(2):
+                        if await ask(session, key) != "":
+                            raise AssertionError("an issued key refused")
+                await key_store.revoke(stack.pool, application_id, "benchmark")
+                committed = time.perf_counter()
+                refused = await asyncio.gather(*(refused_by(s, key) for s in sessions))
+                lags.append(max(t for t, _ in refused) - committed)
+                stale += sum(n for _, n in refused)
+        finally:
+            for session in sessions:
+                await session.close()
+    finally:
+        for process, _ in replicas:
+            process.stop()
+    report.line(f"  from the revocation's commit to refused by both replicas: median "
+                f"{statistics.median(lags) * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms (goal "
+                f"<= 1 s); answers still valid after the commit: {stale} in {rounds} revocations")
+    report.figure("7. revocation -> refused by 2 replicas",
+                  f"median {statistics.median(lags) * 1000:.1f} ms, max {max(lags) * 1000:.1f} ms "
+                  f"({rounds} revocations; {stale} valid answers after the commit)")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ test server, and an SMTP server that keeps what it receives (started by tests/su
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import uuid
@@ -28,13 +29,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from onboarding.core.config import Settings
 from onboarding.core.logs import configure_logging
+from onboarding.services.codec_server import start_codec_server
 from onboarding.temporal.codec import data_converter, new_payload_key
-from tests.support import servers
+from tests.support import data, identity, servers
+from tests.support.sealing import SEALING_KEY, SEALING_VERIFICATION_KEY
 from tests.support.inbox import Inbox
+from tests.support.net import free_port
 from worker import running
 
 # The fixtures that start a server, wherever they are defined. `smtp_server`: test_notices.py's.
-SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "smtp_server"}
+SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "smtp_server", "identity_provider"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,17 +63,44 @@ async def database_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+def identity_provider() -> Iterator[identity.TestIdentityProvider]:
+    """The dev identity provider, in a thread, with the test staff as users."""
+    provider = identity.start()
+    yield provider
+    provider.running.stop()
+
+
+@pytest.fixture(scope="session")
 def plain_settings() -> Settings:
     """The platform's settings for the run, naming no server: for rules and codecs."""
     return Settings(
         _env_file=None,
         key_issuance_secret=secrets.token_urlsafe(32),
         payload_encryption_keys=new_payload_key("test"),
+        sealing_keys=SEALING_KEY,
+        sealing_verification_keys=SEALING_VERIFICATION_KEY,
         log_format="console",
         log_level="INFO",
         metrics_port=0,
         worker_graceful_shutdown_seconds=5,
     )
+
+
+@pytest.fixture
+async def codec_server(plain_settings: Settings,
+                       identity_provider: identity.TestIdentityProvider) -> AsyncIterator[str]:
+    """The codec server on a free port, trusting the dev identity provider: its URL."""
+    port = free_port()
+    url = f"http://localhost:{port}"
+    identity_provider.register_codec_server(url)
+    runner = await start_codec_server(plain_settings.model_copy(update={
+        "codec_server_port": port, "codec_public_url": url,
+        "oidc_issuer": identity_provider.issuer,
+        "codec_oidc_client_secret": SecretStr(identity.CODEC_SECRET)}))
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture(scope="session")
@@ -90,8 +121,17 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture(scope="session")
+async def roster(pool: asyncpg.Pool, identity_provider: identity.TestIdentityProvider
+                 ) -> asyncpg.Pool:
+    """The pool, with the staff enrolled under their identities at the test provider."""
+    await data.enrol_staff(pool, identity_provider.issuer)
+    return pool
+
+
+@pytest.fixture(scope="session")
 async def dev_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     env = await servers.start_dev_server(data_converter(settings))
+    await servers.park_key_reconciliation(env.client, settings)
     yield env
     await env.shutdown()
 
@@ -120,6 +160,9 @@ def run_worker(settings: Settings, pool: asyncpg.Pool, task_queue: str):
         try:
             async with running(client, ours, pool, activities) as worker:
                 yield worker
+                # A block ending as its application ends: the relay sends that end's notices
+                # after the last commit, as a worker left running would, before it stops.
+                await _due_notices_sent(pool)
         finally:
             await end_live_services(client, pool, since)
 
@@ -137,3 +180,12 @@ async def end_live_services(client: Client, pool: asyncpg.Pool, since: int) -> N
         with contextlib.suppress(RPCError):
             if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
                 await handle.terminate("test over")
+
+
+async def _due_notices_sent(pool: asyncpg.Pool, at_most: float = 10) -> None:
+    """Until no notice is due (a put-off one is not), for `at_most` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + at_most
+    while loop.time() < deadline and await pool.fetchval(
+            "SELECT count(*) FROM notices WHERE status = 'pending' AND next_attempt_at <= now()"):
+        await asyncio.sleep(0.05)

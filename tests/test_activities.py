@@ -44,7 +44,7 @@ from onboarding.domain.record import (
 )
 from onboarding.mail.relay import Relay
 from starter import start_application
-from tests.support import data, drive
+from tests.support import data, drive, sealing
 from tests.support.key_issuance import commit
 from tests.support.leaks import delivered_key
 from tests.support.stand_ins import activity_name, with_stand_ins
@@ -295,31 +295,46 @@ async def test_a_publication_of_another_providers_api_id_is_refused_and_the_rest
 # --- looked up when a decision arrives ----------------------------------------------------------
 
 
-def check(role: Role, by: str | None, **fields) -> DecisionCheck:
+def check(role: Role, sealed_for: str | None, typed: str | None = None,
+          **fields) -> DecisionCheck:
+    """A decision sealed for `sealed_for` (the test staff's identities, enrolled at
+    TEST_ISSUER), its `decided_by` typed as `typed`."""
+    application, decision_id = "subscription-x", uuid.uuid4().hex
+    content = {"application_id": application, "decision": "x", "decision_id": decision_id,
+               **({"decided_by": typed} if typed else {})}
+    seal = sealing.SEALER.seal(sealing.person(sealed_for), application, "x", decision_id,
+                               content) if sealed_for else None
     return DecisionCheck(**{
-        "application_id": "subscription-x", "organisation": "1234567890", "decision": "x",
-        "decision_id": uuid.uuid4().hex, "content": {}, "role": role, "decided_by": by,
-        "applicant_contacts": ["dev@fintech.example.com"], "received_at": datetime.now(UTC),
-        **fields})
+        "application_id": application, "organisation": "1234567890", "decision": "x",
+        "decision_id": decision_id, "content": content, "attestation": seal, "role": role,
+        "decided_by": typed, "applicant_contacts": ["dev@fintech.example.com"],
+        "received_at": datetime.now(UTC), **fields})
 
 
 async def test_a_decisions_sender_is_verified_against_the_roster_and_the_contacts(
         pool, settings):
+    """The real roster (PostgreSQL), on the identity the seal names."""
     verify = Decisions(pool, settings).verify_decision
-    for given in (data.REVIEWER_AND_APPROVER, data.REVIEWER_AND_APPROVER.upper()):
-        verified = await run(verify, check(Role.FINAL_APPROVER, given))
-        assert (verified.person, verified.reason) == (given, "")
+    dual = data.REVIEWER_AND_APPROVER
+    for typed in (None, dual, dual.upper()):
+        verified = await run(verify, check(Role.FINAL_APPROVER, dual, typed))
+        assert (verified.person, verified.reason) == (dual, "")
+        assert verified.identity == sealing.person(dual)
     assert (await run(verify, check(Role.FINAL_APPROVER, data.REVIEWER))).reason == (
         f"{data.REVIEWER} does not hold the role final_approver")
     assert (await run(verify, check(Role.APPLICANT, "DEV@fintech.example.com"))).reason == ""
     assert "not a registered contact" in (
         await run(verify, check(Role.APPLICANT, data.REVIEWER))).reason
     assert "four eyes" in (await run(verify, check(
-        Role.FINAL_APPROVER, data.REVIEWER_AND_APPROVER.upper(),
-        not_by=[data.REVIEWER_AND_APPROVER]))).reason
-    assert (await run(verify, check(Role.PLATFORM_TEAM, None))).reason == (
-        "decided_by: who takes the decision must be given")
-    assert "does not hold" in (await run(verify, check(Role.PLATFORM_TEAM, "x\x00y"))).reason
+        Role.FINAL_APPROVER, dual, not_by=[sealing.person(dual).ref()]))).reason
+    # Taken by a typed name before decisions were sealed: matched through the enrolment.
+    assert "four eyes" in (await run(verify, check(
+        Role.FINAL_APPROVER, dual, not_by_staff=[dual.upper()]))).reason
+    unsealed = await run(verify, check(Role.PLATFORM_TEAM, None, data.PLATFORM))
+    assert (unsealed.person, unsealed.identity, unsealed.reason) == (
+        None, None, "identity not verified")
+    assert (await run(verify, check(Role.PLATFORM_TEAM, data.PLATFORM, "x\x00y"))).reason == (
+        f"decided_by x\x00y is not the verified identity ({data.PLATFORM})")
 
 
 async def test_the_catalogue_lookup_reports_unknown_and_withdrawn_apis(pool, settings):

@@ -37,6 +37,8 @@ from onboarding.domain.state import (
     PublicationState,
     SubscriptionState,
 )
+from onboarding.identity.models import IdentityRef
+from onboarding.identity.tokens import MAX_SUBJECT
 from onboarding.temporal.codec import data_converter
 from onboarding.temporal.dynamic_config import BLOB_SIZE_ERROR
 from tests.support import data
@@ -70,17 +72,26 @@ def largest_publication(settings):
     return prepare_publication(form, settings)
 
 
+def sealer(i: int) -> IdentityRef:
+    """Who sealed a decision, at the bounds: a configured issuer's URL (ours: 200 characters
+    is generous), a subject of 255 ASCII characters (OpenID Connect's bound, which the token
+    verifier holds providers to)."""
+    return IdentityRef(issuer="https://" + "i" * 192, subject=f"{i:05d}" + "s" * (MAX_SUBJECT - 5))
+
+
 def record(i: int, *, applied: bool, decision: str = "api_test_report",
            by: str | None = None) -> DecisionRecord:
     return DecisionRecord(decision_id=wide(99) + str(i % 10), decision=decision,
-                          decided_by=by or wide(200), note=wide(2000), step="api_testing",
-                          received_at=NOW, applied=applied, reason=wide(2000))
+                          decided_by=by or wide(200), identity=sealer(i), note=wide(2000),
+                          step="api_testing", received_at=NOW, applied=applied,
+                          reason=wide(2000))
 
 
 def filled(state):
     """Everything a state can hold, at its worst."""
     state.decisions = [record(i, applied=i % 3 == 0) for i in range(3000)]
-    # Four eyes keeps each pre-verifier's latest record whatever the budget: 50 people.
+    # Four eyes keeps each pre-verifier's latest record whatever the budget: 50 people (each
+    # their own identity).
     state.decisions += [record(i, applied=True, decision="pre_verification",
                                by=f"{wide(150)}{i}@operator.example.com") for i in range(50)]
     state.applied_ids = [f"{wide(95)}{i:05d}" for i in range(5000)]
@@ -170,3 +181,10 @@ async def test_the_largest_commit_and_the_largest_decision_stay_under_the_blob_l
     # room under the limit for what Temporal adds to it.
     assert await encoded_size(plain_settings, {"x": "y" * LARGEST_DECISION_BYTES}) < \
         BLOB_SIZE_ERROR * 0.6
+
+
+def test_the_largest_application_input_passes_the_codec_servers_cap(plain_settings):
+    # The codec server refuses to encode a payload larger than any decision may be
+    # (onboarding/services/codec_server.py): a publication's input at its worst still passes.
+    size = len(largest_publication(plain_settings).model_dump_json().encode())
+    assert MAX_SPECIFICATION_BYTES < size <= LARGEST_DECISION_BYTES

@@ -8,33 +8,56 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import stat
+import urllib.request
 import uuid
+from datetime import UTC, datetime
 
 import pytest
+import typer
 from temporalio import activity
 from typer.testing import CliRunner, Result
 
 from activities.records import Records
 from onboarding.cli import app as cli
+from onboarding.cli import login as signing_in
 from onboarding.core.config import get_settings
+from onboarding.domain.decisions import CATALOGUES
 from onboarding.domain.models import ApplicationStatus
 from onboarding.domain.record import Commit, Committed
-from tests.support import data, drive
+from onboarding.identity.attestation import AttestationVerifier, verification_keys
+from tests.support import data, drive, identity
 from tests.support.data import APPROVER, PLATFORM, REVIEWER, SALES
 from tests.support.eventually import eventually
+from tests.support.identity import TestIdentityProvider
 from tests.support.stand_ins import with_stand_ins
 
 runner = CliRunner()
+# Set by cli_env: how a test's reviewer signs in before each decision.
+_provider: TestIdentityProvider | None = None
 
 
 async def run(*args: str) -> Result:
+    """The CLI with these arguments. A decision `--by` someone is sent as they would send it:
+    signed in as them first (their tokens where `login` keeps them)."""
+    if args and args[0] in ("decide", "withdraw") and "--by" in args and _provider:
+        await sign_in_as(args[list(args).index("--by") + 1])
     return await asyncio.to_thread(runner.invoke, cli.app, list(args))
 
 
+async def sign_in_as(email: str) -> None:
+    assert _provider is not None
+    signing_in.save(get_settings(), await _provider.sign_in(email, identity.CLI_CLIENT))
+
+
 @pytest.fixture
-def cli_env(monkeypatch, dev_server, settings, pool, task_queue):
-    """The CLI's settings (get_settings) point at this test's servers and task queue."""
+def cli_env(monkeypatch, dev_server, settings, roster, task_queue, identity_provider,
+            codec_server, tmp_path):
+    """The CLI's settings (get_settings) point at this test's servers and task queue, the
+    identity provider and the codec server (which seals every decision)."""
+    global _provider
     client = dev_server.client
     monkeypatch.setenv("TEMPORAL_ADDRESS", client.service_client.config.target_host)
     monkeypatch.setenv("TEMPORAL_NAMESPACE", client.namespace)
@@ -42,8 +65,13 @@ def cli_env(monkeypatch, dev_server, settings, pool, task_queue):
     monkeypatch.setenv("DATABASE_URL", settings.database_url.get_secret_value())
     monkeypatch.setenv("PAYLOAD_ENCRYPTION_KEYS",
                        settings.payload_encryption_keys.get_secret_value())
+    monkeypatch.setenv("OIDC_ISSUER", identity_provider.issuer)
+    monkeypatch.setenv("TEMPORAL_CODEC_ENDPOINT", codec_server)
+    monkeypatch.setenv("CLI_TOKEN_FILE", str(tmp_path / "config" / "tokens.json"))
     get_settings.cache_clear()
+    _provider = identity_provider
     yield
+    _provider = None
     get_settings.cache_clear()
 
 
@@ -160,9 +188,9 @@ async def test_decide_refuses_a_malformed_decision_and_sends_nothing(
     connections = []
     real_connect = cli.connect
 
-    async def counting_connect(settings):
+    async def counting_connect(settings, **options):
         connections.append(settings)
-        return await real_connect(settings)
+        return await real_connect(settings, **options)
 
     monkeypatch.setattr(cli, "connect", counting_connect)
     async with run_worker(dev_server.client):
@@ -192,6 +220,24 @@ async def test_decide_refuses_a_malformed_decision_and_sends_nothing(
     assert "pre_review: not a subscription decision; one of: pre_verification" in unknown.output
     assert connections == []  # never even connected
     assert (status.step, status.decisions) == ("pre_verification", [])
+
+
+def test_a_decision_larger_than_the_catalogue_allows_is_not_sent(capsys):
+    """The cap is the catalogue's: a revised specification has room for an OpenAPI document,
+    not for more."""
+    cap = CATALOGUES["publication"]["revise_specification"].max_payload_bytes
+    application = "publication-1248100998-bond-yields"
+    fits = {"integration_method": "vpn", "specification": {"openapi": "3.1.0",
+                                                           "x-padding": "y" * (cap - 1000)}}
+    too_big = {**fits, "specification": {"openapi": "3.1.0", "x-padding": "y" * cap}}
+
+    assert cli.build_decision(application, "revise_specification", fits, {})
+    with pytest.raises(typer.Exit) as refused:
+        cli.build_decision(application, "revise_specification", too_big, {})
+    assert refused.value.exit_code == 2
+    assert re.search(rf"revise_specification not sent, the decision is too large: \d+ bytes; "
+                     rf"a revise_specification may have at most {cap} \[too_large\]$",
+                     capsys.readouterr().err.strip())
 
 
 async def test_decide_for_another_step_is_rejected_by_the_validator(
@@ -241,6 +287,7 @@ async def test_show_prints_the_timeline_with_refused_decisions(
     for expected in (handle.id, "platform_contract", "platform_team", "reminder", "escalation",
                      "today", "decisions"):
         assert expected in out, expected
+    assert re.search(r"^run\s+1\s*$", out, re.M) and "not listed" not in out  # one run, all
     timeline = [line for line in out.splitlines() if "pre_verification" in line and "@" in line]
     assert len(timeline) == 2
     assert PLATFORM in timeline[0] and "refused" in timeline[0] and reason in timeline[0]
@@ -308,6 +355,8 @@ def test_decide_refuses_a_decision_too_large_for_temporal_before_sending_it(tmp_
     """An update larger than Temporal takes would wedge the application (the server does not
     size-check updates): the CLI refuses it, naming the limit, and never connects."""
     monkeypatch.setattr(cli, "connect", lambda settings: pytest.fail("connected"))
+    # Signed in (the CLI seals nothing itself: the codec server would, were it sent).
+    monkeypatch.setattr(cli, "_signed_in", lambda settings, by: ("token", by))
     spec = json.loads(json.dumps(data.PUBLICATION_EXAMPLE["specification"]))
     spec["info"]["description"] = "x" * (600 * 1024)
     payload = tmp_path / "revision.json"
@@ -318,3 +367,68 @@ def test_decide_refuses_a_decision_too_large_for_temporal_before_sending_it(tmp_
     assert result.exit_code == 2, result.output
     assert "not sent, the decision is too large" in result.output
     assert "a revise_specification may have at most 557056 [too_large]" in result.output
+
+
+# --- signing in ----------------------------------------------------------------------------------
+
+
+def browser_for(provider: TestIdentityProvider, email: str):
+    """What the person does once `login` opens the browser: signs in at the provider's form,
+    and the browser follows the redirect to the CLI's loopback address."""
+    user = provider.person(email)
+
+    def open_url(url: str) -> bool:
+        back = identity.submit_sign_in_form(url, user.email, user.password)
+        assert back.startswith("http://127.0.0.1:") and "/callback?" in back
+        with urllib.request.urlopen(back, timeout=10) as page:
+            assert b"return to the terminal" in page.read()
+        return True
+
+    return open_url
+
+
+async def test_login_then_every_decision_is_sealed_for_the_signed_in_reviewer(
+    cli_env, dev_server, run_worker, settings, task_queue, identity_provider, monkeypatch
+):
+    monkeypatch.setattr(signing_in.webbrowser, "open", browser_for(identity_provider, REVIEWER))
+    token_file = signing_in.token_file(get_settings())
+    async with run_worker(dev_server.client):
+        _, handle = await start(dev_server, settings, task_queue)
+        await drive.wait_for_step(handle, "pre_verification")
+        logged_in = await asyncio.to_thread(runner.invoke, cli.app, ["login"])
+        token = await asyncio.to_thread(runner.invoke, cli.app, ["token"])
+        mode = stat.S_IMODE(os.stat(token_file).st_mode)
+        not_me = await asyncio.to_thread(runner.invoke, cli.app, [
+            "decide", handle.id, "pre_verification", "--by", APPROVER, "--verdict", "approve",
+            "--criteria-all"])
+        decided = await asyncio.to_thread(runner.invoke, cli.app, [
+            "decide", handle.id, "pre_verification", "--verdict", "approve", "--criteria-all",
+            "--decision-id", "pv-sealed"])
+        await drive.wait_for_step(handle, "platform_contract")
+        logged_out = await asyncio.to_thread(runner.invoke, cli.app, ["logout"])
+        after = await asyncio.to_thread(runner.invoke, cli.app, [
+            "decide", handle.id, "platform_contract", "--verdict", "reject", "--note", "no"])
+        history = await handle.fetch_history()
+
+    assert logged_in.exit_code == 0, logged_in.output
+    assert f"signed in as {REVIEWER}" in logged_in.output
+    assert identity_provider.subject(REVIEWER) in logged_in.output
+    assert mode == 0o600
+    assert token.exit_code == 0 and token.stdout.startswith("Bearer ey")
+    assert not_me.exit_code == 2
+    assert f"not signed in as {APPROVER}: run `openapi-onboarding login`" in not_me.output
+    assert decided.exit_code == 0, decided.output
+    assert logged_out.exit_code == 0 and not token_file.exists()
+    assert after.exit_code == 2 and "not signed in: run `openapi-onboarding login`" in after.output
+
+    # The decision as the workflow received it: sealed for the reviewer who signed in.
+    [update] = [e.workflow_execution_update_accepted_event_attributes for e in history.events
+                if e.HasField("workflow_execution_update_accepted_event_attributes")]
+    payload, = await dev_server.client.data_converter.payload_codec.decode(
+        list(update.accepted_request.input.args.payloads))
+    sent = json.loads(payload.data)
+    assert (sent["application_id"], sent["decision"], sent["decided_by"]) == \
+        (handle.id, "pre_verification", REVIEWER)
+    who = AttestationVerifier(verification_keys(settings.sealing_verification_keys)).check(
+        sent["attestation"], handle.id, "pre_verification", "pv-sealed", sent, datetime.now(UTC))
+    assert who.email == REVIEWER and who.subject == identity_provider.subject(REVIEWER)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -20,7 +19,7 @@ import aiohttp
 import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
@@ -29,8 +28,8 @@ from temporalio.worker import Replayer
 
 from onboarding.core.config import Settings, payload_keys
 from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.decisions import LARGEST_DECISION_BYTES
 from onboarding.domain.models import ApplicationStatus, SubscriptionApplication
-from onboarding.services.codec_server import start_codec_server
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import (
     CodecServerClient,
@@ -43,7 +42,6 @@ from onboarding.temporal.codec import (
 )
 from starter import start_application
 from tests.support import data, drive
-from tests.support.net import free_port
 from worker import WORKFLOW_RUNNER, WORKFLOWS, run_worker
 
 UI_ORIGIN = "http://localhost:8233"
@@ -194,21 +192,13 @@ async def test_the_worker_refuses_to_start_without_keys(plain_settings):
     with pytest.raises(SystemExit, match="PAYLOAD_ENCRYPTION_KEYS is not set"):
         await run_worker(plain_settings.model_copy(update={"payload_encryption_keys": None}),
                          asyncio.Event())
+    # Nor without the keys that tell who sealed a decision (issue 12).
+    with pytest.raises(SystemExit, match="SEALING_VERIFICATION_KEYS is not set"):
+        await run_worker(plain_settings.model_copy(update={"sealing_verification_keys": None}),
+                         asyncio.Event())
 
 
 # --- the codec server --------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def codec_server(settings) -> AsyncIterator[tuple[str, str]]:
-    """The codec server on a free port, wanting a token: (its URL, the token)."""
-    port, token = free_port(), secrets.token_urlsafe(16)
-    runner = await start_codec_server(settings.model_copy(update={
-        "codec_server_port": port, "codec_auth_token": SecretStr(token)}))
-    try:
-        yield f"http://127.0.0.1:{port}", token
-    finally:
-        await runner.cleanup()
 
 
 async def post(url: str, payloads: list[Payload], token: str | None,
@@ -222,8 +212,9 @@ async def post(url: str, payloads: list[Payload], token: str | None,
             return response.status, await response.text()
 
 
-async def test_codec_server_encodes_and_decodes_for_whoever_holds_the_token(codec_server):
-    url, token = codec_server
+async def test_codec_server_encodes_and_decodes_for_a_verified_identity(codec_server,
+                                                                        identity_provider):
+    url, token = codec_server, await identity_provider.access_token(data.REVIEWER)
     clear = [plaintext("Kim Minsu")]
 
     status, encoded = await post(url, clear, token, "/encode")
@@ -247,10 +238,29 @@ async def test_codec_server_encodes_and_decodes_for_whoever_holds_the_token(code
             assert response.status == 200
 
 
+async def test_codec_server_refuses_to_encode_a_payload_larger_than_any_decision(
+        codec_server, identity_provider):
+    url, token = codec_server, await identity_provider.access_token(data.REVIEWER)
+    largest = Payload(metadata={"encoding": b"json/plain"}, data=b"y" * LARGEST_DECISION_BYTES)
+    status, _ = await post(url, [largest], token, "/encode")
+    assert status == 200
+    over = Payload(metadata={"encoding": b"json/plain"}, data=b"y" * (LARGEST_DECISION_BYTES + 1))
+    status, refused = await post(url, [plaintext("ok"), over], token, "/encode")
+    assert status == 413
+    assert json.loads(refused)["error"] == (
+        f"payloads[1]: {LARGEST_DECISION_BYTES + 1} bytes; a decision may have at most "
+        f"{LARGEST_DECISION_BYTES} [too_large]")
+    # What Temporal holds is decoded whatever its size.
+    status, encoded = await post(url, [largest], token, "/encode")
+    assert (await post(url, list(json_format.Parse(encoded, Payloads()).payloads), token))[0] \
+        == 200
+
+
 async def test_codec_server_answers_the_web_uis_preflight(codec_server):
-    url, _ = codec_server
+    url = codec_server
     asked = {"Access-Control-Request-Method": "POST",
-             "Access-Control-Request-Headers": "authorization,content-type,x-namespace"}
+             "Access-Control-Request-Headers":
+                 "authorization,authorization-extras,content-type,x-namespace"}
     async with aiohttp.ClientSession() as http:
         async with http.options(url + "/decode", headers={"Origin": UI_ORIGIN, **asked}) as ok:
             assert ok.status == 204
@@ -258,7 +268,8 @@ async def test_codec_server_answers_the_web_uis_preflight(codec_server):
             assert "POST" in ok.headers["Access-Control-Allow-Methods"]
             allowed = {h.strip().lower()
                        for h in ok.headers["Access-Control-Allow-Headers"].split(",")}
-            assert {"authorization", "content-type", "x-namespace"} <= allowed
+            assert {"authorization", "authorization-extras", "content-type",
+                    "x-namespace"} <= allowed
         async with http.options(url + "/decode",
                                 headers={"Origin": "http://elsewhere.example", **asked}) as no:
             assert no.status == 403 and "Access-Control-Allow-Origin" not in no.headers
@@ -290,7 +301,7 @@ def payloads_in(message: Message) -> Iterator[Payload]:
 
 
 async def test_history_in_the_server_holds_no_organisation_or_contact_data(
-        dev_server, settings, run_worker, task_queue, codec_server):
+        dev_server, settings, run_worker, task_queue, codec_server, identity_provider):
     tag = uuid.uuid4().hex[:8]
     form = data.subscription_form(representative=f"Park Jiyeon {tag}")
     application = prepare_subscription(form, settings)
@@ -337,7 +348,7 @@ async def test_history_in_the_server_holds_no_organisation_or_contact_data(
     assert plain <= {"core_patch", "core_local_activity"}, plain
 
     # Authorised reviewers read it through the codec server: the Web UI, the CLI ...
-    url, token = codec_server
+    url, token = codec_server, await identity_provider.access_token(data.REVIEWER)
     started = history.events[0].workflow_execution_started_event_attributes
     status_code, decoded = await post(url, list(started.input.payloads), token)
     assert status_code == 200
@@ -349,8 +360,8 @@ async def test_history_in_the_server_holds_no_organisation_or_contact_data(
     reviewer = settings.model_copy(update={
         "temporal_address": address, "temporal_namespace": dev_server.client.namespace,
         "payload_encryption_keys": None,
-        "temporal_codec_endpoint": url, "codec_auth_token": SecretStr(token)})
-    reviewing = await connect(reviewer)
+        "temporal_codec_endpoint": url})
+    reviewing = await connect(reviewer, converter=data_converter(reviewer, token))
     assert await reviewing.get_workflow_handle(
         handle.id, result_type=ApplicationStatus).result() == status
 

@@ -29,17 +29,27 @@ if str(ROOT) not in sys.path:  # the project need not be installed to run its te
     sys.path.insert(0, str(ROOT))
 
 from onboarding.core.config import Settings  # noqa: E402
+from onboarding.identity.attestation import public_entry, sealing_keys  # noqa: E402
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 INIT_SCRIPT = ROOT / "deploy" / "postgres" / "initdb" / "10-onboarding-db.sh"
+REALM_FILE = ROOT / "deploy" / "keycloak" / "onboarding-realm.json"
+DEMO_ROSTER = ROOT / "deploy" / "keycloak" / "demo-roster.sql"
 
 # What someone starting the stack exports: only the required secrets (see the file's header).
 TEST_ENV = {
     "POSTGRES_PASSWORD": "compose-test-secret",
     "KEY_ISSUANCE_SECRET": "compose-test-key-issuance-secret-0123456789",
     "PAYLOAD_ENCRYPTION_KEYS": "compose-test:MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    "SEALING_KEYS": "compose-test:RDrd66nPV5UKmjw47KlOAx9WWzB9SChGhJQAWOiE3xQ=",
+    "SEALING_VERIFICATION_KEYS": "compose-test:ZBKkM0tUNEaox/vy22PWLwxnVYwkBdAz54DIZEZhg4c=",
+    "KEYCLOAK_ADMIN_PASSWORD": "compose-test-admin",
+    "TEMPORAL_UI_CLIENT_SECRET": "compose-test-ui-secret",
+    "CODEC_SERVER_CLIENT_SECRET": "compose-test-codec-secret",
+    "DEVELOPER_PORTAL_CLIENT_SECRET": "compose-test-portal-secret",
+    "DEMO_USER_PASSWORD": "compose-test-demo",
 }
 
 REQUIRED_SERVICES = {
@@ -50,6 +60,7 @@ REQUIRED_SERVICES = {
     "migrate",
     "worker",
     "codec-server",
+    "keycloak",
 }
 # Services running the platform's own code, configured through x-platform-env.
 PLATFORM_SERVICES = ("worker", "migrate", "key-verification")
@@ -444,6 +455,131 @@ def test_the_ui_reaches_the_codec_server_from_the_browser(services):
         assert raw_environment(services["codec-server"])[variable] == worker[variable]
 
 
+# --- identity: Keycloak, the Web UI's sign-in, the codec server, the workers -------------------
+
+
+@pytest.fixture(scope="module")
+def realm() -> dict:
+    return json.loads(REALM_FILE.read_text())
+
+
+def realm_client(realm: dict, client_id: str) -> dict:
+    return next(c for c in realm["clients"] if c["clientId"] == client_id)
+
+
+def test_keycloak_imports_the_realm_file(services, realm):
+    keycloak = services["keycloak"]
+    assert keycloak["command"] == ["start-dev", "--import-realm"]
+    assert "./deploy/keycloak:/opt/keycloak/data/import:ro" in keycloak["volumes"]
+    assert re.fullmatch(r"quay\.io/keycloak/keycloak:26\.\d+\.\d+", keycloak["image"])
+    # Declaring clientScopes would drop Keycloak's built-in ones (basic: `sub`; profile, email).
+    assert "clientScopes" not in realm
+    # Every ${...} in the realm is set in Keycloak's environment, from the shell.
+    placeholders = set(re.findall(r"\$\{([A-Z_]+)\}", REALM_FILE.read_text()))
+    env = raw_environment(keycloak)
+    assert placeholders and placeholders <= env.keys()
+    for name in placeholders:
+        assert env[name].startswith(f"${{{name}:?"), name
+
+
+def test_tokens_carry_the_audience_and_issuer_the_platform_verifies(services, realm):
+    keycloak, codec = environment(services["keycloak"]), environment(services["codec-server"])
+    worker, ui = environment(services["worker"]), environment(services["temporal-ui"])
+    issuer = f"{keycloak['KC_HOSTNAME']}/realms/{realm['realm']}"
+    for env in (codec, worker):
+        assert env["OIDC_ISSUER"] == issuer
+        provider = urlsplit(env["OIDC_PROVIDER_URL"])
+        assert provider.hostname == "keycloak" and provider.port in container_ports(
+            services["keycloak"])
+        assert provider.path == f"/realms/{realm['realm']}"
+    assert ui["TEMPORAL_AUTH_ISSUER_URL"] == issuer
+    assert ui["TEMPORAL_AUTH_PROVIDER_URL"] == codec["OIDC_PROVIDER_URL"]
+    host_port = int(services["keycloak"]["ports"][0].split(":")[-2])
+    assert urlsplit(issuer).port == host_port
+    for client in realm["clients"]:
+        audiences = [m["config"].get("included.custom.audience") for m in client["protocolMappers"]
+                     if m["protocolMapper"] == "oidc-audience-mapper"
+                     and m["config"].get("access.token.claim") == "true"]
+        assert audiences == [codec["OIDC_AUDIENCE"]], client["clientId"]
+
+
+def test_clients_and_redirects_line_up_with_the_settings(services, realm):
+    ui, codec = environment(services["temporal-ui"]), environment(services["codec-server"])
+    keycloak = raw_environment(services["keycloak"])
+
+    web_ui = realm_client(realm, ui["TEMPORAL_AUTH_CLIENT_ID"])
+    assert not web_ui["publicClient"] and web_ui["standardFlowEnabled"]
+    assert web_ui["redirectUris"] == [ui["TEMPORAL_AUTH_CALLBACK_URL"]]
+    # The UI's server sends no PKCE: requiring it would refuse every sign-in.
+    assert "pkce.code.challenge.method" not in web_ui.get("attributes", {})
+    assert raw_environment(services["temporal-ui"])["TEMPORAL_AUTH_CLIENT_SECRET"] == \
+        keycloak[web_ui["secret"][2:-1]]
+
+    sign_in = realm_client(realm, codec["CODEC_OIDC_CLIENT_ID"])
+    assert not sign_in["publicClient"]
+    assert sign_in["redirectUris"] == [f"{codec['CODEC_PUBLIC_URL']}/callback"]
+    assert raw_environment(services["codec-server"])["CODEC_OIDC_CLIENT_SECRET"] == \
+        keycloak[sign_in["secret"][2:-1]]
+
+    cli = realm_client(realm, Settings.model_fields["oidc_cli_client_id"].default)
+    assert cli["publicClient"] and cli["attributes"]["pkce.code.challenge.method"] == "S256"
+    # Registered without a port, a loopback redirect takes any port (RFC 8252 §7.3).
+    assert cli["redirectUris"] == ["http://127.0.0.1/callback"]
+
+    portal = realm_client(realm, "developer-portal")
+    assert portal["serviceAccountsEnabled"] and not portal["standardFlowEnabled"]
+
+
+def test_the_web_ui_sends_the_codec_servers_session(services):
+    ui, codec = environment(services["temporal-ui"]), environment(services["codec-server"])
+    assert ui["TEMPORAL_AUTH_ENABLED"] == "true"
+    assert ui["TEMPORAL_CODEC_INCLUDE_CREDENTIALS"] == "true"
+    # Passing the UI's token needs an https codec endpoint; over http the cookie does it.
+    if ui.get("TEMPORAL_CODEC_PASS_ACCESS_TOKEN") == "true":
+        assert ui["TEMPORAL_CODEC_ENDPOINT"].startswith("https://")
+    assert urlsplit(codec["CODEC_PUBLIC_URL"]).netloc == \
+        urlsplit(ui["TEMPORAL_CODEC_ENDPOINT"]).netloc
+    version = tuple(map(int, services["temporal-ui"]["image"].split(":")[1].split(".")))
+    assert version >= (2, 34, 4)  # update input through the codec server
+
+
+def test_only_the_codec_server_can_seal(services):
+    codec, worker = raw_environment(services["codec-server"]), raw_environment(services["worker"])
+    assert "SEALING_KEYS" in codec and "SEALING_KEYS" not in worker
+    assert "SEALING_VERIFICATION_KEYS" in worker
+    for name, service in services.items():
+        if name != "codec-server":
+            assert "SEALING_KEYS" not in raw_environment(service), name
+    kid, key = next(iter(sealing_keys(TEST_ENV["SEALING_KEYS"]).items()))
+    assert public_entry(kid, key) == TEST_ENV["SEALING_VERIFICATION_KEYS"]
+
+
+def test_the_demo_realm_and_the_demo_roster_agree(realm):
+    roster = DEMO_ROSTER.read_text()
+    roles = {r["name"] for r in realm["roles"]["realm"]}
+    groups = {f"/{g['name']}" for g in realm["groups"]}
+    people = [u for u in realm["users"] if "serviceAccountClientId" not in u]
+    for user in people:
+        # Keycloak enforces a user profile: without these the first sign-in asks for them.
+        assert all(user.get(k) for k in ("firstName", "lastName", "email")), user["username"]
+        assert user["emailVerified"] and set(user["realmRoles"]) <= roles
+        assert set(user["groups"]) <= groups
+        assert not user["credentials"][0]["temporary"]
+    issuer = f"http://localhost:8180/realms/{realm['realm']}"
+    statements = {part.split()[0]: part for part in roster.split("INSERT INTO ")[1:]}
+    enrolled = re.findall(r"\('([^']+)', '([^']+)', '([^']+)'\)",
+                          statements["staff_identities"])
+    staff = {u["email"]: u for u in people if "/staff" in u["groups"]}
+    assert {e for e, _, _ in enrolled} == set(staff)
+    for email, at, subject in enrolled:
+        assert at == issuer and staff[email]["id"] == subject
+    for email, role in re.findall(r"\('([^']+)', '([a-z_]+)'\)", statements["staff_roles"]):
+        assert role in staff[email]["realmRoles"]
+    assert "'developer-portal'" in statements["service_mandates"]
+    service = next(u for u in realm["users"] if "serviceAccountClientId" in u)
+    assert service["serviceAccountClientId"] == "developer-portal"
+
+
 # --- temporal-setup: search attributes -----------------------------------------------------------
 
 
@@ -451,12 +587,30 @@ def test_temporal_setup_registers_exactly_the_platforms_search_attributes(servic
     result, calls = run_setup_script(services, tmp_path, "exit 0")
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(calls) == 1
+    assert len(calls) == 2
     assert registered_attributes(calls[0]) == EXPECTED_SEARCH_ATTRIBUTES
     worker = environment(services["worker"])
-    assert option(calls[0], "--namespace") == worker["TEMPORAL_NAMESPACE"]
-    assert option(calls[0], "--address") == worker["TEMPORAL_ADDRESS"]
+    for call in calls:
+        assert option(call, "--namespace") == worker["TEMPORAL_NAMESPACE"]
+        assert option(call, "--address") == worker["TEMPORAL_ADDRESS"]
     assert services["temporal-setup"]["image"].startswith("temporalio/admin-tools:")
+
+
+def test_temporal_setup_creates_the_key_reconciliation_schedule_as_the_worker_would(
+        services, tmp_path):
+    from onboarding.temporal import schedules
+
+    _, calls = run_setup_script(services, tmp_path, "exit 0")
+    schedule = calls[1]
+    assert schedule[:2] == ["schedule", "create"]
+    worker = environment(services["worker"])
+    defaults = Settings(_env_file=None)
+    assert (option(schedule, "--schedule-id"), option(schedule, "--type"),
+            option(schedule, "--task-queue"), option(schedule, "--workflow-id"),
+            option(schedule, "--interval"), option(schedule, "--overlap-policy")) == (
+        schedules.KEY_RECONCILIATION, schedules.KEY_RECONCILIATION_WORKFLOW,
+        worker["TEMPORAL_TASK_QUEUE"], f"{schedules.KEY_RECONCILIATION}-run",
+        f"{defaults.key_reconciliation_minutes}m", "Skip")
 
 
 def test_expected_search_attributes_are_the_codes():
@@ -480,17 +634,20 @@ def test_temporal_setup_retries_until_the_server_answers(services, tmp_path):
         'if [ "$CALLS" -le 2 ]; then echo "Error: connection refused" >&2; exit 1; fi; exit 0',
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(calls) == 3
+    assert len(calls) == 4  # twice refused, the attributes, the schedule
 
 
-def test_temporal_setup_accepts_attributes_registered_by_an_earlier_run(services, tmp_path):
+def test_temporal_setup_accepts_what_an_earlier_run_created(services, tmp_path):
     result, calls = run_setup_script(
         services,
         tmp_path,
-        'echo "Error: Search attribute ApplicationKind already exists." >&2; exit 1',
+        'case "$1" in\n'
+        '  operator) echo "Error: Search attribute ApplicationKind already exists." >&2 ;;\n'
+        '  schedule) echo "Error: schedule with this ID is already registered" >&2 ;;\n'
+        'esac; exit 1',
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
 def test_temporal_setup_gives_up_eventually(services, tmp_path):

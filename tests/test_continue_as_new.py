@@ -16,6 +16,7 @@ from tests.support import data, drive
 from tests.support.data import APPROVER, PLATFORM, REVIEWER_AND_APPROVER, SALES, decision
 from tests.support.drive import approval, by_id
 from tests.support.logic import logic  # noqa: F401 - the fixture
+from tests.support.sealing import person
 
 LOW = ProcessLimits(signals_per_run=10)
 
@@ -44,6 +45,10 @@ async def test_a_run_continued_as_new_in_the_middle_of_a_step_keeps_its_deadline
         "final_approval", ["final_approval"], since)
     assert continued.deadlines == at_step.deadlines
     assert by_id(continued)[not_entitled["decision_id"]].applied is False
+    # Carried: who sealed each decision, as verified (four eyes compares these).
+    [pre] = [d for d in continued.decisions if d.decision == "pre_verification"]
+    assert (pre.decided_by, pre.identity) == (REVIEWER_AND_APPROVER,
+                                              person(REVIEWER_AND_APPROVER).ref())
 
     # The same decision again, in the new run: a repeat. Four eyes: the pre-verifier may not.
     await handle.signal("final_approval", not_entitled)

@@ -25,7 +25,11 @@ from tests.support import data, servers
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "onboarding" / "core" / "migrations"
 EXPECTED_TABLES = {
     "organisations", "staff_roles", "api_catalogue", "applications", "contracts", "api_keys",
-    "notices", "audit_log", "schema_migrations", "api_versions", "key_suspensions",
+    "notices", "audit_log", "schema_migrations", "api_versions",
+    # 0010: the roster on verified identities.
+    "staff_identities", "service_mandates",
+    # 0030: the live service's suspensions.
+    "key_suspensions",
 }
 
 

@@ -35,6 +35,7 @@ from tests.support import data, drive
 from tests.support.drive import PATH, approval, drive_to
 from tests.support.eventually import eventually
 from tests.support.records import record_of_a_whole_run, steps_on_record
+from tests.support.sealing import sealing
 from tests.support.servers import DevServer
 from tests.support.worker_process import WorkerProcess
 from workflows.subscription import SubscriptionWorkflow
@@ -132,7 +133,7 @@ async def test_postgres_stopped_and_restarted_while_applications_move(
         })
         worker = WorkerProcess(ours, tmp_path / "worker")
         worker.start()
-        client = await connect(ours)
+        client = sealing(await connect(ours))  # decisions sealed as typed
 
         forms = [ORDINARY, ORDINARY, WITH_MARKET_DATA, ORDINARY]
         applications = [prepare_subscription(data.subscription_form(apis), settings)
@@ -168,7 +169,11 @@ async def test_postgres_stopped_and_restarted_while_applications_move(
         finished = await asyncio.gather(*(finish(h, a) for h, a in zip(handles, applications)))
         conn = await asyncpg.connect(url)
         try:
-            await check_whole_runs(conn, applications, finished)
+            async def whole() -> bool:  # the relay sends the last keys' mail meanwhile
+                await check_whole_runs(conn, applications, finished)
+                return True
+
+            await eventually(whole, 30, "every application's run whole, its keys mailed")
             failed = await conn.fetch(
                 "SELECT action, reason FROM audit_log WHERE result = 'failed'")
         finally:

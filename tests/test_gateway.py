@@ -13,43 +13,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from onboarding.core.db import create_pool
 from onboarding.core.logs import configure_logging
-from onboarding.services.key_verification import create_runner
+from onboarding.services.key_cache import KeyCache
 from tests.support.eventually import eventually
+from tests.support.gateway import VERIFY, Gateway
 from tests.support.key_issuance import issue_key, revoke_keys
 from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-VERIFY = "/v1/keys/verify"
-
-
-class Gateway:
-    """The app on a free local port, and a client session to ask it."""
-
-    def __init__(self, pool) -> None:
-        # As `python -m onboarding.services.key_verification` runs it.
-        self.runner = create_runner(pool)
-        self.port = free_port()
-
-    async def __aenter__(self) -> Gateway:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        self.session = aiohttp.ClientSession(f"http://127.0.0.1:{self.port}")
-        return self
-
-    async def __aexit__(self, *_) -> None:
-        await self.session.close()
-        await self.runner.cleanup()
-
-    async def verify(self, headers: dict[str, str] | list[tuple[str, str]],
-                     **kw) -> tuple[int, dict]:
-        async with self.session.post(VERIFY, headers=headers, **kw) as response:
-            if response.status == 200:
-                assert response.headers["Cache-Control"] == "no-store"
-            return response.status, await response.json()
 
 
 def leaked(key: str, text: str) -> bool:
@@ -64,9 +37,16 @@ async def verify_over(session: aiohttp.ClientSession, key: str) -> tuple[int, bo
 
 
 @pytest.fixture(scope="module")
-async def gateway(pool):
-    async with Gateway(pool) as gw:
+async def gateway(pool, settings):
+    async with KeyCache.from_settings(pool, settings) as cache, Gateway(pool, cache) as gw:
+        await eventually(lambda: cache.listening, what="the key cache listening")
         yield gw
+
+
+async def notified(gateway: Gateway, forgotten_before: int) -> None:
+    """Once the gateway's cache has forgotten an answer since `forgotten_before`."""
+    await eventually(lambda: gateway.cache.stats.forgotten > forgotten_before,
+                     what="a change notified to the key cache")
 
 
 async def test_a_sandbox_key_is_valid_for_its_organisation_and_apis(gateway, pool, settings, inbox):
@@ -100,10 +80,13 @@ async def test_unknown_keys_are_refused_and_grant_nothing(gateway):
                         "suspended_apis": []}
 
 
-async def test_a_revoked_key_is_refused_at_once(gateway, pool, settings, inbox):
+async def test_a_revoked_key_is_refused_as_soon_as_the_revocation_is_notified(
+        gateway, pool, settings, inbox):
     app, key = await issue_key(pool, settings, inbox)
     assert (await gateway.verify({"X-Api-Key": key}))[1]["valid"] is True
+    forgotten = gateway.cache.stats.forgotten
     await revoke_keys(pool, settings, app, "withdrawn")
+    await notified(gateway, forgotten)
     status, body = await gateway.verify({"X-Api-Key": key})
     assert status == 200
     assert (body["valid"], body["reason"]) == (False, "revoked")
@@ -151,6 +134,7 @@ async def test_the_key_never_reaches_the_logs(gateway, pool, settings, inbox, ca
     app, key = await issue_key(pool, settings, inbox)
     configure_logging(settings.model_copy(update={"log_format": "json"}))
     try:
+        gateway.tally.flush()  # what earlier tests counted
         capfd.readouterr()
         valid = (await gateway.verify({"X-Api-Key": key}))[1]
         await gateway.verify({"X-Api-Key": key[:-1]})  # a mistyped key: unknown
@@ -159,20 +143,26 @@ async def test_the_key_never_reaches_the_logs(gateway, pool, settings, inbox, ca
         # Too long for aiohttp's parser (8 KiB), which refuses it before our code runs.
         async with gateway.session.post(VERIFY, headers={"X-Api-Key": key + "x" * 9000}) as r:
             assert r.status == 400
+        forgotten = gateway.cache.stats.forgotten
         await revoke_keys(pool, settings, app, "withdrawn")
+        await notified(gateway, forgotten)
         await gateway.verify({"X-Api-Key": key})
+        await gateway.verify({"X-Api-Key": key})  # from memory this time
+        gateway.tally.flush()
         err = capfd.readouterr().err
     finally:
         configure_logging(settings)
     assert not leaked(key, err)
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
-    verified = [line for line in lines if line["event"] == "key verified"]
-    assert [(line["valid"], line["reason"], line["key_id"]) for line in verified] == [
-        (True, "", valid["key_id"]), (False, "unknown key", None),
-        (False, "revoked", valid["key_id"])]
-    assert [(line["field"], line["rule"]) for line in lines
-            if line["event"].startswith("key verification refused")] == \
-        [("X-Api-Key", "printable_ascii"), ("X-Api-Key", "max_length")]
+    # One line per outcome, with how many times.
+    verified = [line for line in lines if line["event"] == "keys verified"]
+    assert sorted((line["valid"], line["reason"], line["key_id"] or "", line["count"])
+                  for line in verified) == sorted([
+                      (True, "", valid["key_id"], 1), (False, "unknown key", "", 1),
+                      (False, "revoked", valid["key_id"], 2)])
+    assert sorted((line["field"], line["rule"], line["count"]) for line in lines
+                  if line["event"].startswith("key verification refused")) == \
+        [("X-Api-Key", "max_length", 1), ("X-Api-Key", "printable_ascii", 1)]
 
 
 async def test_healthz_answers_while_the_database_does(gateway, settings):
@@ -180,7 +170,8 @@ async def test_healthz_answers_while_the_database_does(gateway, settings):
         assert (response.status, await response.json()) == (200, {"status": "ok"})
     closed = await create_pool(settings)
     await closed.close()
-    async with Gateway(closed) as down:
+    nothing_in_memory = KeyCache.from_settings(closed, settings)
+    async with Gateway(closed, nothing_in_memory) as down:
         async with down.session.get("/healthz") as response:
             assert (response.status, await response.json()) == (503, {"status": "unavailable"})
         # Fail closed: no verdict without the database.
@@ -226,6 +217,7 @@ async def test_the_process_answers_and_finishes_requests_in_flight_on_sigterm(
             await proc.wait()
     err = (await proc.stderr.read()).decode()
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
-    assert events[0] == "gateway started" and events[-1] == "gateway stopped"
-    assert "key verified" in events
+    assert [e for e in events if e.startswith("gateway")] == [
+        "gateway started", "gateway stopping: finishing requests in flight", "gateway stopped"]
+    assert "keys verified" in events and "key cache listening" in events
     assert not leaked(key, err)

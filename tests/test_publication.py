@@ -39,6 +39,7 @@ from tests.support.data import (
     revised,
 )
 from tests.support.drive import approval, by_id, decisions_recorded, drive_to, start
+from tests.support.eventually import eventually
 from tests.support.inbox import body, envelope, notice_id, notices
 from tests.support.records import audit, on_record
 
@@ -560,11 +561,13 @@ async def test_an_api_id_taken_meanwhile_ends_the_second_publication(
         await drive.signal_at(handles[1], "api_test_review", "api_test_review",
                               decision(PLATFORM, verdict="approve"))
         status = await drive.result(handles[1])
+        # Sent by the worker's relay once the refusal is committed: it comes when it comes.
+        mail = await eventually(lambda: notices(inbox, second.application_id, "rejected"),
+                                what="the rejection's notice")
 
     assert (status.outcome, status.step) == ("rejected", "rejected")
     row = await catalogue(pool, api_id)
     assert (row["stage"], row["publication_application_id"]) == ("sandbox", first.application_id)
-    mail = notices(inbox, second.application_id, "rejected")
     assert len(mail) == 1 and envelope(mail[0]) == {provider(second)}
     assert f"api_id {api_id} is already in the catalogue for another provider" in body(mail[0])
     assert notices(inbox, second.application_id, "member-notice/sandbox") == []

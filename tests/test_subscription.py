@@ -341,6 +341,8 @@ async def test_rejection_at_each_step(dev_server, run_worker, settings, pool, ta
         await handle.signal(step, decision(REJECTED_BY[step], verdict="reject", note=note))
         status = await drive.result(handle)
         description = await handle.describe()
+        # The relay sends it after the last commit: while the worker (and its relay) runs.
+        await eventually(lambda: notices(inbox, app_id, "rejected"), what="the rejection notice")
 
     assert (status.outcome, status.step) == ("rejected", "rejected")
     assert status.decisions[-1].decision == step and status.decisions[-1].applied
@@ -377,6 +379,7 @@ async def test_withdrawal_after_the_sandbox_key_revokes_it(
         assert [(k.environment, k.status) for k in testing.keys] == [("sandbox", "active")]
         await handle.signal("withdraw", decision(contact, note="We are pivoting"))
         status = await drive.result(handle)
+        await eventually(lambda: notices(inbox, app_id, "withdrawn"), what="the notice")
 
     assert (status.outcome, status.step) == ("withdrawn", "withdrawn")
     assert [(k.environment, k.status) for k in status.keys] == [("sandbox", "revoked")]

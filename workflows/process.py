@@ -64,7 +64,7 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.admission import AdmissionCheck, Admissions, AdmissionVerdict
     from activities.contracts import ContractNumberCheck, Contracts
-    from activities.decisions import DecisionCheck, Decisions
+    from activities.decisions import DecisionCheck, Decisions, Verification
     from activities.records import Records
     from onboarding.domain.decisions import MAX_DECISION_BYTES, Catalogue, DecisionType
     from onboarding.domain.models import (
@@ -97,6 +97,7 @@ with workflow.unsafe.imports_passed_through():
         NoticeQueued,
     )
     from onboarding.domain.state import ProcessState, Seen
+    from onboarding.identity.models import SEAL_REFUSALS, decision_content
     from onboarding.temporal import search_attributes as sa
 
 # The commit retries for as long as it takes (a database restart must not fail an
@@ -187,6 +188,22 @@ def read_start(start: RawValue, model: type[Model]) -> Start:
     return Start(raw, application, continued, forged)
 
 
+
+def begin(start: RawValue, model: type[Model], state_model: type[Any], process: str,
+          admission_step: str) -> tuple[Start, Any]:
+    """A v2 run's input read, and its state: carried from the run it continues, at admission,
+    or (a run begun before admission was the workflow's first step) at the first step."""
+    read = read_start(start, model)
+    application, continued = read.application, read.continued
+    if continued is not None:  # continued as new: the step it carries goes on
+        return read, state_model.model_validate({**continued, "application": application})
+    if workflow.patched("admission"):
+        return read, (state_model.of(application, workflow.now(), admission_step)
+                      if application is not None else ProcessState.unreadable(
+                          process, read.raw,
+                          workflow.info().workflow_id, workflow.now()))
+    return read, state_model.of(application, workflow.now())  # begun before admission
+
 class Process:
     def __init__(self, state: ProcessState, catalogue: Catalogue, *,
                  resumed: bool = False) -> None:
@@ -218,6 +235,15 @@ class Process:
         self._changed = False
 
     # --- the procedure ---------------------------------------------------------------------
+
+    @classmethod
+    def moved_from_stop_8(cls, state: ProcessState, catalogue: Catalogue) -> Process:
+        """The process of an application stop 8 began, going on in v2 from its next event
+        (workflows/legacy/): in this run until its next wait, then in a run of its own."""
+        process = cls(state, catalogue, resumed=True)
+        process.continue_at_next_wait = True
+        process.record("moved_to_v2", details={"step": state.step})
+        return process
 
     async def run(self, steps: Mapping[str, Callable[[], Awaitable[Next]]],
                   end_early: Callable[[Ending], Awaitable[None]]) -> ApplicationStatus:
@@ -530,19 +556,24 @@ class Process:
 
     async def decide(self, decision: DecisionType[Any], d: Decision) -> DecisionReceipt:
         """Apply `d` if it fits the step and its sender may take it; on the record either way."""
-        received_at = workflow.now()
+        received_at, received = workflow.now(), d
         if self._resume_at is not None:  # a new run: once it waits at the step it resumes
             await workflow.wait_condition(lambda: self._resume_at is None)
         async with self._lock:
             step = self.state.step
             reason = self._refusal(decision, d)
+            verified = None
             if reason is None and decision.taken_by is not Role.PLATFORM_WORKFLOW:
-                reason = await self._verify(decision, d, received_at)
+                verified = await self._verify(decision, d, received_at)
+                reason = verified.reason or None
+                if reason is None:  # from here on, the decision is its sealer's
+                    d = d.model_copy(update={"decided_by": verified.person or d.decided_by})
             if reason is None and (check := self._expected.get(decision.name)):
                 reason = await check(d)
             if reason is None:  # the state may have moved while we awaited
                 reason = self._refusal(decision, d)
-            journaled = self._record_decision(decision.name, d, step, received_at, reason)
+            journaled = self._record_decision(decision, received, step, received_at, reason,
+                                              verified)
             if reason is None:
                 if decision.ends_application:
                     self._ending = Ending("withdrawn", step, d.decided_by or "", d.note)
@@ -579,39 +610,75 @@ class Process:
         return None
 
     async def _verify(self, decision: DecisionType[Any], d: Decision,
-                      received_at: datetime) -> str | None:
+                      received_at: datetime) -> Verification:
+        """Who sealed `d`, and whether they may take it (docs/identity.md)."""
         s = self.state
-        not_by = s.deciders(decision.four_eyes) if decision.four_eyes else []
-        verified = await workflow.execute_local_activity_method(
+        # Four eyes: whoever took the decision this one must not share a taker with (the
+        # state keeps their records across runs: onboarding/domain/state.py, `_fit`).
+        earlier = s.takers(decision.four_eyes) if decision.four_eyes else []
+        return await workflow.execute_local_activity_method(
             Decisions.verify_decision,
-            DecisionCheck(application_id=s.application_id, organisation=s.organisation_id,
+            DecisionCheck(application_id=s.sealed_as, organisation=s.organisation_id,
                           decision=decision.name, decision_id=d.decision_id,
-                          content=d.model_dump(mode="json"), role=decision.taken_by,
-                          not_by=not_by, applicant_contacts=s.applicant_contacts,
-                          received_at=received_at, decided_by=d.decided_by),
+                          content=decision_content(d), attestation=d.attestation,
+                          role=decision.taken_by.value,
+                          not_by=list(dict.fromkeys(r.identity for r in earlier if r.identity)),
+                          # Taken before decisions were sealed: by a typed staff id.
+                          not_by_staff=sorted({r.decided_by.lower() for r in earlier
+                                               if not r.identity}),
+                          applicant_contacts=s.applicant_contacts, received_at=received_at,
+                          decided_by=d.decided_by),
             summary=f"verify {decision.name}", **LOCAL)
-        return verified.reason or None
 
-    def _record_decision(self, name: str, d: Decision, step: str, received_at: datetime,
-                         reason: str | None) -> bool:
-        return self._on_record(name, DecisionRecord(
-            decision_id=d.decision_id, decision=name, decided_by=d.decided_by or "",
-            note=d.note, step=step, received_at=received_at, applied=reason is None,
-            reason=reason or ""), lambda: d.model_dump(mode="json"))
+    def _record_decision(self, decision: DecisionType[Any], d: Decision, step: str,
+                         received_at: datetime, reason: str | None,
+                         verified: Verification | None) -> bool:
+        """`d` as received on the record, applied or refused, under the name of who sealed it;
+        a name it only claims (no seal that held) is marked as such. Another process's claim
+        is checked against the record instead (the step's check). Whether it was journaled."""
+        by = d.decided_by or ""
+        if verified is not None and verified.person:
+            by = verified.person
+        elif by and decision.taken_by is not Role.PLATFORM_WORKFLOW:
+            by = f"{by[:180]} (not verified)"
+        identity = verified.identity if verified is not None else None
+
+        def details() -> dict[str, Any]:
+            content = d.model_dump(mode="json")
+            if identity is not None:
+                content["sealed_for"] = identity.model_dump(mode="json")
+            return content
+
+        return self._on_record(
+            decision.name, DecisionRecord(
+                decision_id=d.decision_id, decision=decision.name, decided_by=by,
+                identity=identity.ref() if identity else None, note=d.note, step=step,
+                received_at=received_at, applied=reason is None, reason=reason or ""),
+            details,
+            # A decision refused for its seal was sent by nobody known: its id stays free for
+            # the decision it names (a forged or altered copy arriving first does not use it
+            # up). Verdicts from before seals never gave these reasons: their replay is as was.
+            remember=verified is None or verified.reason not in SEAL_REFUSALS)
 
     def _on_record(self, name: str, record: DecisionRecord,
-                   details: Callable[[], dict[str, Any]]) -> bool:
+                   details: Callable[[], dict[str, Any]], *, remember: bool = True) -> bool:
         """A decision received, in the status and on the audit log: every applied one; a
         refused one unless its sender is past its rate (then counted: REFUSALS_PER_SENDER...
         in onboarding/domain/state.py), its content only up to REFUSED_DETAILS_BYTES. Whether
-        it was journaled. Cheap when only counted: a flood's cost is in these few lines."""
+        it was journaled. Cheap when only counted: a flood's cost is in these few lines.
+
+        The sender a rate counts is the verified identity (issuer + subject) when a seal held,
+        else the name the decision claims, as the record shows it ("x (not verified)"): typing
+        someone's address uses up the claim's allowance, never theirs (docs/identity.md)."""
         s = self.state
-        self._refusals_listed = s.saw(record, self._seen, self._refusals_listed)
+        self._refusals_listed = s.saw(record, self._seen, self._refusals_listed,
+                                      remember=remember)
         actor = record.decided_by or "unknown"
         if record.applied:
             self.record(name, "applied", actor=actor, details=details())
             return True
-        if not s.refusals.journals(actor.lower(), record.received_at):
+        sender = str(record.identity) if record.identity is not None else actor.lower()
+        if not s.refusals.journals(sender, record.received_at):
             self._flush_soon(COUNTS_AFTER)
             return False
         content = details()

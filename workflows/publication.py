@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legacy.publication import PublicationWorkflow as Stop8
 
 from workflows.handlers import takes_decisions
-from workflows.process import LOCAL, Ending, Next, Process, read_start
+from workflows.process import LOCAL, Ending, Next, Process, begin
 
 
 class Step:
@@ -72,21 +72,11 @@ class PublicationWorkflow:
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
                 start.payload, PublicationApplication), self.moved)
             return
-        self.start = read_start(start, PublicationApplication)
-        application, continued = self.start.application, self.start.continued
         self.state: ProcessState
-        if continued is not None:  # continued as new: the step it carries goes on
-            self.state = PublicationState.model_validate(
-                {**continued, "application": application})
-        elif workflow.patched("admission"):
-            self.state = (PublicationState.of(application, workflow.now(), Step.ADMISSION)
-                          if application is not None else ProcessState.unreadable(
-                              "publication", self.start.raw, workflow.info().workflow_id,
-                              workflow.now()))
-        else:  # begun before admission was the workflow's first step
-            self.state = PublicationState.of(application, workflow.now())
+        self.start, self.state = begin(start, PublicationApplication, PublicationState,
+                                       "publication", Step.ADMISSION)
         self.process = Process(self.state, decisions.PUBLICATION,
-                               resumed=continued is not None)
+                               resumed=self.start.continued is not None)
         # A revised specification's summary, by decision id (its check found it valid).
         self.validated: dict[str, SpecificationSummary] = {}
 
@@ -106,12 +96,9 @@ class PublicationWorkflow:
         }, end_early=self.end_early)
 
     def moved(self, carried: dict) -> None:
-        """An application stop 8 began goes on in v2 from its next event (workflows/legacy/):
-        in this run until its next wait, then in a run of its own."""
+        """An application stop 8 began goes on in v2 (Process.moved_from_stop_8)."""
         self.state = PublicationState.model_validate(carried)
-        self.process = Process(self.state, decisions.PUBLICATION, resumed=True)
-        self.process.continue_at_next_wait = True
-        self.process.record("moved_to_v2", details={"step": self.state.step})
+        self.process = Process.moved_from_stop_8(self.state, decisions.PUBLICATION)
         self.legacy = None
 
     # --- the procedure -------------------------------------------------------------------

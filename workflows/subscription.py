@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legacy.subscription import SubscriptionWorkflow as Stop8
 
 from workflows.handlers import takes_decisions
-from workflows.process import LOCAL, Ending, Next, Process, read_start
+from workflows.process import LOCAL, Ending, Next, Process, begin
 
 
 class Step:
@@ -82,21 +82,11 @@ class SubscriptionWorkflow:
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
                 start.payload, SubscriptionApplication), self.moved)
             return
-        self.start = read_start(start, SubscriptionApplication)
-        application, continued = self.start.application, self.start.continued
         self.state: ProcessState
-        if continued is not None:  # continued as new: the step it carries goes on
-            self.state = SubscriptionState.model_validate(
-                {**continued, "application": application})
-        elif workflow.patched("admission"):
-            self.state = (SubscriptionState.of(application, workflow.now(), Step.ADMISSION)
-                          if application is not None else ProcessState.unreadable(
-                              "subscription", self.start.raw, workflow.info().workflow_id,
-                              workflow.now()))
-        else:  # begun before admission was the workflow's first step
-            self.state = SubscriptionState.of(application, workflow.now())
+        self.start, self.state = begin(start, SubscriptionApplication, SubscriptionState,
+                                       "subscription", Step.ADMISSION)
         self.process = Process(self.state, decisions.SUBSCRIPTION,
-                               resumed=continued is not None)
+                               resumed=self.start.continued is not None)
         # What the catalogue said of a resubmission's APIs, by decision id (its check found it).
         self.offered: dict[str, CatalogueFacts] = {}
 
@@ -118,12 +108,9 @@ class SubscriptionWorkflow:
         }, end_early=self.end_early)
 
     def moved(self, carried: dict) -> None:
-        """An application stop 8 began goes on in v2 from its next event (workflows/legacy/):
-        in this run until its next wait, then in a run of its own."""
+        """An application stop 8 began goes on in v2 (Process.moved_from_stop_8)."""
         self.state = SubscriptionState.model_validate(carried)
-        self.process = Process(self.state, decisions.SUBSCRIPTION, resumed=True)
-        self.process.continue_at_next_wait = True
-        self.process.record("moved_to_v2", details={"step": self.state.step})
+        self.process = Process.moved_from_stop_8(self.state, decisions.SUBSCRIPTION)
         self.legacy = None
 
     # --- the procedure -------------------------------------------------------------------

@@ -46,8 +46,10 @@ from onboarding.domain.models import (
 )
 from onboarding.store import applications, catalogue
 from onboarding.temporal import search_attributes as sa
+from onboarding.cli import login as signing_in
+from onboarding.identity.oidc import OIDCError
 from onboarding.temporal.client import connect
-from onboarding.temporal.codec import PayloadEncryptionError
+from onboarding.temporal.codec import CodecServerClient, PayloadEncryptionError, data_converter
 
 # The decisions people take (those of another process, service_launched, left out), by process:
 # the update's name and the model it takes. From the catalogue, as the workflows' handlers are.
@@ -157,6 +159,8 @@ def _run(settings: Settings, work: Any) -> Any:
         _fail(f"Temporal refused: {err.message}")
     except PayloadEncryptionError as err:
         _fail(f"cannot encrypt or decrypt: {err}")
+    except (signing_in.NotSignedIn, OIDCError) as err:
+        _fail(str(err), 2)
     except RuntimeError as err:
         if not str(err).startswith("Failed client connect"):
             raise
@@ -353,9 +357,21 @@ def show(application_id: Annotated[str, typer.Argument(
                            f"{k.expires_at:%Y-%m-%d}" for k in s.keys) or "-"),
         ("reviewer flags", "; ".join(s.reviewer_flags) or "-"),
         ("withdrawn APIs", ", ".join(s.withdrawn_apis) or "-"),
+        # The timeline is the one the runs carried; what they carried no more is counted
+        # (the audit log has each: docs/architecture.md, "A history that stays bounded").
+        ("run", f"{s.run}" + (" (continued as new, its state carried)" if s.run > 1 else "")),
+        *([("not listed", f"{s.refused_not_listed} earlier refusals, "
+                          f"{s.applied_not_listed} earlier applied decisions: "
+                          "see the audit log")]
+          if s.refused_not_listed or s.applied_not_listed else []),
     ]:
         head.add_row(Text(label, style="bold"), Text(value))
     out.print(head)
+    if s.admission_refusals:
+        refused = Table("field", "rule", "why", title="refused at admission")
+        for r in s.admission_refusals:
+            refused.add_row(Text(r.field), Text(r.rule), Text(r.message))
+        out.print(refused)
     timeline = Table("received", "step", "decision", "by", "result", "note / reason",
                      title="decisions")
     for d in s.decisions:
@@ -379,6 +395,9 @@ def build_decision(application_id: str, name: str, base: dict[str, Any],
         _fail(f"{name}: not a {process} decision; one of: {', '.join(DECISIONS[process])}", 2)
     payload = {**base, **{k: v for k, v in fields.items() if v is not None}}
     payload.setdefault("decision_id", f"{name}-{uuid.uuid4().hex[:12]}")
+    # What the codec server's seal binds (onboarding.identity.attestation).
+    payload.setdefault("application_id", application_id)
+    payload.setdefault("decision", name)
     try:
         decision = model.model_validate(payload)
     except ValidationError as err:
@@ -412,13 +431,28 @@ async def _until_the_step_takes_decisions(client: Client, application_id: str) -
         await asyncio.sleep(0.2)
 
 
-def send_decision(application_id: str, name: str, decision: Decision) -> DecisionReceipt:
-    """Send as the update `name`; print the answer. Exit 1 when refused on the record, 2 when
-    the workflow's validator rejected it (it then is not recorded)."""
+def _signed_in(settings: Settings, by: str | None) -> tuple[str, str]:
+    """The access token of whoever takes the decision, and their e-mail address: the one
+    person signed in, or, when several are (one terminal playing several people in the dev
+    stack), the one `--by` names. A decision is sealed for the sign-in it is sent with; `--by`
+    only chooses among sign-ins."""
+    if not settings.temporal_codec_endpoint:
+        _fail("decisions are sealed for you by the codec server: set TEMPORAL_CODEC_ENDPOINT "
+              "(make up writes it into .data/dev.env)", 2)
+    return _run(settings, signing_in.access_token(settings, by))
+
+
+def send_decision(application_id: str, name: str, decision: Decision,
+                  access_token: str) -> DecisionReceipt:
+    """Send as the update `name`, through the codec server, which seals it for the signed-in
+    reviewer; print the answer. Exit 1 when refused on the record, 2 when the workflow's
+    validator rejected it (it then is not recorded)."""
     settings = get_settings()
 
     async def send() -> DecisionReceipt:
-        client = await connect(settings)
+        assert settings.temporal_codec_endpoint
+        sealing = CodecServerClient(settings.temporal_codec_endpoint, access_token)
+        client = await connect(settings, converter=data_converter(settings, codec=sealing))
         if name != "withdraw":
             await _until_the_step_takes_decisions(client, application_id)
         handle = client.get_workflow_handle(application_id)
@@ -460,9 +494,10 @@ def decide(
         metavar="DECISION",
         help=" ".join(f"{process.capitalize()}: {', '.join(names)}." for process, names
                       in DECISIONS.items()))],
-    by: Annotated[str, typer.Option("--by", metavar="EMAIL",
-                                    help="Who decides: staff holding the step's role, or "
-                                         "the applicant's registered contact.")],
+    by: Annotated[str | None, typer.Option(
+        "--by", metavar="EMAIL", help="Who decides: a person signed in with `openapi-onboarding "
+        "login` (needed only when several are). Staff hold the step's role; an applicant is "
+        "a registered contact.")] = None,
     note: Annotated[str | None, typer.Option(metavar="TEXT", help="Why; needed for reject, request_changes, "
                                                    "more_testing.")] = None,
     verdict: Annotated[str | None, typer.Option(
@@ -505,7 +540,9 @@ def decide(
         base = _read_json(json_text, "--json")
     elif file is not None:
         base = _read_json(file.read_text(encoding="utf-8"), str(file))
-    fields: dict[str, Any] = {"decision_id": decision_id, "decided_by": by, "note": note,
+    settings = get_settings()
+    token, me = _signed_in(settings, by)
+    fields: dict[str, Any] = {"decision_id": decision_id, "decided_by": me, "note": note,
                               "verdict": verdict, "results": results}
     if criteria_all:
         fields["criteria"] = PreVerificationCriteria(
@@ -521,15 +558,17 @@ def decide(
                  else "contract")
         given = base.get(field) if isinstance(base.get(field), dict) else {}
         fields[field] = {**given, **{k: v for k, v in terms.items() if v is not None}}
-    send_decision(application_id, decision, build_decision(application_id, decision, base, fields))
+    send_decision(application_id, decision, build_decision(application_id, decision, base, fields),
+                  token)
 
 
 @app.command()
 def withdraw(
     application_id: Annotated[str, typer.Argument(
         metavar="APPLICATION_ID", help="subscription-... or publication-...")],
-    by: Annotated[str, typer.Option("--by", metavar="EMAIL",
-                                    help="A registered contact of the applicant or provider.")],
+    by: Annotated[str | None, typer.Option(
+        "--by", metavar="EMAIL", help="A registered contact of the applicant or provider, "
+        "signed in with `openapi-onboarding login` (needed only when several are).")] = None,
     note: Annotated[str, typer.Option(metavar="TEXT", help="Why, for the record.")] = "",
 ) -> None:
     """Withdraw an application (the applicant or provider).
@@ -537,5 +576,49 @@ def withdraw(
     Any step before it ends: issued keys are revoked; a publication's API leaves the
     catalogue. Same answer and exit codes as decide.
     """
+    token, me = _signed_in(get_settings(), by)
     send_decision(application_id, "withdraw",
-                  build_decision(application_id, "withdraw", {}, {"decided_by": by, "note": note}))
+                  build_decision(application_id, "withdraw", {}, {"decided_by": me, "note": note}),
+                  token)
+
+
+# --- login, logout, token ----------------------------------------------------------------------
+
+
+@app.command()
+def login(no_browser: Annotated[bool, typer.Option(
+        "--no-browser", help="Only print the address to open.")] = False) -> None:
+    """Sign in with the operator's identity provider, in the browser.
+
+    Every decision sent after (decide, withdraw) is sealed for you by the codec server. The
+    tokens are kept in CLI_TOKEN_FILE (default: openapi-onboarding/tokens.json in your config
+    directory), readable by you alone; `logout` removes them. Signing in as someone else keeps
+    both sign-ins: `--by` then says whose a decision uses.
+    """
+    settings = get_settings()
+    open_url = (lambda url: None) if no_browser else signing_in.webbrowser.open
+    tokens = _run(settings, signing_in.sign_in(settings, open_url=open_url,
+                                               say=lambda m: typer.echo(m, err=True)))
+    claims = signing_in.claims_of(tokens["access_token"])
+    typer.echo(f"signed in as {signing_in.who(tokens['access_token'])} "
+               f"(issuer {claims.get('iss')}, subject {claims.get('sub')})")
+
+
+@app.command()
+def logout(person: Annotated[str | None, typer.Argument(
+        metavar="[EMAIL]", help="Whose sign-in to forget; everyone's when left out.")] = None
+           ) -> None:
+    """Forget the tokens `login` kept."""
+    gone = signing_in.forget(get_settings(), person)
+    typer.echo(f"signed out: {', '.join(gone)}" if gone else "not signed in")
+
+
+@app.command()
+def token(person: Annotated[str | None, typer.Option(
+        "--as", metavar="EMAIL", help="Whose sign-in, when several people are signed in.")
+        ] = None) -> None:
+    """Print `Bearer <access token>`, refreshed if needed, for the temporal CLI:
+    export TEMPORAL_CODEC_AUTH="$(openapi-onboarding token)"."""
+    settings = get_settings()
+    access, _ = _run(settings, signing_in.access_token(settings, person))
+    typer.echo(f"Bearer {access}")

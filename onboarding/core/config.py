@@ -54,12 +54,22 @@ class Settings(BaseSettings):
 
     # Worker
     worker_graceful_shutdown_seconds: int = Field(30, ge=0)
+    # How often the key-reconciliation schedule revokes the keys of closed processes
+    # (onboarding/temporal/schedules.py); the interval of a schedule created from now on.
+    key_reconciliation_minutes: int = Field(15, ge=1, le=24 * 60)
 
     # Key verification endpoint (`python -m onboarding.services.key_verification`), asked by
     # the API gateway. It has no login of its own: bind it where only the gateway reaches it
     # (compose: 0.0.0.0 on the internal network, not published).
     gateway_bind: str = "127.0.0.1"
     gateway_port: int = Field(8090, ge=1, le=65535)
+    # It answers from memory, told of every change by PostgreSQL (onboarding/services/
+    # key_cache.py); no answer is older than this, whatever happens to the notifications
+    # (0: every answer from the database). At most this many known keys' answers, and apart,
+    # unknown keys' (a flood of random keys pushes out only those).
+    key_cache_max_age_seconds: float = Field(10, ge=0, le=300)
+    key_cache_max_keys: int = Field(20_000, ge=1)
+    key_cache_max_unknown: int = Field(10_000, ge=0)
 
     # API keys: a key is derived from this secret and the issuance id, so that a retried
     # issuance re-derives the same key instead of issuing a second one. Only its hash is stored.
@@ -93,18 +103,43 @@ class Settings(BaseSettings):
     # and the CLI.
     codec_server_host: str = "127.0.0.1"
     codec_server_port: int = Field(8081, ge=1, le=65535)
-    # When set, the codec server wants `Authorization: Bearer <token>`, and clients send it.
-    codec_auth_token: SecretStr | None = None
     # Comma-separated: the Web UI calls the codec server from the browser, from these origins.
     codec_allowed_origins: str = "http://localhost:8233"
+    # The codec server's address in the browser (its sign-in's callback is <this>/callback), and
+    # its own OIDC client (confidential) for that sign-in; the session it opens lasts this long
+    # while the provider keeps refreshing its token.
+    codec_public_url: str = "http://localhost:8081"
+    codec_oidc_client_id: str = "codec-server"
+    codec_oidc_client_secret: SecretStr | None = None
+    codec_session_hours: float = Field(8, gt=0, le=24)
     # Without keys (a reviewer's laptop), clients encrypt and decrypt through the codec server;
     # the same variable the `temporal` CLI reads.
     temporal_codec_endpoint: str | None = None
+
+    # Identity (onboarding.identity, docs/identity.md): the operator's OIDC provider. Tokens
+    # carry OIDC_ISSUER in `iss` and OIDC_AUDIENCE in `aud`; OIDC_PROVIDER_URL is where this
+    # process reads the provider's discovery document when that is another address (compose:
+    # inside the network), else the issuer.
+    oidc_issuer: str | None = None
+    oidc_provider_url: str | None = None
+    oidc_audience: str = "onboarding"
+    # The reviewer CLI's client (public: PKCE, loopback redirect), and where `login` keeps its
+    # tokens (0600); default: openapi-onboarding/tokens.json in the user's config directory.
+    oidc_cli_client_id: str = "onboarding-cli"
+    cli_token_file: Path | None = None
+    # Sealed decisions (onboarding.identity.attestation): `id:base64`, comma-separated.
+    # SEALING_KEYS: Ed25519 private keys, for sealing components only (the codec server); the
+    # first seals, all verify. SEALING_VERIFICATION_KEYS: the public keys, for the workers.
+    sealing_keys: SecretStr | None = None
+    sealing_verification_keys: str | None = None
+    # How long a seal counts: from sealing to the decision's arrival in the workflow.
+    attestation_ttl_seconds: int = Field(900, ge=30, le=86400)
 
     # Dev stack (`make up`)
     data_dir: Path = Path(".data")
     temporal_ui_port: int = 8233
     dev_mail_port: int = Field(1025, ge=1, le=65535, description="the dev stack's SMTP sink")
+    dev_identity_provider_port: int = Field(8180, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:
@@ -114,10 +149,23 @@ class Settings(BaseSettings):
             raise ValueError("TEMPORAL_TLS_CLIENT_CERT and TEMPORAL_TLS_CLIENT_KEY go together")
         return self
 
-    @field_validator("payload_encryption_key_id", mode="before")
+    @field_validator("payload_encryption_key_id", "oidc_issuer", "oidc_provider_url",
+                     "sealing_keys", "sealing_verification_keys", "codec_oidc_client_secret",
+                     mode="before")
     @classmethod
-    def _empty_key_id_is_unset(cls, value: object) -> object:
+    def _empty_is_unset(cls, value: object) -> object:
         return value or None  # docker-compose passes an unset variable on as ""
+
+    @model_validator(mode="after")
+    def _sealing_keys(self) -> Settings:
+        # Imported here: the attestation module imports the identity models, not the settings.
+        from onboarding.identity.attestation import sealing_keys, verification_keys
+
+        if self.sealing_keys:
+            sealing_keys(self.sealing_keys.get_secret_value())
+        if self.sealing_verification_keys:
+            verification_keys(self.sealing_verification_keys)
+        return self
 
     @model_validator(mode="after")
     def _payload_keys(self) -> Settings:
@@ -137,28 +185,34 @@ class Settings(BaseSettings):
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def payload_keys(text: str) -> dict[str, bytes]:
-    """PAYLOAD_ENCRYPTION_KEYS, `id:base64key,id:base64key`, as {key id: 32-byte key}, in order.
-
-    A ValueError names the entry and the rule it breaks, never the key itself.
-    """
+def keyring(text: str, variable: str, kind: str, made: str) -> dict[str, bytes]:
+    """`id:base64key,id:base64key` as {key id: 32-byte key}, in order: PAYLOAD_ENCRYPTION_KEYS,
+    SEALING_KEYS, SEALING_VERIFICATION_KEYS. `kind` says what the 32 bytes are, `made` how to
+    make them. A ValueError names the variable, the entry and the rule it breaks, never the
+    key."""
     keys: dict[str, bytes] = {}
     for number, entry in enumerate(text.split(","), start=1):
         key_id, colon, encoded = entry.strip().partition(":")
         if not colon or not _KEY_ID.fullmatch(key_id):
-            raise ValueError(f"PAYLOAD_ENCRYPTION_KEYS entry {number}: must be <id>:<base64 key>, "
+            raise ValueError(f"{variable} entry {number}: must be <id>:<base64 key>, "
                              "the id made of letters, digits, '-' and '_'")
         try:
             key = base64.b64decode(encoded.strip(), validate=True)
         except binascii.Error:
             key = b""
         if len(key) != 32:
-            raise ValueError(f"PAYLOAD_ENCRYPTION_KEYS key {key_id!r}: must be 32 bytes (AES-256), "
-                             "base64-encoded, as `openssl rand -base64 32` prints")
+            raise ValueError(f"{variable} key {key_id!r}: must be 32 bytes ({kind}), "
+                             f"base64-encoded, {made}")
         if key_id in keys:
-            raise ValueError(f"PAYLOAD_ENCRYPTION_KEYS lists key id {key_id!r} twice")
+            raise ValueError(f"{variable} lists key id {key_id!r} twice")
         keys[key_id] = key
     return keys
+
+
+def payload_keys(text: str) -> dict[str, bytes]:
+    """PAYLOAD_ENCRYPTION_KEYS as {key id: 32-byte AES-256 key}, in order."""
+    return keyring(text, "PAYLOAD_ENCRYPTION_KEYS", "AES-256",
+                   "as `openssl rand -base64 32` prints")
 
 
 @lru_cache

@@ -11,9 +11,11 @@ from onboarding.core.config import Settings, get_settings
 from onboarding.core.logs import configure_logging
 
 
-def run_until_stopped(serve: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> None:
-    """Settings and logging from the environment, then `serve(settings, stop)`; SIGTERM or
-    SIGINT sets `stop`, and `serve` winds down and returns."""
+def run_until_stopped(serve: Callable[[Settings, asyncio.Event], Awaitable[None]],
+                      loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+    """Settings and logging from the environment, then `serve(settings, stop)`, on an event
+    loop from `loop_factory` (asyncio's own by default); SIGTERM or SIGINT sets `stop`, and
+    `serve` winds down and returns."""
     settings = get_settings()
     configure_logging(settings)
 
@@ -24,4 +26,5 @@ def run_until_stopped(serve: Callable[[Settings, asyncio.Event], Awaitable[None]
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())

@@ -300,3 +300,16 @@ def too_large(decision: DecisionType[Any], size: int) -> str | None:
         return (f"{size} bytes; a {decision.name} may have at most "
                 f"{decision.max_payload_bytes} [too_large]")
     return None
+
+
+def decision_type(application_id: str, name: str) -> DecisionType[Any] | None:
+    """The decision `name` as people take it on this application (its id begins with its
+    process's name: subscription-..., publication-...); None for any other name, and for
+    what only another process sends (service_launched)."""
+    for process, catalogue in CATALOGUES.items():
+        # A live service's decisions bind its workflow id, live-service-...
+        if application_id.startswith(f"{process.replace('_', '-')}-"):
+            kind = catalogue.get(name)
+            return kind if kind is not None and kind.taken_by is not Role.PLATFORM_WORKFLOW \
+                else None
+    return None

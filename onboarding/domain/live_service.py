@@ -107,6 +107,11 @@ class LiveServiceState(ProcessState):
     def _application_fields(cls) -> set[str]:
         return {"application"}
 
+    @property
+    def sealed_as(self) -> str:
+        """A live service's decisions are sealed for it, not for its subscription."""
+        return live_service_id(self.application_id)
+
     # --- the timeline ----------------------------------------------------------------------
 
     def happened(self, at: datetime, event: str, detail: str = "") -> None:

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
+from onboarding.identity.models import IdentityRef
+
 Language = Literal["ko", "en"]
 Environment = Literal["sandbox", "production"]
 Text = Annotated[str, Field(min_length=1, max_length=500)]
@@ -235,14 +237,21 @@ class PublicationApplication(Model):
 class Decision(Model):
     """What every decision carries. `decision_id` makes a repeated delivery harmless.
 
-    `decided_by` says who took it; today it is checked against the staff roster or the
-    applicant's contacts (activities/decisions.py). It is optional because a verified identity
-    will say it instead (issue 12): a decision without it is refused until then.
+    Who took it is who its `attestation` (the seal the codec server adds for the verified
+    sender, onboarding.identity.attestation) says; the roster and the applicant's contacts are
+    checked on that identity (activities/decisions.py, docs/identity.md). `decided_by` is
+    optional and decides nothing: when present it must name the verified identity, or the
+    decision is refused.
     """
 
     decision_id: Annotated[str, Field(min_length=1, max_length=100)]
     decided_by: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     note: Note = ""
+    # What a seal binds (issue 12: the codec server's /encode sees no workflow id or signal
+    # name), and the seal it adds for the verified sender (onboarding.identity.attestation).
+    application_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    decision: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    attestation: Annotated[str, Field(max_length=8192)] | None = None
 
 
 # A decision's verdict was called `outcome` before v2: still read under that name (the
@@ -419,7 +428,12 @@ class DecisionReceipt(Model):
 class DecisionRecord(Model):
     decision_id: str
     decision: str
+    # Who took it, as the record names them: the verified identity's e-mail (a service's
+    # client id) when its seal held; else what the decision claimed, marked "(not verified)".
     decided_by: str
+    # The verified identity, issuer + subject (four eyes compares these); None when no seal
+    # held, and for decisions taken before decisions were sealed.
+    identity: IdentityRef | None = None
     note: str
     step: str
     received_at: datetime

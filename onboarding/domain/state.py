@@ -140,6 +140,11 @@ class ProcessState(BaseModel):
     seq: int = 0  # the journal's next entry number, across runs
     journal: list[JournalEntry] = []  # entries not yet committed
 
+    @property
+    def sealed_as(self) -> str:
+        """What its decisions' seals name as their application (its workflow's id)."""
+        return self.application_id
+
     @classmethod
     def unreadable(cls, process: Process, raw: Any, application_id: str,
                    now: datetime) -> ProcessState:
@@ -160,16 +165,18 @@ class ProcessState(BaseModel):
 
     # --- decisions seen ------------------------------------------------------------------
 
-    def saw(self, record: DecisionRecord, seen: Seen, listed: int) -> int:
+    def saw(self, record: DecisionRecord, seen: Seen, listed: int, *,
+            remember: bool = True) -> int:
         """A decision received: in the list, its id remembered (a refused one's among the
-        latest; `seen` is the workflow's sets of them); the oldest refusal unlisted when more
-        than RECENT_REFUSALS are (`listed`, how many are before this one; returned after).
-        Kept cheap: a flood of refusals costs these few lines each."""
+        latest; `seen` is the workflow's sets of them) unless `remember` is False (refused
+        for its seal: sent by nobody known, it does not use up the id); the oldest refusal
+        unlisted when more than RECENT_REFUSALS are (`listed`, how many are before this one;
+        returned after). Kept cheap: a flood of refusals costs these few lines each."""
         self.decisions.append(record)
         if record.applied:
             self.applied(record.decision_id, seen)
             return listed
-        if record.decision_id:
+        if record.decision_id and remember:
             self.refused_ids.append(record.decision_id)
             seen.refused.add(record.decision_id)
             if len(self.refused_ids) > RECENT_REFUSED_IDS:
@@ -186,10 +193,11 @@ class ProcessState(BaseModel):
         self.applied_ids.append(decision_id)
         seen.applied.add(decision_id)
 
-    def deciders(self, decision: str) -> list[str]:
-        """Who took `decision` (applied) in this application, lower case: four eyes."""
-        return sorted({d.decided_by.lower() for d in self.decisions
-                       if d.applied and d.decision == decision})
+    def takers(self, decision: str) -> list[DecisionRecord]:
+        """The records of `decision` applied in this application: four eyes reads who took it
+        (their verified identities; typed staff ids for those taken before decisions were
+        sealed, and for those an application moved from stop 8 carries)."""
+        return [d for d in self.decisions if d.applied and d.decision == decision]
 
     # --- what the status shows -----------------------------------------------------------
 
@@ -223,8 +231,9 @@ class ProcessState(BaseModel):
         self.refused_ids = self.refused_ids[-RECENT_REFUSED_IDS // 5:]
         total = _bytes(self.model_dump_json(exclude=self._application_fields()))
         # Four eyes needs who took a decision others may then not take: each such person's
-        # latest record stays listed (as many as took it: people on the roster).
-        latest = {(d.decision, d.decided_by.lower()): i for i, d in enumerate(self.decisions)
+        # latest record stays listed (as many as took it: people on the roster), a person
+        # being their verified identity, or the typed name of a decision taken before seals.
+        latest = {(d.decision, _taker(d)): i for i, d in enumerate(self.decisions)
                   if d.applied and d.decision in FOUR_EYES_SOURCES}
         needed = set(latest.values())
         kept = []
@@ -315,6 +324,10 @@ class PublicationState(ProcessState):
     @classmethod
     def _application_fields(cls) -> set[str]:
         return {"application"}
+
+
+def _taker(d: DecisionRecord) -> str:
+    return str(d.identity) if d.identity is not None else d.decided_by.lower()
 
 
 def _bytes(text: str) -> int:

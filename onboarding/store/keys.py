@@ -20,7 +20,8 @@ answer says anyway:
   organisation's, and a few more values are decoded and validated. Removing that would mean
   reading a stand-in row for every unknown key; it is not worth it, because the difference
   can only tell someone who already holds a key that it is on record (a revoked or expired
-  key). The benchmark measures it (`python -m bench.benchmark`, phase "gateway").
+  key). The benchmark measures it (`python -m bench.benchmark`, phase "gateway", from the
+  database).
 - An earlier version also compared the stored hash (or a stand-in for a missing row) with the
   presented one using `hmac.compare_digest`. That comparison could only ever succeed for a row
   the index had just found by that very hash, so it added work and no protection: removed.
@@ -38,8 +39,16 @@ some: a key suspended for every API it grants is refused ("suspended"); one susp
 is valid for the others (`apis`), the suspended ones named (`suspended_apis`). A revoked or
 expired key is refused as such whatever its suspensions.
 
-Nothing is cached: every verification reads the current row, so a key revoked a moment ago is
-refused at once.
+The endpoint answers from memory (onboarding/services/key_cache.py): it keeps the verdicts this
+lookup gave, by key hash, and forgets one as soon as PostgreSQL notifies a change to what it was
+built from (`CHANGES_CHANNEL`, migration 0020). `verify_key` here reads the current rows every
+time: the authoritative answer, for Python callers and for the cache's misses (`look_up`).
+
+THE RULE for whoever changes `_LOOKUP`: every table it reads (api_keys and organisations:
+migration 0020; key_suspensions: migration 0030) must notify `CHANGES_CHANNEL`, with the hashes
+of the keys whose verdict a change may alter, from a trigger like those of migration 0020.
+Otherwise the replicas see that table's changes only when their answers age out
+(KEY_CACHE_MAX_AGE_SECONDS).
 """
 
 from __future__ import annotations
@@ -78,6 +87,11 @@ class KeyVerdict(Model):
     # The key's APIs suspended now (partially suspended: `valid`, these left out of `apis`).
     suspended_apis: list[str] = []
 
+
+# What `_LOOKUP` reads is notified here, by key hash (migration 0020 and THE RULE above).
+CHANGES_CHANNEL = "api_key_changes"
+# A notification meaning "forget every verdict" (TRUNCATE).
+FORGET_ALL = "*"
 
 # The suspensions in force on the key: whether one covers every API (`suspended_all`), and the
 # APIs the others cover (`suspended_scopes`). NULLs for an unknown key, like the rest.
@@ -122,9 +136,14 @@ def _refusal(row: asyncpg.Record, now: datetime, suspended: list[str]) -> Refusa
     return ""
 
 
-async def verify_key(pool: asyncpg.Pool, presented: str, now: datetime | None = None) -> KeyVerdict:
-    now = now or datetime.now(UTC)
-    row = await pool.fetchrow(_LOOKUP, key_hash(presented[:MAX_KEY_LENGTH]))
+async def look_up(db: Db, presented_hash: bytes) -> asyncpg.Record:
+    """The one row of a key hash: the key's, its organisation's and its suspensions', or NULLs
+    when unknown."""
+    return await db.fetchrow(_LOOKUP, presented_hash)
+
+
+def verdict_of(row: asyncpg.Record, now: datetime) -> KeyVerdict:
+    """The verdict on a `look_up` row at `now`: one code path whether the key exists or not."""
     suspended = _suspended(row)
     reason = _refusal(row, now, suspended)
     valid = reason == ""
@@ -139,6 +158,12 @@ async def verify_key(pool: asyncpg.Pool, presented: str, now: datetime | None = 
         expires_at=row["expires_at"] if valid else None,
         suspended_apis=suspended if valid or reason == "suspended" else [],
     )
+
+
+async def verify_key(pool: asyncpg.Pool, presented: str, now: datetime | None = None) -> KeyVerdict:
+    """The verdict on a presented key from the current rows (no cache)."""
+    row = await look_up(pool, key_hash(presented[:MAX_KEY_LENGTH]))
+    return verdict_of(row, now or datetime.now(UTC))
 
 
 # --- issuing and revoking --------------------------------------------------------------------
@@ -248,4 +273,55 @@ async def of_application(db: Db, application_id: str) -> list[KeySummary]:
     rows = await db.fetch(
         f"SELECT {_COLUMNS} FROM api_keys WHERE application_id = $1 ORDER BY issued_at",
         application_id)
+    return [_summary(r) for r in rows]
+
+
+# --- keys whose process is gone (the key-reconciliation schedule) --------------------------------
+
+
+class HeldKey(Model):
+    """An active key, the process that owns it, and whom to tell of it."""
+
+    key_id: str
+    application_id: str
+    environment: Environment
+    display_prefix: str
+    owner_workflow_id: str  # the process that owns the key
+    contacts: list[str]
+    language: Literal["ko", "en"]  # of the application's notices
+
+
+async def held_by_open_processes(db: Db) -> list[HeldKey]:
+    """Every active key whose owner has not, on record, reached production: the keys of open
+    applications (and of any that ended without revoking them). The owner is the key's
+    `owner_workflow_id` when set (a process that took the key over, e.g. a live service), else
+    its application's workflow; an application's own keys stay once it is in production."""
+    rows = await db.fetch(
+        """SELECT k.key_id::text, k.application_id, k.environment, k.display_prefix,
+                  coalesce(k.owner_workflow_id, a.workflow_id) AS owner_workflow_id,
+                  o.contact_emails AS contacts,
+                  coalesce((SELECT n.language FROM notices n
+                            WHERE n.application_id = k.application_id
+                            ORDER BY n.created_at LIMIT 1), 'ko') AS language
+           FROM api_keys k
+           JOIN applications a ON a.application_id = k.application_id
+           JOIN organisations o ON o.business_registration_number = k.business_registration_number
+           WHERE k.status = 'active'
+             AND NOT (k.owner_workflow_id IS NULL AND a.status = 'in_production')
+           ORDER BY owner_workflow_id, k.issued_at""")
+    return [HeldKey(**dict(r)) for r in rows]
+
+
+async def revoke_each(db: Db, key_ids: list[str], reason: str) -> list[KeySummary]:
+    """These keys revoked, those still active and still not settled; the ones revoked now.
+    Checked again here, not only when they were listed: an application may have reached
+    production (its commit) and its workflow completed in between."""
+    rows = await db.fetch(
+        f"""UPDATE api_keys k SET status = 'revoked', revoked_at = now(), revoked_reason = $2
+            FROM applications a
+            WHERE a.application_id = k.application_id AND k.key_id = ANY($1::uuid[])
+              AND k.status = 'active'
+              AND NOT (k.owner_workflow_id IS NULL AND a.status = 'in_production')
+            RETURNING {', '.join('k.' + c.strip() for c in _COLUMNS.split(','))}""",
+        key_ids, reason)
     return [_summary(r) for r in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
@@ -21,14 +22,17 @@ def _tls(settings: Settings) -> TLSConfig | bool:
     )
 
 
-async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+async def connect(settings: Settings, runtime: Runtime | None = None, *,
+                  converter: DataConverter | None = None) -> Client:
+    """A client of TEMPORAL_ADDRESS; `converter` replaces the one the settings make (the
+    reviewer CLI's decisions go through the codec server, to be sealed)."""
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         # Pydantic models in and out of every workflow, activity, signal, update and query,
         # encrypted on their way to Temporal (onboarding.temporal.codec).
-        data_converter=data_converter(settings),
+        data_converter=converter or data_converter(settings),
         tls=_tls(settings) if not api_key else (_tls(settings) or True),
         api_key=api_key,
         runtime=runtime,

@@ -123,13 +123,15 @@ class PayloadEncryption(PayloadCodec):
 
 
 class CodecServerClient(PayloadCodec):
-    """Encrypts and decrypts through the codec server, for clients that hold no keys."""
+    """Encrypts and decrypts through the codec server, for clients that hold no keys, and for
+    decisions, which the codec server seals for the verified sender of `access_token`
+    (onboarding.identity.attestation)."""
 
-    def __init__(self, endpoint: str, auth_token: str | None = None) -> None:
+    def __init__(self, endpoint: str, access_token: str | None = None) -> None:
         self._endpoint = endpoint.rstrip("/")
         self._headers = {"Content-Type": "application/json"}
-        if auth_token:
-            self._headers["Authorization"] = f"Bearer {auth_token}"
+        if access_token:
+            self._headers["Authorization"] = f"Bearer {access_token}"
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return await self._call("encode", payloads)
@@ -177,23 +179,23 @@ def payload_encryption(settings: Settings) -> PayloadEncryption:
     return PayloadEncryption(keys, settings.payload_encryption_key_id or next(iter(keys)))
 
 
-def payload_codec(settings: Settings) -> PayloadCodec:
-    """The keys when this process has them, else the codec server when one is configured."""
+def payload_codec(settings: Settings, access_token: str | None = None) -> PayloadCodec:
+    """The keys when this process has them, else the codec server when one is configured
+    (which wants the sender's `access_token`)."""
     if settings.payload_encryption_keys:
         return payload_encryption(settings)
     if settings.temporal_codec_endpoint:
-        token = settings.codec_auth_token
-        return CodecServerClient(settings.temporal_codec_endpoint,
-                                 token.get_secret_value() if token else None)
+        return CodecServerClient(settings.temporal_codec_endpoint, access_token)
     return WithoutKeys()
 
 
-def data_converter(settings: Settings) -> DataConverter:
+def data_converter(settings: Settings, access_token: str | None = None, *,
+                   codec: PayloadCodec | None = None) -> DataConverter:
     """Pydantic models in and out of every workflow, activity, signal, update and query,
-    encrypted on their way to Temporal."""
+    encrypted on their way to Temporal (by `codec` when given)."""
     return dataclasses.replace(
         pydantic_data_converter,
-        payload_codec=payload_codec(settings),
+        payload_codec=codec or payload_codec(settings, access_token),
         # Failure messages and stack traces go into an encrypted payload too.
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

@@ -14,9 +14,11 @@ from typing import Any
 import asyncpg
 
 from onboarding.core.config import Settings
+from onboarding.devstack.identity_provider import subject_for
 from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.models import SubscriptionApplication
 from onboarding.domain.registration import business_check_digit
+from tests.support.sealing import TEST_ISSUER
 
 EXAMPLES = Path(__file__).resolve().parent.parent.parent / "examples"
 PUBLICATION_EXAMPLE = json.loads((EXAMPLES / "publication.json").read_text())
@@ -71,6 +73,17 @@ async def seed(conn: asyncpg.Connection) -> None:
     await conn.executemany(
         "INSERT INTO staff_roles (staff_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING", STAFF
     )
+    # Enrolled where the tests' client seals their decisions (tests/support/sealing.py).
+    await enrol_staff(conn, TEST_ISSUER)
+
+
+async def enrol_staff(conn: asyncpg.Connection | asyncpg.Pool, issuer: str) -> None:
+    """The staff's identities at the test identity provider (tests/support/identity.py), whose
+    subjects are derived from the e-mail addresses as the dev provider's are."""
+    await conn.executemany(
+        """INSERT INTO staff_identities (staff_id, issuer, subject) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING""",
+        [(email, issuer, subject_for(email)) for email in dict.fromkeys(e for e, _ in STAFF)])
 
 
 _serials = itertools.count(1)

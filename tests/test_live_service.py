@@ -5,6 +5,7 @@ is checked at each point (onboarding/store/keys.py `verify_key`, at the server's
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from onboarding.domain.models import (
     SubscriptionApplication,
 )
 from onboarding.domain.record import Commit, Committed
+from onboarding.store import keys as key_store
 from onboarding.store.keys import KeyVerdict, verify_key
 from onboarding.temporal.live_services import start_missing
 from onboarding.temporal.retirement import retire
@@ -41,7 +43,7 @@ from tests.support.data import (
 from tests.support.drive import PATH, approval
 from tests.support.eventually import eventually
 from tests.support.inbox import notice_id
-from tests.support.records import audit
+from tests.support.records import audit, on_record
 
 ORDINARY = ["account-balance"]
 WITH_MARKET_DATA = ["stock-quotes", "account-balance"]
@@ -504,3 +506,45 @@ async def test_an_api_retired_by_its_provider_reaches_every_live_service_using_i
             await s.handle.terminate("test over")
     assert await pool.fetchval("SELECT stage FROM api_catalogue WHERE api_id = $1",
                                api_id) == "withdrawn"
+
+
+# --- the key cache hears of suspensions --------------------------------------------------------
+
+
+async def test_a_suspension_notifies_the_key_cache_of_the_keys_it_covers(pool, settings):
+    """Migration 0030's trigger: suspending and lifting notify api_key_changes with the hashes
+    of the keys covered (THE RULE of migration 0020), so cached verdicts are forgotten."""
+    async with pool.acquire() as conn:
+        # Open, not in production: the migration must not take it for one left unwatched.
+        app_id, brn = await on_record(conn, "subscription", ORDINARY, step="sandbox_testing")
+        hashes = [secrets.token_bytes(32) for _ in range(2)]
+        for n, digest in enumerate(hashes):
+            await conn.execute(
+                """INSERT INTO api_keys (key_id, issuance_id, application_id,
+                       business_registration_number, environment, key_hash, display_prefix,
+                       scopes, expires_at)
+                   VALUES (gen_random_uuid(), $1, $2, $3, 'production', $4, 'cmpr_test', $5,
+                           now() + interval '1 day')""",
+                f"{app_id}/key/production/{n}", app_id, brn, digest, ORDINARY)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+
+    def hear(*args: Any) -> None:
+        heard.put_nowait(args[3])
+    listener = await pool.acquire()
+    try:
+        await listener.add_listener("api_key_changes", hear)
+        async with pool.acquire() as conn:
+            await key_store.suspend(conn, suspension_id=f"{app_id}/suspension/t", cause="platform",
+                                    business_registration_number=brn, application_id=app_id,
+                                    scopes=None, reason="incident", suspended_by=PLATFORM)
+        told = await asyncio.wait_for(heard.get(), 10)
+        assert set(told.split(",")) == {h.hex() for h in hashes}
+        async with pool.acquire() as conn:
+            assert await key_store.lift(conn, business_registration_number=brn,
+                                        application_id=app_id, cause="platform",
+                                        lifted_by=APPROVER) == [f"{app_id}/suspension/t"]
+        assert set((await asyncio.wait_for(heard.get(), 10)).split(",")) == {
+            h.hex() for h in hashes}
+    finally:
+        await listener.remove_listener("api_key_changes", hear)
+        await pool.release(listener)

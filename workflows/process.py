@@ -559,6 +559,15 @@ class Process:
         received_at, received = workflow.now(), d
         if self._resume_at is not None:  # a new run: once it waits at the step it resumes
             await workflow.wait_condition(lambda: self._resume_at is None)
+        receipt = await self._decide(decision, d, received, received_at)
+        if receipt.applied and decision.name in self._appliers:
+            # Taken at any time (a live service): on record before the answer, so that an
+            # update's caller knows it is in force (a suspension at the gateway, say).
+            await self.commit()
+        return receipt
+
+    async def _decide(self, decision: DecisionType[Any], d: Decision, received: Decision,
+                      received_at: datetime) -> DecisionReceipt:
         async with self._lock:
             step = self.state.step
             reason = self._refusal(decision, d)

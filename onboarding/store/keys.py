@@ -312,16 +312,19 @@ async def held_by_open_processes(db: Db) -> list[HeldKey]:
     return [HeldKey(**dict(r)) for r in rows]
 
 
-async def revoke_each(db: Db, key_ids: list[str], reason: str) -> list[KeySummary]:
-    """These keys revoked, those still active and still not settled; the ones revoked now.
-    Checked again here, not only when they were listed: an application may have reached
-    production (its commit) and its workflow completed in between."""
+async def revoke_each(db: Db, key_ids: list[str], reason: str,
+                      owner: str | None = None) -> list[KeySummary]:
+    """These keys revoked, those still active and still not settled (and still owned by
+    `owner`, the process found closed, when given); the ones revoked now. Checked again here,
+    not only when they were listed: an application may have reached production (its commit)
+    and its workflow completed in between, or its live service taken its keys over."""
     rows = await db.fetch(
         f"""UPDATE api_keys k SET status = 'revoked', revoked_at = now(), revoked_reason = $2
             FROM applications a
             WHERE a.application_id = k.application_id AND k.key_id = ANY($1::uuid[])
               AND k.status = 'active'
               AND NOT (k.owner_workflow_id IS NULL AND a.status = 'in_production')
+              AND ($3::text IS NULL OR coalesce(k.owner_workflow_id, a.workflow_id) = $3)
             RETURNING {', '.join('k.' + c.strip() for c in _COLUMNS.split(','))}""",
-        key_ids, reason)
+        key_ids, reason, owner)
     return [_summary(r) for r in rows]

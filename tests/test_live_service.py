@@ -27,6 +27,7 @@ from onboarding.domain.models import (
 from onboarding.domain.record import Commit, Committed
 from onboarding.store import keys as key_store
 from onboarding.store.keys import KeyVerdict, verify_key
+from onboarding.temporal import search_attributes as sa
 from onboarding.temporal.live_services import start_missing
 from onboarding.temporal.retirement import retire
 from tests.support import drive
@@ -341,6 +342,13 @@ async def test_suspension_and_four_eyes_reinstatement(
             await eventually(suspended, what="the suspension at the gateway")
             await eventually(lambda: s.mail("suspended"), what="the applicant told")
             assert (await s.status()).live.state == "suspended"
+            # What lists filter on: the state, and whom it now waits on.
+            async def listed() -> bool:
+                shown = (await s.handle.describe()).typed_search_attributes
+                assert (shown.get(sa.LIVE_SERVICE_STATE), shown.get(sa.WAITING_ON)) == (
+                    "suspended", "final_approver"), shown
+                return True
+            await eventually(listed, what="the search attributes")
 
             by_team = await s.decide("reinstate", decision(PLATFORM))
             assert by_team.decisions[-1].reason == \

@@ -35,6 +35,7 @@ from onboarding.domain.models import (
 from onboarding.domain.record import Commit, Committed
 from activities.contracts import ContractNumberCheck
 from activities.live_services import LiveServiceLookup
+from onboarding.domain.live_service import live_service_id
 from tests.support import data
 from tests.support.sealing import MemoryRoster
 
@@ -79,6 +80,7 @@ class StandIns:
         self.launches: dict[tuple[str, str], str] = {}  # (subscription, api) -> refusal
         self.commits: list[Commit] = []
         self.keys: dict[str, dict[str, KeySummary]] = {}
+        self.live_services: set[str] = set()  # the workflow ids of those that began
 
     def activities(self) -> list[Any]:
         return [self.write_record, self.roster.verify_decision, self.admissions.admit_application,
@@ -140,11 +142,13 @@ class StandIns:
     @activity.defn(name="live_service_facts")
     async def live_service_facts(self, lookup: LiveServiceLookup) -> LiveServiceFacts:
         """What the stand-ins' record holds of an application in production."""
+        self.live_services.add(live_service_id(lookup.application_id))
         applications = self.entries(lookup.application_id, "application")
-        org = applications[-1].organisation
+        org = applications[-1].organisation if applications else None
         return LiveServiceFacts(
-            organisation_name=org.legal_name, contacts=[str(e).lower() for e in org.contact_emails],
+            organisation_name=org.legal_name if org else "",
+            contacts=[str(e).lower() for e in org.contact_emails] if org else [],
             service_name="", apis=[self.apis[a] for a in applications[-1].requested_apis
-                                   if a in self.apis],
+                                   if a in self.apis] if applications else [],
             keys=[k for k in self.keys.get(lookup.application_id, {}).values()
                   if k.status == "active"], contracts=[])

@@ -38,8 +38,11 @@ class Logic:
     async def end_what_is_open(self) -> None:
         """Left open on the shared time-skipping server, an application's timers would fire
         under other tests' skipped time, with no worker to take them."""
-        live = [self.client.get_workflow_handle(live_service_id(h.id)) for h in self.started
-                if h.id.startswith("subscription-")]
+        # The live services of those that reached production (their ids come from the
+        # application ids, which a raw start need not use as its workflow id).
+        live = [self.client.get_workflow_handle(workflow_id) for workflow_id in sorted(
+            self.stand_ins.live_services | {live_service_id(h.id) for h in self.started
+                                            if h.id.startswith("subscription-")})]
         for handle in self.started + live:
             try:
                 running = (await handle.describe()).status == WorkflowExecutionStatus.RUNNING

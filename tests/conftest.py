@@ -137,6 +137,16 @@ async def dev_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
+async def logic_server(plain_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    """The logic layer's own time-skipping server (tests/support/logic.py): the live services
+    its stand-in subscriptions start in production, and whatever time they make the server
+    run through, stay away from the time other tests skip."""
+    env = await servers.start_time_skipping_server(data_converter(plain_settings))
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
 async def time_skipping_server(plain_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     env = await servers.start_time_skipping_server(data_converter(plain_settings))
     yield env

@@ -22,8 +22,8 @@ LOW = ProcessLimits(signals_per_run=10)
 
 
 async def test_a_run_continued_as_new_in_the_middle_of_a_step_keeps_its_deadlines_and_rules(
-        logic, time_skipping_server):
-    env = time_skipping_server
+        logic):
+    env = logic.env
     application = logic.subscription(["account-balance"]).model_copy(update={"limits": LOW})
     app_id = application.application_id
     handle = await logic.start(application)

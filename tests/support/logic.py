@@ -65,8 +65,8 @@ class Logic:
 
 
 @pytest.fixture
-async def logic(time_skipping_server, plain_settings) -> AsyncIterator[Logic]:
-    env = time_skipping_server
+async def logic(logic_server, plain_settings) -> AsyncIterator[Logic]:
+    env = logic_server
     stand_ins = StandIns(plain_settings)
     task_queue = f"logic-{uuid.uuid4().hex[:8]}"
     client = Client(**{**env.client.config(),
@@ -74,6 +74,7 @@ async def logic(time_skipping_server, plain_settings) -> AsyncIterator[Logic]:
     async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS,
                       activities=stand_ins.activities(), workflow_runner=WORKFLOW_RUNNER):
         logic = Logic(env.client, plain_settings, task_queue, stand_ins)
+        logic.env = env
         try:
             yield logic
         finally:

@@ -33,12 +33,16 @@ from onboarding.mail.relay import Relay
 from onboarding.temporal.client import connect
 from onboarding.temporal.codec import for_worker
 from onboarding.temporal.sandbox import workflow_runner
+from onboarding.temporal.live_services import start_missing
 from onboarding.temporal.schedules import KEY_RECONCILIATION, ensure_key_reconciliation
+from workflows.api_retirement import ApiRetirementWorkflow
+from workflows.live_service import LiveServiceWorkflow
 from workflows.publication import PublicationWorkflow
 from workflows.reconciliation import KeyReconciliationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
-WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow, KeyReconciliationWorkflow]
+WORKFLOWS = [SubscriptionWorkflow, PublicationWorkflow, LiveServiceWorkflow,
+             ApiRetirementWorkflow, KeyReconciliationWorkflow]
 # The SDK's sandbox; what it passes through and keeps: onboarding/temporal/sandbox.py.
 WORKFLOW_RUNNER = workflow_runner()
 
@@ -102,6 +106,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             log.info("schedule created", schedule=KEY_RECONCILIATION,
                      every_minutes=settings.key_reconciliation_minutes)
         async with running(client, settings, pool):
+            # Applications in production before the live service existed get theirs.
+            migration = asyncio.create_task(start_missing(client, pool, settings))
             log.info(
                 "worker started",
                 temporal=settings.temporal_address,
@@ -111,6 +117,10 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
             )
             await stop.wait()
             log.info("worker stopping: letting running activities finish")
+            if not migration.done():
+                migration.cancel()
+            elif migration.exception() is not None:
+                log.warning("live service migration failed", error=str(migration.exception()))
     finally:
         await pool.close()
     log.info("worker stopped")

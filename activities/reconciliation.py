@@ -74,7 +74,8 @@ class Reconciliation:
         application_id = keys[0].application_id
         reason = f"its process ended without reaching production ({closed})"
         async with self.pool.acquire() as conn, conn.transaction():
-            revoked = await key_store.revoke_each(conn, [k.key_id for k in keys], reason)
+            revoked = await key_store.revoke_each(conn, [k.key_id for k in keys], reason,
+                                                  owner=keys[0].owner_workflow_id)
             if not revoked:
                 return []
             await audit.append(conn, [audit.Entry(

@@ -31,8 +31,12 @@ from onboarding.domain.record import (
     Committed,
     ContractRecorded,
     KeyIssued,
+    KeyScopesChanged,
     KeysRevoked,
+    KeysSuspended,
+    KeysTakenOver,
     NoticeQueued,
+    SuspensionLifted,
 )
 from onboarding.store import applications, audit, catalogue, contracts, outbox
 from onboarding.store import keys as key_store
@@ -98,7 +102,7 @@ class _Writing:
             case KeyIssued():
                 await self.key(conn, entry)
             case KeysRevoked():
-                revoked = await key_store.revoke(conn, app_id, entry.reason)
+                revoked = await key_store.revoke(conn, app_id, entry.reason, entry.key_ids)
                 await audit.append(conn, [
                     self.audited(entry.seq, "api_key_revoked", suffix=f"/{key.key_id}",
                                  reason=entry.reason,
@@ -115,6 +119,28 @@ class _Writing:
                     await applications.open_subscriptions_requesting(conn, entry.api_id)
             case NoticeQueued():
                 await self.notice(conn, entry)
+            case KeysTakenOver():
+                await key_store.take_over(conn, app_id, entry.owner_workflow_id)
+                await audit.append(conn, [self.audited(
+                    entry.seq, "api_keys_taken_over",
+                    details={"owner_workflow_id": entry.owner_workflow_id})])
+                self.keys_changed = True
+            case KeyScopesChanged():
+                await key_store.change_scopes(conn, app_id, entry.scopes)
+                await audit.append(conn, [self.audited(
+                    entry.seq, "api_key_scopes_changed", details={"scopes": entry.scopes})])
+                self.keys_changed = True
+            case KeysSuspended():
+                await self.suspension(conn, entry)
+            case SuspensionLifted():
+                lifted = await key_store.lift(
+                    conn, business_registration_number=self.commit.business_registration_number,
+                    application_id=None if entry.organisation_wide else app_id,
+                    cause=entry.cause, lifted_by=entry.lifted_by,
+                    suspension_id=entry.suspension_id)
+                await audit.append(conn, [self.audited(
+                    entry.seq, "api_key_suspension_lifted", actor=entry.lifted_by,
+                    details={"cause": entry.cause, "suspensions": lifted})])
 
     async def contract(self, conn: asyncpg.Connection, entry: ContractRecorded) -> None:
         number = entry.terms.contract_number
@@ -136,14 +162,14 @@ class _Writing:
     async def key(self, conn: asyncpg.Connection, entry: KeyIssued) -> None:
         if not self.settings.key_issuance_secret:
             raise RuntimeError("KEY_ISSUANCE_SECRET is not configured on this worker")
-        issuance_id = f"{self.commit.application_id}/key/{entry.environment}"
+        issuance_id = entry.issuance_id(self.commit.application_id)
         key = keys.derive_key(self.settings.key_issuance_secret.get_secret_value(), issuance_id,
                               entry.environment)
         summary, _ = await key_store.issue(
             conn, issuance_id=issuance_id, application_id=self.commit.application_id,
             business_registration_number=self.commit.business_registration_number,
             environment=entry.environment, scopes=entry.scopes, valid_days=entry.valid_days,
-            key=key)
+            key=key, expires_at=entry.expires_at, owner_workflow_id=entry.owner_workflow_id)
         await outbox.enqueue(
             conn, notice_id=f"{issuance_id}/delivery", application_id=self.commit.application_id,
             template="api_key_delivery", language=entry.language, recipients=entry.recipients,
@@ -156,6 +182,20 @@ class _Writing:
         self.keys_changed = True
         log.info("api key issued", key_id=summary.key_id, environment=summary.environment,
                  display_prefix=summary.display_prefix)
+
+    async def suspension(self, conn: asyncpg.Connection, entry: KeysSuspended) -> None:
+        brn = self.commit.business_registration_number
+        scopes = await key_store.market_data_apis(conn) if entry.market_data_only else None
+        written = await key_store.suspend(
+            conn, suspension_id=entry.suspension_id, business_registration_number=brn,
+            application_id=None if entry.organisation_wide else self.commit.application_id,
+            scopes=scopes, cause=entry.cause, reason=entry.reason,
+            suspended_by=entry.suspended_by)
+        await audit.append(conn, [self.audited(
+            entry.seq, "api_keys_suspended", actor=entry.suspended_by, reason=entry.reason,
+            details={"suspension_id": entry.suspension_id, "cause": entry.cause,
+                     "organisation_wide": entry.organisation_wide, "scopes": scopes,
+                     "already_in_force": not written})])
 
     async def publication(self, conn: asyncpg.Connection, entry: ApiPublished) -> None:
         details = {"api_id": entry.api.api_id, "stage": entry.stage,

@@ -13,6 +13,7 @@ test server, and an SMTP server that keeps what it receives (started by tests/su
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -22,7 +23,8 @@ from typing import Any
 import asyncpg
 import pytest
 from pydantic import SecretStr
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from onboarding.core.config import Settings
@@ -135,6 +137,16 @@ async def dev_server(settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
+async def logic_server(plain_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
+    """The logic layer's own time-skipping server (tests/support/logic.py): the live services
+    its stand-in subscriptions start in production, and whatever time they make the server
+    run through, stay away from the time other tests skip."""
+    env = await servers.start_time_skipping_server(data_converter(plain_settings))
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
 async def time_skipping_server(plain_settings: Settings) -> AsyncIterator[WorkflowEnvironment]:
     env = await servers.start_time_skipping_server(data_converter(plain_settings))
     yield env
@@ -154,13 +166,30 @@ def run_worker(settings: Settings, pool: asyncpg.Pool, task_queue: str):
     @asynccontextmanager
     async def _run(client: Client, activities: Sequence[Any] | None = None):
         ours = settings.model_copy(update={"temporal_task_queue": task_queue})
-        async with running(client, ours, pool, activities) as worker:
-            yield worker
-            # A block ending as its application ends: the relay sends that end's notices after
-            # the last commit, as a worker left running would, before it stops.
-            await _due_notices_sent(pool)
+        since = await pool.fetchval("SELECT max(seq) FROM audit_log") or 0
+        try:
+            async with running(client, ours, pool, activities) as worker:
+                yield worker
+                # A block ending as its application ends: the relay sends that end's notices
+                # after the last commit, as a worker left running would, before it stops.
+                await _due_notices_sent(pool)
+        finally:
+            await end_live_services(client, pool, since)
 
     return _run
+
+
+async def end_live_services(client: Client, pool: asyncpg.Pool, since: int) -> None:
+    """The live services that applications reaching production started during a test ended
+    with it: on a shared server their timers would fire, for years, with no worker."""
+    started = await pool.fetch(
+        """SELECT DISTINCT details->>'workflow_id' AS workflow_id FROM audit_log
+           WHERE seq > $1 AND action = 'live_service_handed_over'""", since)
+    for row in started:
+        handle = client.get_workflow_handle(row["workflow_id"])
+        with contextlib.suppress(RPCError):
+            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await handle.terminate("test over")
 
 
 async def _due_notices_sent(pool: asyncpg.Pool, at_most: float = 10) -> None:

@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 from activities import platform_activities
 from onboarding.core.db import create_pool
 from onboarding.domain.admission import prepare_publication, prepare_subscription
+from onboarding.domain.live_service import live_service_id
 from onboarding.domain.models import ProcessLimits
 from starter import start_application
 from tests.support import data, drive
@@ -230,6 +231,39 @@ async def moved_from_stop_8(client, settings, name: str) -> dict[str, WorkflowHa
             "v2_moved_from_stop8_subscription_v2_run": handle}
 
 
+async def live_service(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """A subscription reaching production hands over to its live service, which renews a
+    key, rotates one at once, is suspended and reinstated, records a renewed contract, changes
+    its APIs and is terminated."""
+    form = data.subscription_form(apis=["account-balance"])
+    application = prepare_subscription(form, settings)
+    handle = await start_application(client, settings, application)
+    contact = form["organisation"]["contact_emails"][0]
+    await approve_to_production(handle, contact)
+    await drive.result(handle)
+    live = client.get_workflow_handle(live_service_id(application.application_id))
+    d = data.decision
+
+    async def decided(decision_name: str, payload: dict) -> None:
+        await live.signal(decision_name, payload)
+        await drive.status_until(live, lambda s: any(
+            r.decision_id == payload["decision_id"] for r in s.decisions), decision_name)
+
+    await drive.status_until(live, lambda s: s.takes, "the live service watching")
+    await decided("renew_key", d(contact, environment="production"))
+    await decided("renew_key", d(contact, environment="sandbox", immediate=True,
+                                 note="leaked"))
+    await decided("suspend", d(data.PLATFORM, note="incident"))
+    await decided("reinstate", d(data.APPROVER))
+    await decided("service_contract_renewed", d(data.APPROVER, contract=data.contract()))
+    await decided("change_apis", d(contact, add=["index-values"]))
+    await decided("change_review", d(data.PLATFORM, verdict="approve"))
+    await decided("change_approval", d(data.APPROVER, verdict="reject", note="not now"))
+    await decided("terminate", d(contact, note="closing"))
+    await drive.result(live)
+    return {"v2_subscription_production_handing_over_to_its_live_service": handle, name: live}
+
+
 # History name -> the scenario that leaves it (and possibly others, named in its result).
 # v2's, named so; those without a prefix were saved by stop 8 (tests/histories/README.md).
 SCENARIOS = {
@@ -244,6 +278,8 @@ SCENARIOS = {
     "v2_subscription_refused_at_admission": refused_at_admission,
     "v2_subscription_continued_as_new_first_run": continued_as_new,
     "v2_moved_from_stop8_subscription_moved_run": moved_from_stop_8,
+    # Phase D (issue 13): the live service after production.
+    "v2_live_service_renewed_suspended_changed_terminated": live_service,
 }
 
 

@@ -81,6 +81,7 @@ EXPECTED_SEARCH_ATTRIBUTES = {
     "ApplicationStep": "Keyword",
     "WaitingOn": "Keyword",
     "OrganisationId": "Keyword",
+    "LiveServiceState": "Keyword",
 }
 
 # https://docs.docker.com/reference/compose-file/services/#depends_on

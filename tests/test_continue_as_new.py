@@ -22,8 +22,8 @@ LOW = ProcessLimits(signals_per_run=10)
 
 
 async def test_a_run_continued_as_new_in_the_middle_of_a_step_keeps_its_deadlines_and_rules(
-        logic, time_skipping_server):
-    env = time_skipping_server
+        logic):
+    env = logic.env
     application = logic.subscription(["account-balance"]).model_copy(update={"limits": LOW})
     app_id = application.application_id
     handle = await logic.start(application)
@@ -81,7 +81,7 @@ async def test_a_run_continued_as_new_in_the_middle_of_a_step_keeps_its_deadline
     assert final.outcome == "in_production" and final.run >= 2
     assert {k.environment for k in final.keys} == {"sandbox", "production"}
     # Every entry once, numbered on across the runs.
-    seqs = [e.seq for c in logic.stand_ins.commits if c.application_id == app_id
+    seqs = [e.seq for c in logic.stand_ins.commits if c.workflow_id == app_id
             for e in c.entries]
     assert seqs == list(range(len(seqs)))
     history = await handle.fetch_history()

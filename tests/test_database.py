@@ -28,6 +28,8 @@ EXPECTED_TABLES = {
     "notices", "audit_log", "schema_migrations", "api_versions",
     # 0010: the roster on verified identities.
     "staff_identities", "service_mandates",
+    # 0030: the live service's suspensions.
+    "key_suspensions",
 }
 
 
@@ -212,15 +214,25 @@ async def test_audit_log_accepts_inserts_and_refuses_update_delete_truncate(pool
 # --- constraints that protect the rules ----------------------------------------------------------
 
 
-async def test_one_key_per_application_and_environment(pool, settings):
-    """A second key row for the same application and environment is refused; the other
-    environment is a different key."""
+async def test_several_keys_per_application_and_environment_one_per_issuance(pool, settings):
+    """A live service renews keys: several rows per application and environment over time, but
+    one per issuance id (what makes a retried renewal issue no second key)."""
     app = await new_application(pool, settings)
     async with pool.acquire() as conn:
         await insert_key(conn, app, "sandbox")
-        with pytest.raises(asyncpg.UniqueViolationError, match="api_keys_application_id_environment_key"):
-            await insert_key(conn, app, "sandbox")
-        await insert_key(conn, app, "production")
+        await insert_key(conn, app, "sandbox")
+        issuance = await conn.fetchval(
+            "SELECT issuance_id FROM api_keys WHERE application_id = $1 LIMIT 1",
+            app.application_id)
+        with pytest.raises(asyncpg.UniqueViolationError, match="api_keys_issuance_id_key"):
+            await conn.execute(
+                """INSERT INTO api_keys (key_id, issuance_id, application_id,
+                       business_registration_number, environment, key_hash, display_prefix,
+                       scopes, expires_at)
+                   SELECT gen_random_uuid(), issuance_id, application_id,
+                          business_registration_number, environment, $2, display_prefix, scopes,
+                          expires_at FROM api_keys WHERE issuance_id = $1""",
+                issuance, secrets.token_bytes(32))
         assert await conn.fetchval(
             "SELECT count(*) FROM api_keys WHERE application_id = $1", app.application_id) == 2
 

@@ -19,12 +19,14 @@ from onboarding.domain.models import (
     Role,
 )
 from tests.support.data import CRITERIA_HOLD, contract, decision
+from workflows.live_service import LiveServiceWorkflow
 from workflows.publication import PublicationWorkflow
 from workflows.subscription import SubscriptionWorkflow
 
 # The tables of every decision, who takes it and what it carries.
 DECISIONS_DOC = (Path(__file__).resolve().parent.parent / "docs" / "decisions.md").read_text()
-WORKFLOWS = {"subscription": SubscriptionWorkflow, "publication": PublicationWorkflow}
+WORKFLOWS = {"subscription": SubscriptionWorkflow, "publication": PublicationWorkflow,
+             "live_service": LiveServiceWorkflow}
 
 
 # --- the rules ---------------------------------------------------------------------------------
@@ -75,8 +77,12 @@ def test_who_takes_what_four_eyes_and_what_ends_an_application():
         "final_approval", "production_switch"]
     assert all(d.four_eyes == "pre_verification" for d in decisions.SUBSCRIPTION.values()
                if d.four_eyes)
-    for catalogue in CATALOGUES.values():
+    for catalogue in (decisions.SUBSCRIPTION, decisions.PUBLICATION):
         assert [d.name for d in catalogue.values() if d.ends_application] == ["withdraw"]
+    # A live service ends on a date, through its own termination, never by a withdrawal.
+    assert not any(d.ends_application for d in decisions.LIVE_SERVICE.values())
+    assert {d.name: d.four_eyes for d in decisions.LIVE_SERVICE.values() if d.four_eyes} == {
+        "reinstate": "suspend", "change_approval": "change_review"}
 
 
 def test_a_step_and_a_decision_share_a_name_only_when_they_are_the_same_thing():

@@ -76,7 +76,8 @@ async def test_unknown_keys_are_refused_and_grant_nothing(gateway):
         status, body = await gateway.verify({"X-Api-Key": unknown})
         assert status == 200
         assert body == {"valid": False, "reason": "unknown key", "organisation": None,
-                        "environment": None, "apis": [], "key_id": None, "expires_at": None}
+                        "environment": None, "apis": [], "key_id": None, "expires_at": None,
+                        "suspended_apis": []}
 
 
 async def test_a_revoked_key_is_refused_as_soon_as_the_revocation_is_notified(

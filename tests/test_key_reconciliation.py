@@ -26,6 +26,7 @@ from temporalio.service import RPCError
 from onboarding.devstack.embedded import wheel_binary
 from onboarding.store import keys as key_store
 from onboarding.temporal.schedules import KEY_RECONCILIATION, ensure_key_reconciliation
+from onboarding.domain.live_service import live_service_id
 from tests.support import data, drive
 from tests.support.drive import approval
 from tests.support.eventually import eventually
@@ -130,7 +131,9 @@ async def test_a_terminated_applications_key_is_revoked_when_the_schedule_runs(
         assert body["reason"] == "revoked"
         run = await eventually(lambda: reconciliation_run(client), 30, "the run completed")
         result = await run.result()
-        assert (result["processes_asked"], len(result["revoked"])) == (2, 1)
+        # The terminated and the waiting applications, and the live service that owns the keys
+        # of the one in production (running: they stay).
+        assert (result["processes_asked"], len(result["revoked"])) == (3, 1)
         for kept in (keys[waiting.application_id], keys[live.application_id], production_key):
             assert (await gateway.verify({"X-Api-Key": kept}))[1]["valid"] is True
 
@@ -152,11 +155,13 @@ async def test_a_terminated_applications_key_is_revoked_when_the_schedule_runs(
     await asyncio.sleep(1)
     assert len(notices(inbox, app_id, told)) == 1
     # A key listed while its application was open is checked again when revoked: one that
-    # reached production in between keeps its keys.
+    # reached production in between, its keys now its live service's, keeps them.
     live_keys = [r["key_id"] for r in await pool.fetch(
         "SELECT key_id::text FROM api_keys WHERE application_id = $1", live.application_id)]
     assert len(live_keys) == 2
-    assert await key_store.revoke_each(pool, live_keys, "listed before production") == []
+    assert await key_store.revoke_each(pool, live_keys, "listed before production",
+                                       owner=live.application_id) == []
+    await client.get_workflow_handle(live_service_id(live.application_id)).terminate("test over")
 
 
 async def test_the_schedule_runs_every_configured_interval(dev_server, settings, task_queue):

@@ -83,9 +83,10 @@ async def test_a_lifecycle_commits_once_for_each_wait_and_once_at_its_end(logic)
     status = await drive.result(handle)
     assert status.outcome == "in_production"
 
-    commits = [c for c in logic.stand_ins.commits if c.application_id == app_id]
+    commits = [c for c in logic.stand_ins.commits if c.workflow_id == app_id]
+    # The production key is committed before the live service reads what the service holds.
     steps = ["pre_verification", "platform_contract", "final_approval", "sandbox_testing",
-             "sandbox_verification", "production_switch", "in_production"]
+             "sandbox_verification", "production_switch", "production_switch", "in_production"]
     assert [c.step for c in commits] == steps
     assert commits[-1].status == "in_production"
     assert [e.entry for e in commits[0].entries] == ["application", "audit", "notice", "audit"]
@@ -94,7 +95,8 @@ async def test_a_lifecycle_commits_once_for_each_wait_and_once_at_its_end(logic)
         return [e.entry if e.entry != "audit" else e.action for e in commit.entries]
 
     assert effects(commits[3]) == ["final_approval", "key", "notice", "step_entered"]
-    assert effects(commits[-1]) == ["production_switch", "contract", "key", "notice", "notice",
+    assert effects(commits[-2]) == ["production_switch", "contract", "key"]
+    assert effects(commits[-1]) == ["notice", "notice", "live_service_handed_over",
                                     "step_entered", "application_closed"]
     assert {k.environment for k in status.keys} == {"sandbox", "production"}
     # Entry numbers run on across commits, in the order the workflow wrote them.

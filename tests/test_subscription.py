@@ -151,7 +151,7 @@ async def test_happy_path_without_market_data_reaches_production(
     row = await pool.fetchrow(
         "SELECT status, current_step FROM applications WHERE application_id = $1", app_id)
     assert dict(row) == {"status": "in_production", "current_step": "in_production"}
-    log = await audit(pool, app_id)
+    log = await audit(pool, app_id, app_id)  # not its live service's
     assert [e["action"] for e in log if e["result"] == "applied"] == [
         "pre_verification", "platform_contract", "final_approval", "sandbox_testing_complete",
         "sandbox_verification", "production_switch",

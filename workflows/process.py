@@ -210,8 +210,12 @@ class Process:
         self._signals = self._updates = 0
         self._last_message_at: datetime | None = None
         # Set when this run must continue as new at its next wait (an application moved from
-        # stop 8's code: workflows/legacy/).
+        # stop 8's code: workflows/legacy/; a live service's run old enough).
         self.continue_at_next_wait = False
+        # A process that takes its decisions at any time (a live service: `take`, `watch`):
+        # how each is applied, as it comes, and whether one was since the last wait.
+        self._appliers: dict[str, Callable[[Any], None]] = {}
+        self._changed = False
 
     # --- the procedure ---------------------------------------------------------------------
 
@@ -331,6 +335,47 @@ class Process:
         finally:
             self._expected, self._claims, self._licence = {}, {}, {}
             self.state.takes, self.state.deadlines = [], []
+
+    def take(self, decisions: Mapping[str, tuple[Check | None, Callable[[Any], None]]]) -> None:
+        """From now on, take these decisions whenever they come (a live service): each checked
+        as any decision is, then, under the lock, its `apply` journals what it does."""
+        self._expected = {name: check for name, (check, _) in decisions.items()}
+        self._appliers = {name: apply for name, (_, apply) in decisions.items()}
+        self.state.takes = list(decisions)
+
+    async def watch(self, until: datetime | None, summary: str | None = None) -> bool:
+        """Wait (after committing the journal) until a decision is applied (False) or `until`
+        passes (True): the one timer of a process that takes its decisions at any time. Like
+        `wait_for`, continues as new meanwhile when the run should, carrying the state."""
+        self._resume_at = None
+        await self.commit()
+        self._describe()
+        while True:
+            if self._changed:
+                self._changed = False
+                return False
+            now = workflow.now()
+            if until is not None and until <= now:
+                return True
+            wanted = self._continue_wanted()
+            if wanted and (self._quiet() or self.continue_at_next_wait):
+                await self._continue_as_new()  # a process taking decisions at any time
+                continue  # never settles: the run ends here, carrying what was applied
+            timeout = until - now if until is not None else None
+            quiet_first = wanted and (timeout is None or timeout > QUIET)
+            try:
+                await workflow.wait_condition(
+                    lambda: self._changed or (not wanted and self._continue_wanted()),
+                    timeout=QUIET if quiet_first else timeout,
+                    timeout_summary="continue as new once quiet" if quiet_first else summary)
+            except asyncio.TimeoutError:
+                if not quiet_first:
+                    return True
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        """The lock decisions are applied under: what falls due is handled under it too."""
+        return self._lock
 
     async def _deadline(self, step: str) -> None:
         async with self._lock:
@@ -506,6 +551,15 @@ class Process:
         received_at, received = workflow.now(), d
         if self._resume_at is not None:  # a new run: once it waits at the step it resumes
             await workflow.wait_condition(lambda: self._resume_at is None)
+        receipt = await self._decide(decision, d, received, received_at)
+        if receipt.applied and decision.name in self._appliers:
+            # Taken at any time (a live service): on record before the answer, so that an
+            # update's caller knows it is in force (a suspension at the gateway, say).
+            await self.commit()
+        return receipt
+
+    async def _decide(self, decision: DecisionType[Any], d: Decision, received: Decision,
+                      received_at: datetime) -> DecisionReceipt:
         async with self._lock:
             step = self.state.step
             reason = self._refusal(decision, d)
@@ -532,6 +586,9 @@ class Process:
             if reason is None:
                 if decision.ends_application:
                     self._ending = Ending("withdrawn", step, d.decided_by or "", d.note)
+                elif (apply := self._appliers.get(decision.name)) is not None:
+                    apply(d)
+                    self._changed = True
                 else:
                     self._settled, self.state.takes = d, []
             elif journaled:  # past its sender's rate, a refusal is only counted: no line either
@@ -571,7 +628,7 @@ class Process:
         # Four eyes: whoever took the decision this one must not share a taker with (the
         # state keeps their records across runs: onboarding/domain/state.py, `_fit`).
         earlier = s.takers(decision.four_eyes) if decision.four_eyes else []
-        check = DecisionCheck(application_id=s.application_id, organisation=s.organisation_id,
+        check = DecisionCheck(application_id=s.sealed_as, organisation=s.organisation_id,
                               decision=decision.name, decision_id=d.decision_id,
                               content=decision_content(d), attestation=d.attestation,
                               role=decision.taken_by.value,
@@ -774,13 +831,22 @@ class Process:
         self._journal(ContractRecorded, contract_type=contract_type, terms=terms,
                       recorded_by=d.decided_by or "")
 
-    def issue_key(self, environment: Environment, scopes: list[str], valid_days: int) -> None:
-        """A key for `environment`, once; its delivery to the applicant's contacts."""
+    def issue_key(self, environment: Environment, scopes: list[str], valid_days: int,
+                  **renewal: Any) -> None:
+        """A key for `environment`, once; its delivery to the applicant's contacts. A live
+        service's renewal gives its `generation`, `expires_at` and `owner_workflow_id`."""
         self._journal(KeyIssued, environment=environment, scopes=scopes, valid_days=valid_days,
-                      recipients=self.applicant, language=self.state.language)
+                      recipients=self.applicant, language=self.state.language, **renewal)
 
-    def revoke_keys(self, reason: str) -> None:
-        self._journal(KeysRevoked, reason=reason)
+    def revoke_keys(self, reason: str, key_ids: list[str] | None = None) -> None:
+        if key_ids is None:
+            self._journal(KeysRevoked, reason=reason)
+        else:
+            self._journal(KeysRevoked, reason=reason, key_ids=key_ids)
+
+    def write(self, entry_type: type, **fields: Any) -> None:
+        """Any other entry of the journal (onboarding/domain/record.py)."""
+        self._journal(entry_type, **fields)
 
     def publish_api(self, api: ApiProposal, specification: dict[str, Any],
                     summary: SpecificationSummary, stage: str) -> None:
@@ -858,8 +924,9 @@ class Process:
         without versioning; it is a payload, so the codec encrypts it like the rest.
         """
         s = self.state
-        lines = [f"**{s.process.capitalize()} application of {s.organisation_name}** "
-                 f"({s.organisation_id})", ""]
+        title = ("Live service" if s.process == "live_service"
+                 else f"{s.process.capitalize()} application")
+        lines = [f"**{title} of {s.organisation_name}** ({s.organisation_id})", ""]
         if s.outcome:
             lines.append(f"Outcome: **{s.outcome.replace('_', ' ')}**")
         else:

@@ -19,13 +19,18 @@ step; any step may end in rejection; a step waiting on the applicant lapses when
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from temporalio import workflow
-from temporalio.common import RawValue
+from temporalio.common import RawValue, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.catalogue import Catalogue
     from activities.contracts import Contracts
     from onboarding.domain import decisions
+    from onboarding.domain.live_service import live_service_id
     from onboarding.domain.models import (
         ApiFacts,
         ApiWithdrawn,
@@ -34,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         CatalogueLookup,
         ContractTerms,
         LicenceLookup,
+        LiveServiceStart,
         Resubmission,
         ServiceLaunched,
         SubscriptionApplication,
@@ -245,8 +251,13 @@ class SubscriptionWorkflow:
         self.issue_key("production")
         publications = [api for api in self.state.catalogue.apis
                         if api.publication_application_id]
-        if publications:
-            await p.commit()  # the production key on record before they check the claim
+        # Applications reaching production since the live service exists hand their service
+        # on to it (histories recorded before replay without).
+        live = workflow.patched("live-service")
+        if publications or live:
+            # The production key on record before the publications check the claim, and before
+            # the live service reads what it holds.
+            await p.commit()
         # A withdrawal applied meanwhile still ends the application; from here none applies.
         in_production = p.ends("in_production")
         for api in publications:
@@ -256,7 +267,30 @@ class SubscriptionWorkflow:
         p.notify("in-production", "application_in_production", context, to=p.applicant)
         p.notify("member-notice/production", "member_notice_production", context,
                  to=self.providers())
+        if live:
+            await self.start_live_service()
         return in_production
+
+    async def start_live_service(self) -> None:
+        """The service goes on as its own process, for as long as it lives (a child this
+        workflow abandons when it completes `in_production`)."""
+        s = self.state
+        workflow_id = live_service_id(s.application_id)
+        try:
+            await workflow.start_child_workflow(
+                "LiveService", LiveServiceStart(
+                    application_id=s.application_id,
+                    subscription_workflow_id=workflow.info().workflow_id,
+                    organisation_id=s.organisation_id, language=s.language,
+                    policy=s.application.live_service, key_validity=s.application.key_validity),
+                id=workflow_id, parent_close_policy=ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                static_summary=f"Live service of {s.organisation_id}")
+        except WorkflowAlreadyStartedError:  # the migration was first: one service either way
+            self.process.record("live_service_handed_over",
+                                details={"workflow_id": workflow_id, "already_running": True})
+        else:
+            self.process.record("live_service_handed_over", details={"workflow_id": workflow_id})
 
     async def end_early(self, ending: Ending) -> None:
         """Rejected, withdrawn or lapsed: every key issued revoked, the applicant told.
@@ -291,9 +325,11 @@ class SubscriptionWorkflow:
 
     def issue_key(self, environment: str) -> None:
         validity = self.state.application.key_validity
+        days = validity.sandbox_days if environment == "sandbox" else validity.production_days
+        # Its expiry by the process's clock: the one its live service counts by.
         self.process.issue_key(
             environment, self.state.application.requested_apis,  # type: ignore[arg-type]
-            validity.sandbox_days if environment == "sandbox" else validity.production_days)
+            days, expires_at=workflow.now() + timedelta(days=days))
 
     def providers(self) -> list[str]:
         return sorted({e for api in self.state.catalogue.apis for e in api.provider_contact_emails})

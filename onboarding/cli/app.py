@@ -102,7 +102,8 @@ def _decisions_help() -> str:
     """Every decision people take, by process, as the catalogue describes it."""
     titles = {"subscription": "Subscription (a fintech uses APIs): each step waits on a "
                               "decision.",
-              "publication": "Publication (a member company publishes its API):"}
+              "publication": "Publication (a member company publishes its API):",
+              "live_service": "Live service (after production; workflow id live-service-...):"}
     parts = []
     for process, decisions in CATALOGUES.items():
         lines = ["\b", titles[process]]

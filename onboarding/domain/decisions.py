@@ -20,7 +20,15 @@ from typing import Any, Generic, TypeVar
 
 from onboarding.domain.admission import MAX_SPECIFICATION_BYTES
 from onboarding.domain.models import (
+    ApiChange,
+    ApiRetired,
     ApiTestReport,
+    ChangeReviewDecision,
+    ContractRenewal,
+    KeyRenewalRequest,
+    Reinstatement,
+    Suspension,
+    Termination,
     ApiTestReviewDecision,
     Decision,
     FinalApprovalDecision,
@@ -199,7 +207,83 @@ PUBLICATION = Catalogue(
     "publication", PRE_REVIEW, REVISE_SPECIFICATION, API_TEST_REPORT, API_TEST_REVIEW,
     SERVICE_LAUNCHED, WITHDRAW_PUBLICATION)
 
-CATALOGUES: dict[str, Catalogue] = {c.process: c for c in (SUBSCRIPTION, PUBLICATION)}
+# --- live service: the service after production (workflows/live_service.py) ------------------
+
+
+def needs_note(what: str) -> Callable[[Decision], str | None]:
+    def rule(d: Decision) -> str | None:
+        return None if d.note.strip() else f"note: {what} [required]"
+    return rule
+
+
+def _renewal(d: KeyRenewalRequest) -> str | None:
+    if d.immediate and not d.note.strip():
+        return "note: an immediate rotation needs a note saying why (a leaked key?) [required]"
+    return None
+
+
+def _change(d: ApiChange) -> str | None:
+    if not d.add and not d.remove:
+        return "add, remove: a change adds or removes at least one API [required]"
+    if both := sorted(set(d.add) & set(d.remove)):
+        return f"add, remove: {', '.join(both)} both added and removed [distinct]"
+    if len(set(d.add)) != len(d.add) or len(set(d.remove)) != len(d.remove):
+        return "add, remove: an API named twice [distinct]"
+    return None
+
+
+RENEW_KEY = DecisionType(
+    "renew_key", KeyRenewalRequest, Role.APPLICANT, _renewal,
+    "Applicant: a new key for an environment now; the old one keeps working for the overlap, "
+    "or is revoked at once with immediate (a leaked key: say why in the note).")
+SUSPEND = DecisionType(
+    "suspend", Suspension, Role.PLATFORM_TEAM, needs_note("a suspension says why"),
+    "Platform team: suspend every key of the live service at once, with the reason in the "
+    "note (a security incident, say).")
+REINSTATE = DecisionType(
+    "reinstate", Reinstatement, Role.FINAL_APPROVER, always,
+    "Final approver (not who suspended): lift the platform team's suspension.",
+    four_eyes=SUSPEND.name)
+MARKET_DATA_LICENCE_RENEWED = DecisionType(
+    "market_data_licence_renewed", ContractRenewal, Role.MARKET_DATA_SALES, always,
+    "Market-information sales: the organisation's renewed market-data licence; lifts a "
+    "lapse's suspension of the market-data APIs on every key of the organisation.")
+PLATFORM_CONTRACT_RENEWED = DecisionType(
+    "platform_contract_renewed", ContractRenewal, Role.PLATFORM_TEAM, always,
+    "Platform team: the renewed platform contract; lifts a lapse's suspension.")
+SERVICE_CONTRACT_RENEWED = DecisionType(
+    "service_contract_renewed", ContractRenewal, Role.FINAL_APPROVER, always,
+    "Final approver: the renewed service contract; lifts a lapse's suspension.")
+CHANGE_APIS = DecisionType(
+    "change_apis", ApiChange, Role.APPLICANT, _change,
+    "Applicant: add APIs to the live service (reviewed first) or remove some (at once).")
+CHANGE_REVIEW = DecisionType(
+    "change_review", ChangeReviewDecision, Role.PLATFORM_TEAM, needs_note_unless_approved,
+    "Platform team: pre-verification of a change adding APIs: approve or reject.")
+CHANGE_APPROVAL = DecisionType(
+    "change_approval", ChangeReviewDecision, Role.FINAL_APPROVER, needs_note_unless_approved,
+    "Final approver (not the change's reviewer): approve, and the keys grant the added APIs, "
+    "or reject. A market-data API needs a valid market-data licence on file first.",
+    four_eyes=CHANGE_REVIEW.name)
+TERMINATE = DecisionType(
+    "terminate", Termination, Role.APPLICANT, always,
+    "Applicant: end the live service on effective_on (today when absent): every key revoked.")
+TERMINATE_SERVICE = DecisionType(
+    "terminate_service", Termination, Role.PLATFORM_TEAM,
+    needs_note("a termination by the platform says why"),
+    "Platform team: end the live service on effective_on, with the reason in the note.")
+API_RETIRED = DecisionType(
+    "api_retired", ApiRetired, Role.PLATFORM_WORKFLOW, always,
+    "Sent by the platform when a provider retires an API: on retired_on it leaves the keys' "
+    "scopes and the catalogue.")
+
+LIVE_SERVICE = Catalogue(
+    "live_service", RENEW_KEY, SUSPEND, REINSTATE, MARKET_DATA_LICENCE_RENEWED,
+    PLATFORM_CONTRACT_RENEWED, SERVICE_CONTRACT_RENEWED, CHANGE_APIS, CHANGE_REVIEW,
+    CHANGE_APPROVAL, TERMINATE, TERMINATE_SERVICE, API_RETIRED)
+
+CATALOGUES: dict[str, Catalogue] = {c.process: c for c in (SUBSCRIPTION, PUBLICATION,
+                                                           LIVE_SERVICE)}
 
 
 # The largest a decision of any process may be (a revised specification): what a client that
@@ -223,7 +307,8 @@ def decision_type(application_id: str, name: str) -> DecisionType[Any] | None:
     process's name: subscription-..., publication-...); None for any other name, and for
     what only another process sends (service_launched)."""
     for process, catalogue in CATALOGUES.items():
-        if application_id.startswith(f"{process}-"):
+        # A live service's decisions bind its workflow id, live-service-...
+        if application_id.startswith(f"{process.replace('_', '-')}-"):
             kind = catalogue.get(name)
             return kind if kind is not None and kind.taken_by is not Role.PLATFORM_WORKFLOW \
                 else None

@@ -129,6 +129,42 @@ class SubscriptionForm(Model):
     requested_apis: Annotated[list[ApiId], Field(min_length=1, max_length=50)]
 
 
+MAX_NOTICE_DAYS = 365
+MAX_OVERLAP_DAYS = 90
+
+
+def _days_before(days: list[int]) -> list[int]:
+    if len(set(days)) != len(days):
+        raise ValueError("must not repeat a number of days")
+    return sorted(days, reverse=True)
+
+
+class LiveServicePolicy(Model):
+    """How the live service looks after keys, licences and contracts once in production (README:
+    the live service); fixed into the service's process when it starts."""
+
+    # Notices to the applicant this many days before a key expires.
+    key_reminder_days: Annotated[list[Annotated[int, Field(ge=1, le=MAX_NOTICE_DAYS)]],
+                                 Field(max_length=5)] = [30, 7]
+    # A key is renewed automatically this many days before it expires, unless the applicant
+    # asked sooner; the old key keeps working `overlap_days` more, then is revoked.
+    auto_renew_days: int = Field(14, ge=1, le=MAX_NOTICE_DAYS)
+    overlap_days: int = Field(7, ge=1, le=MAX_OVERLAP_DAYS)
+    # Reminders to the team that signs a licence or contract, and to the applicant.
+    contract_reminder_days: Annotated[list[Annotated[int, Field(ge=1, le=MAX_NOTICE_DAYS)]],
+                                      Field(max_length=5)] = [60, 30, 7]
+    # A run of the service's process continues as new after this many days (its history stays
+    # small whatever happens meanwhile).
+    run_days: int = Field(90, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _sorted(self) -> LiveServicePolicy:
+        object.__setattr__(self, "key_reminder_days", _days_before(self.key_reminder_days))
+        object.__setattr__(self, "contract_reminder_days",
+                           _days_before(self.contract_reminder_days))
+        return self
+
+
 class SubscriptionApplication(Model):
     """A fintech's application to use catalogue APIs: the subscription workflow's input."""
 
@@ -139,6 +175,8 @@ class SubscriptionApplication(Model):
     deadlines: DeadlinePolicy = DeadlinePolicy()
     key_validity: KeyValidity = KeyValidity()
     limits: ProcessLimits = ProcessLimits()
+    # For its live service, once in production.
+    live_service: LiveServicePolicy = LiveServicePolicy()
     # Notes for the eligibility reviewer, found by admission (e.g. a foreign corporation):
     # recomputed by the workflow's admission, whatever the input says.
     reviewer_flags: list[str] = []
@@ -324,6 +362,57 @@ class ApiWithdrawn(Decision):
     api_id: str
 
 
+# --- the live service's decisions (onboarding/domain/decisions.py, LIVE_SERVICE) ------------
+
+
+class KeyRenewalRequest(Decision):
+    """The applicant asks for a new key: the old one keeps working for the overlap, or is
+    revoked at once (`immediate`: a leaked key)."""
+
+    environment: Environment
+    immediate: bool = False
+
+
+class Suspension(Decision):
+    """Platform team: every key of the live service suspended (the note says why)."""
+
+
+class Reinstatement(Decision):
+    """Final approver, not the one who suspended: the suspension lifted."""
+
+
+class ContractRenewal(Decision):
+    """The team that signs it: the renewed licence or contract."""
+
+    contract: ContractTerms
+
+
+class ApiChange(Decision):
+    """The applicant adds APIs to its live service (after a short review) or removes them (at
+    once)."""
+
+    add: Annotated[list[ApiId], Field(max_length=50)] = []
+    remove: Annotated[list[ApiId], Field(max_length=50)] = []
+
+
+class ChangeReviewDecision(Decision):
+    verdict: Literal["approve", "reject"]
+
+
+class Termination(Decision):
+    """The live service ends on `effective_on` (today when absent): every key revoked."""
+
+    effective_on: date | None = None
+
+
+class ApiRetired(Decision):
+    """Sent by the platform for a provider retiring its API: it leaves the keys' scopes and the
+    catalogue on `retired_on`."""
+
+    api_id: str
+    retired_on: date
+
+
 class DecisionReceipt(Model):
     """The synchronous answer to a decision sent as an update."""
 
@@ -368,7 +457,37 @@ class KeySummary(Model):
     status: Literal["active", "revoked"] = "active"
 
 
-Process = Literal["subscription", "publication"]
+Process = Literal["subscription", "publication", "live_service"]
+
+
+class TimelineEntry(Model):
+    """What happened to a live service, when (its status keeps them across runs)."""
+
+    at: datetime
+    event: str
+    detail: str = ""
+
+
+class WatchedContract(Model):
+    contract_type: Literal["market_data_licence", "platform", "service"]
+    contract_number: str
+    valid_until: date
+    lapsed: bool = False
+
+
+class LiveServiceStatus(Model):
+    """A live service's own part of the status."""
+
+    subscription_workflow_id: str
+    state: Literal["live", "suspended", "terminated"]
+    apis: list[str]
+    contracts: list[WatchedContract]
+    suspensions: list[str]  # in force: their causes
+    next_due: str = ""  # what the process wakes for next, and when
+    pending_change: str = ""
+    terminating_on: date | None = None
+    timeline: list[TimelineEntry] = []
+    timeline_not_listed: int = 0
 
 
 class ApplicationStatus(Model):
@@ -395,6 +514,8 @@ class ApplicationStatus(Model):
     applied_not_listed: int = 0
     # Which run of the application's workflow answers: 1, one more at each continue-as-new.
     run: int = 1
+    # A live service's keys, licences, contracts, suspensions and timeline.
+    live: LiveServiceStatus | None = None
 
 
 # --- what activities look up -----------------------------------------------------------------
@@ -449,3 +570,33 @@ class Notice(Model):
     # Every member company providing an API in the catalogue.
     to_member_companies: bool = False
     context: dict[str, str] = {}
+
+
+# --- the live service ------------------------------------------------------------------------
+
+
+class LiveServiceStart(Model):
+    """The live service's workflow input: which application's service, and its policy. What
+    it watches (keys, licences, contracts, APIs) it reads from the record when it begins."""
+
+    application_id: str  # the subscription's
+    subscription_workflow_id: str
+    organisation_id: str
+    language: Language = "ko"
+    policy: LiveServicePolicy = LiveServicePolicy()
+    key_validity: KeyValidity = KeyValidity()
+    # Started at production by the subscription, or by the one-off migration.
+    started_by: Literal["production", "migration"] = "production"
+
+
+class LiveServiceFacts(Model):
+    """What the record says of an application in production, when its live service begins."""
+
+    organisation_name: str
+    contacts: list[str]
+    service_name: str
+    apis: list[ApiFacts]
+    keys: list[KeySummary]  # active
+    # The last generation of key issued for each environment (0: the first key).
+    generations: dict[str, int] = {}
+    contracts: list[WatchedContract]  # the latest of each type

@@ -147,6 +147,91 @@ TEMPLATES: dict[str, dict[Language, tuple[str, str]]] = {
         "en": ("[Open API] Your service is in production ($application_id)",
                "The service contract is recorded and the production API key issued."),
     },
+    # --- the live service (workflows/live_service.py) ---
+    "live_service_started": {
+        "ko": ("[Open API] 운영 서비스 관리 시작 ($application_id)",
+               "운영 중인 서비스의 API 키, 라이선스와 계약을 플랫폼이 관리합니다. 키 만료 전에 "
+               "안내하고 갱신합니다."),
+        "en": ("[Open API] Your live service is looked after ($application_id)",
+               "The platform now looks after your live service's API keys, licence and "
+               "contracts: you will hear before a key expires, and keys are renewed."),
+    },
+    "key_expiry_reminder": {
+        "ko": ("[Open API] $environment API 키 만료 $days일 전 ($application_id)",
+               "API 키 $display_prefix…가 $expires_on에 만료됩니다. 지금 갱신을 요청하거나, "
+               "$renews_on에 자동으로 새 키가 발급됩니다."),
+        "en": ("[Open API] Your $environment API key expires in $days days ($application_id)",
+               "API key $display_prefix… expires on $expires_on. Ask for a new one now "
+               "(renew_key), or a new key is issued automatically on $renews_on."),
+    },
+    "key_renewed": {
+        "ko": ("[Open API] $environment API 키 갱신 ($application_id)",
+               "새 API 키가 별도 메일로 발급되었습니다. 이전 키 $display_prefix…는 "
+               "$old_key_until까지 사용할 수 있습니다."),
+        "en": ("[Open API] Your $environment API key is renewed ($application_id)",
+               "A new API key is delivered in a separate mail. The old key $display_prefix… "
+               "keeps working until $old_key_until."),
+    },
+    "contract_expiry_reminder": {
+        "ko": ("[Open API] $contract 만료 $days일 전 ($application_id)",
+               "$organisation 님의 $contract($contract_number)가 $valid_until에 만료됩니다. "
+               "만료되면 갱신될 때까지 API 키의 $suspends 사용이 정지됩니다."),
+        "en": ("[Open API] $contract expires in $days days ($application_id)",
+               "The $contract ($contract_number) of $organisation expires on $valid_until. "
+               "Once it lapses, the keys' $suspends are suspended until it is renewed."),
+    },
+    "contract_lapsed": {
+        "ko": ("[Open API] $contract 만료: API 키 정지 ($application_id)",
+               "$contract($contract_number)가 만료되어 API 키의 $suspends 사용이 정지되었습니다. "
+               "갱신이 기록되면 복구됩니다."),
+        "en": ("[Open API] $contract lapsed: keys suspended ($application_id)",
+               "The $contract ($contract_number) lapsed: the keys' $suspends are suspended "
+               "until a renewal is recorded."),
+    },
+    "contract_renewed": {
+        "ko": ("[Open API] $contract 갱신 ($application_id)",
+               "$contract가 $valid_until까지 갱신되었습니다."),
+        "en": ("[Open API] $contract renewed ($application_id)",
+               "The $contract is renewed until $valid_until; any suspension it caused is "
+               "lifted."),
+    },
+    "service_suspended": {
+        "ko": ("[Open API] API 키 사용 정지 ($application_id)",
+               "서비스의 모든 API 키 사용이 정지되었습니다.\n사유: $note"),
+        "en": ("[Open API] Your API keys are suspended ($application_id)",
+               "Every API key of your service is suspended.\nReason: $note"),
+    },
+    "service_reinstated": {
+        "ko": ("[Open API] API 키 사용 재개 ($application_id)",
+               "API 키 사용 정지가 해제되었습니다."),
+        "en": ("[Open API] Your API keys work again ($application_id)",
+               "The suspension of your API keys is lifted."),
+    },
+    "live_service_change": {
+        "ko": ("[Open API] 서비스 변경: $what ($application_id)",
+               "$organisation 님의 서비스 변경: $what\n$note"),
+        "en": ("[Open API] Service change: $what ($application_id)",
+               "A change of the live service of $organisation: $what\n$note"),
+    },
+    "termination_scheduled": {
+        "ko": ("[Open API] 서비스 해지 예정 ($application_id)",
+               "서비스가 $effective_on에 해지되며 모든 API 키가 폐기됩니다.\n$note"),
+        "en": ("[Open API] Your service ends on $effective_on ($application_id)",
+               "The live service ends on $effective_on: every API key is revoked then.\n$note"),
+    },
+    "service_terminated": {
+        "ko": ("[Open API] 서비스 해지 ($application_id)",
+               "서비스가 해지되어 모든 API 키가 폐기되었습니다.\n$note"),
+        "en": ("[Open API] Your service has ended ($application_id)",
+               "The live service has ended; every API key is revoked.\n$note"),
+    },
+    "api_retirement": {
+        "ko": ("[Open API] API 종료 안내: $api_id ($application_id)",
+               "$api_id API가 $retired_on에 종료되어 API 키의 허용 범위에서 제외됩니다."),
+        "en": ("[Open API] API retired: $api_id ($application_id)",
+               "The $api_id API is retired on $retired_on: from then on your keys no longer "
+               "grant it."),
+    },
 }
 
 

@@ -10,6 +10,7 @@ what the workflow needs back. An entry's number makes its audit line's id
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -65,7 +66,11 @@ class ContractRecorded(Entry):
 
 
 class KeyIssued(Entry):
-    """A key issued, and its delivery to `recipients` put in the outbox (never the key)."""
+    """A key issued, and its delivery to `recipients` put in the outbox (never the key).
+
+    A live service's renewal gives the key its generation (1, 2, ...: the issuance id
+    `<application>/key/<environment>/<generation>`, fixed by the process, so that a retried
+    renewal finds the key it issued), its expiry by the process's clock, and its owner."""
 
     entry: Literal["key"] = "key"
     environment: Environment
@@ -73,11 +78,63 @@ class KeyIssued(Entry):
     valid_days: int = Field(ge=1)
     recipients: list[str]
     language: Language
+    generation: int = Field(0, ge=0)
+    expires_at: datetime | None = None
+    owner_workflow_id: str | None = None
+
+    def issuance_id(self, application_id: str) -> str:
+        base = f"{application_id}/key/{self.environment}"
+        return f"{base}/{self.generation}" if self.generation else base
 
 
 class KeysRevoked(Entry):
+    """Every active key of the application revoked, or only `key_ids` (a renewal's old key)."""
+
     entry: Literal["revocation"] = "revocation"
     reason: str
+    key_ids: list[str] | None = None
+
+
+class KeysTakenOver(Entry):
+    """The application's active keys owned by its live service from now on."""
+
+    entry: Literal["takeover"] = "takeover"
+    owner_workflow_id: str
+
+
+class KeyScopesChanged(Entry):
+    """The APIs the application's active keys grant (a live service's change)."""
+
+    entry: Literal["scopes"] = "scopes"
+    scopes: list[str]
+
+
+SuspensionCause = Literal["platform", "market_data_licence", "platform_contract",
+                          "service_contract"]
+
+
+class KeysSuspended(Entry):
+    """A suspension in force: on every key of the organisation (`organisation_wide`) or of the
+    application; of every API, or only the market-data ones (`market_data_only`)."""
+
+    entry: Literal["suspension"] = "suspension"
+    suspension_id: str
+    cause: SuspensionCause
+    reason: str
+    suspended_by: str
+    organisation_wide: bool = False
+    market_data_only: bool = False
+
+
+class SuspensionLifted(Entry):
+    """The suspensions in force of `cause` lifted (where `KeysSuspended` put them), or only
+    `suspension_id`."""
+
+    entry: Literal["lift"] = "lift"
+    cause: SuspensionCause
+    lifted_by: str
+    organisation_wide: bool = False
+    suspension_id: str | None = None
 
 
 class ApiPublished(Entry):
@@ -102,7 +159,8 @@ class NoticeQueued(Entry):
 
 JournalEntry = Annotated[
     Audited | ApplicationOnRecord | ContractRecorded | KeyIssued | KeysRevoked | ApiPublished
-    | ApiWithdrawnFromCatalogue | NoticeQueued,
+    | ApiWithdrawnFromCatalogue | NoticeQueued | KeysTakenOver | KeyScopesChanged
+    | KeysSuspended | SuspensionLifted,
     Field(discriminator="entry"),
 ]
 

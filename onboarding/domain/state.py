@@ -140,6 +140,11 @@ class ProcessState(BaseModel):
     seq: int = 0  # the journal's next entry number, across runs
     journal: list[JournalEntry] = []  # entries not yet committed
 
+    @property
+    def sealed_as(self) -> str:
+        """What its decisions' seals name as their application (its workflow's id)."""
+        return self.application_id
+
     @classmethod
     def unreadable(cls, process: Process, raw: Any, application_id: str,
                    now: datetime) -> ProcessState:

@@ -12,5 +12,7 @@ APPLICATION_KIND = SearchAttributeKey.for_keyword("ApplicationKind")
 APPLICATION_STEP = SearchAttributeKey.for_keyword("ApplicationStep")
 WAITING_ON = SearchAttributeKey.for_keyword("WaitingOn")
 ORGANISATION_ID = SearchAttributeKey.for_keyword("OrganisationId")
+# A live service's state: live, suspended, terminated (workflows/live_service.py).
+LIVE_SERVICE_STATE = SearchAttributeKey.for_keyword("LiveServiceState")
 
-ALL = (APPLICATION_KIND, APPLICATION_STEP, WAITING_ON, ORGANISATION_ID)
+ALL = (APPLICATION_KIND, APPLICATION_STEP, WAITING_ON, ORGANISATION_ID, LIVE_SERVICE_STATE)

@@ -27,6 +27,7 @@ from onboarding.domain.models import (
     KeySummary,
     LaunchCheck,
     LicenceLookup,
+    LiveServiceFacts,
     Refusal,
     SpecificationCheck,
     SpecificationVerdict,
@@ -34,6 +35,8 @@ from onboarding.domain.models import (
 from onboarding.domain.record import Commit, Committed
 from activities.contracts import ContractNumberCheck
 from activities.verification import CheckedDecision, DecisionChecks, verified_and_checked
+from activities.live_services import LiveServiceLookup
+from onboarding.domain.live_service import live_service_id
 from tests.support import data
 from tests.support.sealing import MemoryRoster
 
@@ -81,13 +84,14 @@ class StandIns:
         self.launches: dict[tuple[str, str], str] = {}  # (subscription, api) -> refusal
         self.commits: list[Commit] = []
         self.keys: dict[str, dict[str, KeySummary]] = {}
+        self.live_services: set[str] = set()  # the workflow ids of those that began
 
     def activities(self) -> list[Any]:
         return [self.write_record, self.roster.verify_decision, self.verify_and_check_decision,
                 self.admissions.admit_application,
                 self.look_up_catalogue,
                 self.find_market_data_licence, self.check_contract_number,
-                self.check_specification, self.check_service_launch]
+                self.check_specification, self.check_service_launch, self.live_service_facts]
 
     def entries(self, application_id: str, kind: str | None = None) -> list[Any]:
         """Every journal entry committed for the application, of one kind if given."""
@@ -144,3 +148,17 @@ class StandIns:
     async def check_service_launch(self, check: LaunchCheck) -> str:
         return self.launches.get((check.subscription_application_id, check.api_id),
                                  f"no subscription application {check.subscription_application_id}")
+
+    @activity.defn(name="live_service_facts")
+    async def live_service_facts(self, lookup: LiveServiceLookup) -> LiveServiceFacts:
+        """What the stand-ins' record holds of an application in production."""
+        self.live_services.add(live_service_id(lookup.application_id))
+        applications = self.entries(lookup.application_id, "application")
+        org = applications[-1].organisation if applications else None
+        return LiveServiceFacts(
+            organisation_name=org.legal_name if org else "",
+            contacts=[str(e).lower() for e in org.contact_emails] if org else [],
+            service_name="", apis=[self.apis[a] for a in applications[-1].requested_apis
+                                   if a in self.apis] if applications else [],
+            keys=[k for k in self.keys.get(lookup.application_id, {}).values()
+                  if k.status == "active"], contracts=[])

@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 import starter
 from onboarding.domain.admission import prepare_subscription
+from onboarding.domain.live_service import live_service_id
 from onboarding.domain.models import ApplicationStatus, SubscriptionApplication
 from onboarding.temporal.codec import for_worker
 from tests.support import data
@@ -36,8 +38,17 @@ class Logic:
     async def end_what_is_open(self) -> None:
         """Left open on the shared time-skipping server, an application's timers would fire
         under other tests' skipped time, with no worker to take them."""
-        for handle in self.started:
-            if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+        # The live services of those that reached production (their ids come from the
+        # application ids, which a raw start need not use as its workflow id).
+        live = [self.client.get_workflow_handle(workflow_id) for workflow_id in sorted(
+            self.stand_ins.live_services | {live_service_id(h.id) for h in self.started
+                                            if h.id.startswith("subscription-")})]
+        for handle in self.started + live:
+            try:
+                running = (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+            except RPCError:  # never started (a live service of one not in production)
+                continue
+            if running:
                 await handle.terminate("test over")
 
     def subscription(self, apis: list[str]) -> SubscriptionApplication:
@@ -54,8 +65,8 @@ class Logic:
 
 
 @pytest.fixture
-async def logic(time_skipping_server, plain_settings) -> AsyncIterator[Logic]:
-    env = time_skipping_server
+async def logic(logic_server, plain_settings) -> AsyncIterator[Logic]:
+    env = logic_server
     stand_ins = StandIns(plain_settings)
     task_queue = f"logic-{uuid.uuid4().hex[:8]}"
     client = Client(**{**env.client.config(),
@@ -63,6 +74,7 @@ async def logic(time_skipping_server, plain_settings) -> AsyncIterator[Logic]:
     async with Worker(client, task_queue=task_queue, workflows=WORKFLOWS,
                       activities=stand_ins.activities(), workflow_runner=WORKFLOW_RUNNER):
         logic = Logic(env.client, plain_settings, task_queue, stand_ins)
+        logic.env = env
         try:
             yield logic
         finally:

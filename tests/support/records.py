@@ -10,12 +10,14 @@ import asyncpg
 from tests.support import data
 
 
-async def audit(db: asyncpg.Pool | asyncpg.Connection, application_id: str) -> list[dict[str, Any]]:
-    """The application's audit entries, in the order they were written."""
+async def audit(db: asyncpg.Pool | asyncpg.Connection, application_id: str,
+                workflow_id: str | None = None) -> list[dict[str, Any]]:
+    """The application's audit entries, in the order they were written (only those its
+    workflow `workflow_id` wrote, when given: not its live service's, say)."""
     rows = await db.fetch(
         """SELECT actor, action, result, reason, details FROM audit_log
-           WHERE application_id = $1 ORDER BY seq""",
-        application_id,
+           WHERE application_id = $1 AND ($2::text IS NULL OR workflow_id = $2) ORDER BY seq""",
+        application_id, workflow_id,
     )
     return [dict(r) for r in rows]
 

@@ -1,0 +1,53 @@
+"""What the record says of an application in production, for its live service to watch (a
+local activity, read only: workflows/live_service.py); an API's retirement by its provider
+(workflows/api_retirement.py): who may retire it and whom to tell, then out of the catalogue."""
+
+from __future__ import annotations
+
+import asyncpg
+from temporalio import activity
+
+from onboarding.core.config import Settings
+from onboarding.domain.models import LiveServiceFacts, Model
+from onboarding.store import audit, live_services
+from onboarding.store.live_services import RetirementFacts
+
+
+class LiveServiceLookup(Model):
+    application_id: str
+
+
+class RetirementLookup(Model):
+    api_id: str
+
+
+class Retiring(Model):
+    api_id: str
+    workflow_id: str
+    decided_by: str
+
+
+class LiveServices:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
+        self.pool = pool
+
+    @activity.defn
+    async def live_service_facts(self, lookup: LiveServiceLookup) -> LiveServiceFacts:
+        return await live_services.facts(self.pool, lookup.application_id)
+
+    @activity.defn
+    async def retirement_facts(self, lookup: RetirementLookup) -> RetirementFacts | None:
+        return await live_services.retirement_facts(self.pool, lookup.api_id)
+
+    @activity.defn
+    async def retire_api(self, retirement: Retiring) -> bool:
+        """The API out of the catalogue, audited once (a retry finds it withdrawn)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            retired = await live_services.retire(conn, retirement.api_id)
+            await audit.append(conn, [audit.Entry(
+                entry_id=f"{retirement.workflow_id}/retired", application_id=None,
+                workflow_id=retirement.workflow_id, action="api_retired_from_catalogue",
+                result="succeeded", actor=retirement.decided_by,
+                details={"api_id": retirement.api_id, "was_in_catalogue": retired})])
+        return retired
+

@@ -61,6 +61,15 @@ async def time_skipping_server(plain_settings):
     await env.shutdown()
 
 
+@pytest.fixture
+async def own_time_skipping_server(plain_settings):
+    """A server for one test alone: one whose service ends while children of other tests'
+    closed subscriptions still live would stall time skipping (see the termination test)."""
+    env = await servers.start_time_skipping_server(data_converter(plain_settings))
+    yield env
+    await env.shutdown()
+
+
 def terms(number: str, today: date, days: int) -> dict[str, str]:
     return {"contract_number": number, "signed_on": today.isoformat(),
             "valid_from": today.isoformat(), "valid_until": (today + timedelta(days=days)).isoformat()}
@@ -388,8 +397,8 @@ async def test_suspension_and_four_eyes_reinstatement(
 
 
 async def test_termination_on_its_date_revokes_every_key_and_ends_the_service(
-        time_skipping_server, run_worker, settings, pool, task_queue, inbox):
-    env = time_skipping_server
+        own_time_skipping_server, run_worker, settings, pool, task_queue, inbox):
+    env = own_time_skipping_server
     async with run_worker(env.client):
         s = await in_production(env, settings, pool, inbox, task_queue)
         # The time-skipping server cannot skip past a child workflow completing after its

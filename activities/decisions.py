@@ -1,6 +1,7 @@
 """A decision's verification: may whoever sealed it take it? Run as a local activity, when the
-decision arrives (workflows/process.py), so that the verdict is in the history and a replay
-never needs a sealing key rotated away since.
+decision arrives (workflows/process.py), or inside the commit that follows a decision applied
+before its verification (activities/records.py, `commit_decision`); either way the verdict is
+in the history and a replay never needs a sealing key rotated away since.
 
 The rules are onboarding.identity.decisions.verify_decision's (docs/identity.md): the seal
 (SEALING_VERIFICATION_KEYS), a typed `decided_by` naming the verified identity, the role in the

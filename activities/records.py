@@ -6,6 +6,12 @@ outbox, never the key), revocations, catalogue changes and notices (into the out
 recipients resolved now); then the application's step and status. The relay sends the notices
 once the transaction commits (onboarding/mail/relay.py).
 
+`commit_decision` is the same commit for a decision applied before it was verified (one a
+person takes at a step: workflows/process.py, VERIFIED_IN_COMMIT): it verifies the decision
+first (its seal, its sender's role, four eyes, its contract number: activities/verification.py)
+and writes the whole journal only when the decision holds under the name it claims; else only
+what came before the decision, and answers why, so that the workflow takes the decision back.
+
 Retried after a crash, it writes nothing twice: audit lines by their id, keys by their
 issuance id (the same key derived again), notices by their id, contracts by their number.
 Two races with other applications are answered on the record rather than by failing the
@@ -38,16 +44,58 @@ from onboarding.domain.record import (
     NoticeQueued,
     SuspensionLifted,
 )
+from activities.verification import CheckedDecision, DecisionChecks, Verifications
+from onboarding.identity.models import VerifiedIdentity
 from onboarding.store import applications, audit, catalogue, contracts, outbox
 from onboarding.store import keys as key_store
 
 log = get_logger("records")
 
 
+class DecisionCommit(Commit):
+    """A commit carrying a decision applied before its verification, and what its step did on
+    it: `entries[..]` from the decision's own line (`decision_seq`) on stand only if `checks`
+    hold."""
+
+    checks: DecisionChecks
+    decision_seq: int
+    decision_step: str  # where the application was when the decision came
+
+    def holds(self, verification: CheckedDecision) -> bool:
+        """Verified, under the very name the decision claims (the line and the step's entries
+        were written with it): else the workflow takes it back and decides again."""
+        return not verification.reason and verification.identity is not None \
+            and verification.person == (self.checks.decision.decided_by or "")
+
+    def before(self) -> Commit:
+        """Only what came before the decision, at the step it came at."""
+        return Commit(**{**self.model_dump(exclude=_DECISION_FIELDS),
+                         "step": self.decision_step, "status": None,
+                         "entries": [e for e in self.entries if e.seq < self.decision_seq]})
+
+    def sealed(self, identity: VerifiedIdentity) -> Commit:
+        """The whole commit, the decision's line naming the identity its seal verified."""
+        entries = [e.model_copy(update={"details": {
+                       **e.details, "sealed_for": identity.model_dump(mode="json")}})
+                   if e.seq == self.decision_seq and isinstance(e, Audited) else e
+                   for e in self.entries]
+        return Commit(**{**self.model_dump(exclude=_DECISION_FIELDS), "entries": entries})
+
+
+_DECISION_FIELDS = {"checks", "decision_seq", "decision_step", "entries"}
+
+
+class DecisionCommitted(Committed):
+    verification: CheckedDecision
+    # True: the decision and everything after it are on record; False: only what preceded it.
+    written: bool
+
+
 class Records:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
         self.settings = settings
+        self.verifications = Verifications(pool, settings)
 
     @activity.defn
     async def write_record(self, commit: Commit) -> Committed:
@@ -64,6 +112,30 @@ class Records:
                  entries=len(commit.entries), step=commit.step)
         return Committed(keys=keys, publication_refused=writing.publication_refused,
                          subscriptions_to_tell=writing.subscriptions_to_tell)
+
+    @activity.defn
+    async def commit_decision(self, commit: DecisionCommit) -> DecisionCommitted:
+        prefix = commit.entry_prefix or commit.application_id
+        async with self.pool.acquire() as conn:
+            earlier = await audit.find(conn, f"{prefix}/{commit.decision_seq}")
+        if earlier is not None and "sealed_for" in earlier.details:
+            # A retry of an attempt that committed: its verdict stands (the roster may have
+            # changed since; the record, keys and notices are written already).
+            verification = CheckedDecision(
+                person=earlier.actor,
+                identity=VerifiedIdentity.model_validate(earlier.details["sealed_for"]))
+        else:
+            verification = await self.verifications.verify_and_check_decision(commit.checks)
+        holds = commit.holds(verification)
+        assert verification.identity is not None or not holds
+        written = await self.write_record(
+            commit.sealed(verification.identity) if holds  # type: ignore[arg-type]
+            else commit.before())
+        if not holds:
+            log.info("decision taken back", application_id=commit.application_id,
+                     decision=commit.checks.decision.decision, reason=verification.reason)
+        return DecisionCommitted(**written.model_dump(), verification=verification,
+                                 written=holds)
 
 
 class _Writing:

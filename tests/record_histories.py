@@ -97,6 +97,32 @@ async def approve_to_production(handle, applicant: str) -> None:
         await drive.signal_at(handle, step, name, payload)
 
 
+async def taken_back_then_production(handle, form) -> None:
+    """Since `verification-in-commit`: a final approval by someone without the role, applied
+    before its verification and taken back by the commit that verified it; then the same step
+    approved, and on to production."""
+    applicant = form["organisation"]["contact_emails"][0]
+    d = data.decision
+    not_entitled = d(data.SALES, verdict="approve")
+    await drive.signal_at(handle, "pre_verification", "pre_verification",
+                          d(data.REVIEWER, verdict="approve", criteria=data.CRITERIA_HOLD))
+    await drive.signal_at(handle, "platform_contract", "platform_contract",
+                          d(data.PLATFORM, verdict="signed", eligibility_confirmed=True,
+                            contract=data.contract()))
+    await drive.signal_at(handle, "final_approval", "final_approval", not_entitled)
+    await drive.status_until(handle, lambda s: any(
+        r.decision_id == not_entitled["decision_id"] and not r.applied for r in s.decisions),
+        "the final approval taken back")
+    for step, name, payload in [
+        ("final_approval", "final_approval", d(data.APPROVER, verdict="approve")),
+        ("sandbox_testing", "sandbox_testing_complete", d(applicant)),
+        ("sandbox_verification", "sandbox_verification", d(data.PLATFORM, verdict="approve")),
+        ("production_switch", "production_switch",
+         d(data.APPROVER, verdict="approve", service_contract=data.contract())),
+    ]:
+        await drive.signal_at(handle, step, name, payload)
+
+
 async def misspelt_signal_then_production(handle, form) -> None:
     """A reviewer misspells a signal's name: refused on the record."""
     applicant = form["organisation"]["contact_emails"][0]
@@ -280,6 +306,9 @@ SCENARIOS = {
     "v2_moved_from_stop8_subscription_moved_run": moved_from_stop_8,
     # Phase D (issue 13): the live service after production.
     "v2_live_service_renewed_suspended_changed_terminated": live_service,
+    # Issue 14: decisions verified by the commit that follows them, one taken back.
+    "v2_subscription_verified_in_commit_taken_back_then_production": subscription(
+        ["account-balance"], taken_back_then_production),
 }
 
 

@@ -486,11 +486,13 @@ async def test_refused_decisions_are_recorded_and_the_workflow_carries_on(
     assert recorded == [(d.decision, "applied" if d.applied else "refused") for d in status.decisions]
 
 
-async def test_a_step_shown_as_waiting_accepts_its_decision(
+async def test_a_decision_sent_while_the_previous_one_is_verified_applies_once_it_holds(
     dev_server, run_worker, settings, pool, task_queue
 ):
-    """Once the status shows a step waiting on someone, that person's decision applies, even
-    while the step's entry is still being written."""
+    """A decision is verified by the commit that writes it with its step's effects: meanwhile
+    the status shows the application as on record, the decision `verifying`, and the search
+    attributes stay where they were. The next step's decision, sent then, is taken once the
+    first holds, and applies."""
     client = dev_server.client
     application = new_application(settings, ORDINARY)
     held = HeldCommit(pool, settings, lambda commit: commit.step == "platform_contract")
@@ -501,17 +503,25 @@ async def test_a_step_shown_as_waiting_accepts_its_decision(
         await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
         try:
             shown = await drive.status(handle)
-            assert (shown.step, shown.waiting_on) == ("platform_contract", "platform_team")
-            assert [d.purpose for d in shown.deadlines] == ["reminder", "escalation"]
-            name, payload = approval("platform_contract", application)
-            try:
-                receipt = await handle.execute_update(name, payload, result_type=DecisionReceipt)
-            except WorkflowUpdateFailedError as err:
-                raise AssertionError(f"refused: {err.cause}") from None
-            assert receipt.applied, receipt
+            assert (shown.step, shown.verifying) == ("pre_verification",
+                                                     payload["decision_id"])
+            assert payload["decision_id"] not in by_id(shown)
+            listed = (await handle.describe()).typed_search_attributes
+            assert listed.get(sa.APPLICATION_STEP) == "pre_verification"
+            name, next_payload = approval("platform_contract", application)
+            update = asyncio.create_task(
+                handle.execute_update(name, next_payload, result_type=DecisionReceipt))
+            await asyncio.sleep(0.5)  # admitted by its validator, waiting for the first
+            assert not update.done()
         finally:
             held.released.set()
-        await drive.wait_for_step(handle, "final_approval")
+        try:
+            receipt = await asyncio.wait_for(update, drive.TIMEOUT)
+        except WorkflowUpdateFailedError as err:
+            raise AssertionError(f"refused: {err.cause}") from None
+        assert receipt.applied and receipt.step == "platform_contract", receipt
+        shown = await drive.wait_for_step(handle, "final_approval")
+        assert shown.verifying == "" and by_id(shown)[payload["decision_id"]].applied
         await handle.signal("withdraw", decision(applicant(application)))
         assert (await drive.result(handle)).outcome == "withdrawn"
 
@@ -529,11 +539,12 @@ async def an_api_of_a_publication(pool) -> str:
     return api_id
 
 
-async def test_a_withdrawal_while_the_production_key_is_written_is_honoured(
+async def test_a_withdrawal_sent_while_the_production_switch_is_verified_comes_after_it(
     dev_server, run_worker, settings, pool, task_queue, inbox
 ):
-    """A withdrawal recorded as applied ends the application, even between two steps: here
-    while the production key is written, before the API's publication is told."""
+    """Decisions are taken in the order they arrive. The production switch is verified by the
+    commit that writes the production key: a withdrawal sent meanwhile is taken once the switch
+    holds, when the application is in production, and is refused on the record."""
     client = dev_server.client
     application = new_application(settings, [await an_api_of_a_publication(pool)])
     app_id, contact = application.application_id, applicant(application)
@@ -545,23 +556,50 @@ async def test_a_withdrawal_while_the_production_key_is_written_is_honoured(
         name, payload = approval("production_switch", application)
         await handle.signal(name, payload)
         await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
-        try:  # the switch is applied and the production key is being written
-            withdrawal = await handle.execute_update("withdraw", decision(contact),
-                                                     result_type=DecisionReceipt)
+        try:
+            withdrawing = asyncio.create_task(handle.execute_update(
+                "withdraw", decision(contact), result_type=DecisionReceipt))
+            await asyncio.sleep(0.5)
+            assert not withdrawing.done()
+        finally:
+            held.released.set()
+        withdrawal = await asyncio.wait_for(withdrawing, drive.TIMEOUT)
+        status = await drive.result(handle)
+
+    assert not withdrawal.applied and "has ended (in_production)" in withdrawal.reason
+    assert status.outcome == "in_production", status
+    assert by_id(status)[payload["decision_id"]].applied
+    assert await pool.fetchval(
+        "SELECT count(*) FROM api_keys WHERE application_id = $1 AND status = 'active' "
+        "AND environment = 'production'", app_id) == 1
+    # The publication (a row without a workflow here) is told, or tried.
+    assert {"service_launch_told", "service_launch_not_delivered"} & {
+        e["action"] for e in await audit(pool, app_id)}
+    await eventually(lambda: notices(inbox, app_id, "in-production"),
+                     what="the in-production notice")
+
+
+async def test_a_withdrawal_between_two_steps_is_honoured(
+    dev_server, run_worker, settings, pool, task_queue
+):
+    """A withdrawal applied while the platform writes a step's entry (here the licence's,
+    after a pre-verification looked the licence up) ends the application there."""
+    client = dev_server.client
+    application = new_application(settings, WITH_MARKET_DATA)
+    held = HeldCommit(pool, settings, lambda commit: commit.step == "market_data_licence")
+    async with run_worker(client, with_stand_ins(pool, settings, held)):
+        handle = await start(client, settings, task_queue, application)
+        name, payload = approval("pre_verification", application)
+        await drive.signal_at(handle, "pre_verification", name, payload)
+        await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
+        try:
+            withdrawal = await handle.execute_update(
+                "withdraw", decision(applicant(application)), result_type=DecisionReceipt)
         finally:
             held.released.set()
         status = await drive.result(handle)
-
     assert withdrawal.applied, withdrawal
-    assert status.outcome == "withdrawn", status
-    assert {(k.environment, k.status) for k in status.keys} == {("sandbox", "revoked"),
-                                                                ("production", "revoked")}
-    assert await pool.fetchval(
-        "SELECT count(*) FROM api_keys WHERE application_id = $1 AND status = 'active'",
-        app_id) == 0
-    assert "service_launch_told" not in [e["action"] for e in await audit(pool, app_id)]
-    assert notices(inbox, app_id, "in-production") == []
-    await eventually(lambda: notices(inbox, app_id, "withdrawn"), what="the withdrawal notice")
+    assert (status.outcome, status.takes) == ("withdrawn", [])
 
 
 async def test_a_withdrawal_after_the_rejection_is_refused(
@@ -578,12 +616,13 @@ async def test_a_withdrawal_after_the_rejection_is_refused(
         await drive.signal_at(handle, "pre_verification", "pre_verification",
                               decision(REVIEWER, verdict="reject", note="Gambling-like"))
         await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
-        try:  # rejected; its record is being written
+        try:  # rejected; its record is being written (and the rejection verified)
             late = decision(applicant(application))
             await handle.signal("withdraw", late)
-            await decisions_recorded(handle, 2)
+            await asyncio.sleep(0.5)
         finally:
             held.released.set()
+        await decisions_recorded(handle, 2)
         status = await drive.result(handle)
 
     assert status.outcome == "rejected"

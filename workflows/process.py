@@ -65,7 +65,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.admission import AdmissionCheck, Admissions, AdmissionVerdict
     from activities.contracts import ContractNumberCheck, Contracts
     from activities.decisions import DecisionCheck, Decisions, Verification
-    from activities.records import Records
+    from activities.records import DecisionCommit, DecisionCommitted, Records
     from activities.verification import DecisionChecks, Verifications
     from onboarding.domain.decisions import MAX_DECISION_BYTES, Catalogue, DecisionType
     from onboarding.domain.models import (
@@ -98,7 +98,7 @@ with workflow.unsafe.imports_passed_through():
         KeysRevoked,
         NoticeQueued,
     )
-    from onboarding.domain.runs import Ended, Ending, Next, Start
+    from onboarding.domain.runs import Ended, Ending, Next, Start, TakenBack, Unverified
     from onboarding.domain.state import ProcessState, Seen
     from onboarding.identity.models import SEAL_REFUSALS, decision_content
     from onboarding.temporal import search_attributes as sa
@@ -146,6 +146,14 @@ Claim = Callable[[Any], tuple[ContractType, ContractTerms | None]]
 # its history a marker and an upsert of TemporalChangeVersion (and the server a visibility
 # write), once per run.
 CHECKS_IN_VERIFICATION = "fewer-local-activities"
+# Since this patch a decision a person takes at a step (one with no check of the step's own and
+# no licence to look up for the step it leads to) is verified by the commit that follows it:
+# applied at once, its step goes on, and the next commit (`commit_decision`) verifies it and
+# writes it with everything its step did on it, or writes neither and answers why; the process
+# then takes the decision back and decides on it again, verified (`take_back`). One regular
+# activity per decision instead of a local one and a regular one. Histories from before verify
+# each decision in a local activity of its own when it arrives.
+VERIFIED_IN_COMMIT = "verification-in-commit"
 
 
 def read_start(start: RawValue, model: type[Model]) -> Start:
@@ -216,6 +224,8 @@ class Process:
         # how each is applied, as it comes, and whether one was since the last wait.
         self._appliers: dict[str, Callable[[Any], None]] = {}
         self._changed = False
+        # A decision applied before its verification, until the commit that follows it.
+        self._unverified: Unverified | None = None
 
     # --- the procedure ---------------------------------------------------------------------
 
@@ -234,20 +244,26 @@ class Process:
         application; `end_early` undoes what must be undone when it ends before production."""
         step: Next = self.state.step
         self._describe()
-        while isinstance(step, str):
+        while True:
             try:
-                step = await steps[step]()
-            except Ended as ended:
-                step = ended.ending
-        ending = step
-        self._resume_at = None  # never waiting again: decisions waiting for it are refused
-        self.state.outcome = ending.outcome  # decisions from now on are refused
-        self.state.takes, self.state.deadlines = [], []
-        if ending.outcome != "in_production":
-            await end_early(ending)
-        self.enter(ending.outcome)
-        self.record("application_closed", details={"outcome": ending.outcome})
-        await self.commit(status=ending.outcome)
+                while isinstance(step, str):
+                    try:
+                        step = await steps[step]()
+                    except Ended as ended:
+                        step = ended.ending
+                ending = step
+                self._resume_at = None  # never waiting again: decisions waiting are refused
+                self.state.outcome = ending.outcome  # decisions from now on are refused
+                self.state.takes, self.state.deadlines = [], []
+                if ending.outcome != "in_production":
+                    await end_early(ending)
+                self.enter(ending.outcome)
+                self.record("application_closed", details={"outcome": ending.outcome})
+                await self.commit(status=ending.outcome)
+                break
+            except TakenBack as taken:  # the decision did not hold: back at its step
+                self.take_back(taken.unverified)
+                step = self.state.step
         # Handlers still at work (a decision being verified) journal their refusal: on record
         # before the run ends.
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -263,6 +279,14 @@ class Process:
             workflow.now()
         s.deadlines = self._deadlines(waiting_on) if waiting_on and deadlines else []
         self.record("step_entered", details={"waiting_on": s.waiting_on})
+        self._show_step()
+
+    def _show_step(self) -> None:
+        """The step and whom it waits on in the search attributes: one upsert, of what changed.
+        Not before the decision that led there is verified (shown then, by `commit`)."""
+        if self._unverified is not None:
+            return
+        s, step = self.state, self.state.step
         shown = workflow.info().typed_search_attributes
         wanted = [(sa.APPLICATION_STEP, step), (sa.WAITING_ON, s.waiting_on or "nobody")]
         if s.on_record:  # started without them (not by starter.py): what lists need
@@ -378,9 +402,16 @@ class Process:
         return self._lock
 
     async def _deadline(self, step: str) -> None:
-        async with self._lock:
-            if self._settled is None and self._ending is None:
-                self._deadline_passed()
+        # Not while a decision is being applied (its handler holds the lock); and not in the
+        # lock's queue, since the handler of a decision applied before its verification holds
+        # it until the commit this coroutine is to make.
+        if self._lock.locked():
+            await workflow.wait_condition(
+                lambda: not self._lock.locked() or self._unverified is not None)
+        if self._unverified is None:  # else the step is decided: its commit comes next
+            async with self._lock:  # free: taken without an await
+                if self._settled is None and self._ending is None:
+                    self._deadline_passed()
         await self.commit()
 
     def ends(self, outcome: str) -> Ending:
@@ -403,6 +434,11 @@ class Process:
         return self.state.applicant_contacts
 
     def status(self) -> ApplicationStatus:
+        """As on record: while a decision applied before its verification waits for its commit,
+        the application as it was when the decision came."""
+        if self._unverified is not None:
+            return self._unverified.state.status().model_copy(
+                update={"verifying": self._unverified.d.decision_id})
         return self.state.status()
 
     # --- admission -------------------------------------------------------------------------
@@ -498,8 +534,11 @@ class Process:
         instead when a decision settled the step or ended the application meanwhile."""
         while True:
             await self.commit()
-            # Handlers at work (a decision being verified) finish in this run.
-            await workflow.wait_condition(workflow.all_handlers_finished)
+            # Handlers at work (a decision being verified) finish in this run; one applied
+            # before its verification settles the step (its commit is the step's to make).
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished() or self._settled is not None
+                or self._ending is not None)
             if self._settled is not None or self._ending is not None:
                 return
             # What arrived while committing is carried, when it is little; else written.
@@ -535,8 +574,10 @@ class Process:
     def validate(self, decision: DecisionType[Any], d: Decision) -> None:
         """An update's validator: refuse, before anything is written, what cannot apply now.
         Pure (validators are not replayed): it reads the state, never changes it."""
-        if self._resume_at is not None:  # a new run, not yet at the step it resumes: the
-            if reason := self._repeat(d) or decision.rule(d):  # handler checks the rest there
+        if self._resume_at is not None or self._unverified is not None:
+            # A new run, not yet at the step it resumes; or a decision being verified, its step
+            # maybe taken back: the handler checks the rest once that is known.
+            if reason := self._repeat(d) or decision.rule(d):
                 raise ValueError(reason)
         elif reason := self._refusal(decision, d):
             raise ValueError(reason)
@@ -569,9 +610,16 @@ class Process:
             together = reason is None and by_person and (claim or licence) is not None \
                 and workflow.patched(CHECKS_IN_VERIFICATION)
             if reason is None and by_person:
-                verified = await self._verify(
-                    decision, d, received_at, claim(d) if together and claim else None,
-                    bool(together and licence and licence(d)))
+                if self._verified_by_commit(decision, d, licence):
+                    verified = await self._apply_unverified(
+                        decision, d, received, received_at, claim(d) if claim else None)
+                    if verified is None:  # it held: on record, with what its step did on it
+                        return DecisionReceipt(decision_id=d.decision_id, applied=True,
+                                               step=step)
+                else:
+                    verified = await self._verify(
+                        decision, d, received_at, claim(d) if together and claim else None,
+                        bool(together and licence and licence(d)))
                 reason = verified.reason or None
                 if reason is None:  # from here on, the decision is its sealer's
                     d = d.model_copy(update={"decided_by": verified.person or d.decided_by})
@@ -618,27 +666,88 @@ class Process:
             return f"decision {d.decision_id} was already received"
         return None
 
+    def _verified_by_commit(self, decision: DecisionType[Any], d: Decision,
+                            licence: Callable[[Any], bool] | None) -> bool:
+        """Whether `d` (a person's, through its rule) is applied before its verification, which
+        the commit after it makes (VERIFIED_IN_COMMIT): a decision that settles a step, with no
+        check of the step's own and no licence to look up for the step it leads to."""
+        return (d.attestation is not None  # unsealed: refused by its verification, no commit
+                and not decision.ends_application and decision.name not in self._appliers
+                and self._expected.get(decision.name) is None
+                and not (licence is not None and licence(d))
+                and workflow.patched(VERIFIED_IN_COMMIT))
+
+    async def _apply_unverified(self, decision: DecisionType[Any], d: Decision,
+                                received: Decision, received_at: datetime,
+                                claim: tuple[ContractType, ContractTerms | None] | None,
+                                ) -> Verification | None:
+        """Apply `d` now, under the name it claims, and wait (holding the lock) for the commit
+        that verifies it: None when it held (on record, with everything its step did on it);
+        else its verification, the process back at its step as when `d` came (`take_back`)."""
+        s = self.state
+        terms = claim[1] if claim else None
+        contract = None if claim is None or terms is None else ContractNumberCheck(
+            contract_type=claim[0], contract_number=terms.contract_number,
+            application_id=s.application_id)
+        unverified = Unverified(
+            decision=decision, d=d, seq=s.seq, state=s.model_copy(deep=True),
+            checks=DecisionChecks(decision=self._check(decision, d, received_at),
+                                  contract=contract))
+        self._unverified = unverified  # from here the status shows the state it keeps
+        self._record_decision(decision, received, s.step, received_at, None, None, claimed=True)
+        self._settled, s.takes = d, []
+        await workflow.wait_condition(
+            lambda: unverified.answer is not None and self._resume_at is None)
+        answer: DecisionCommitted = unverified.answer
+        if not answer.written:
+            return answer.verification
+        identity = answer.verification.identity
+        assert identity is not None, "a decision holds only sealed"
+        s.decisions = [r.model_copy(update={"identity": identity.ref()})
+                       if r.decision_id == d.decision_id and r.applied else r
+                       for r in s.decisions]
+        return None
+
+    def take_back(self, unverified: Unverified) -> None:
+        """The decision applied before its verification did not hold: the process as it was
+        when the decision came, back at its step (the run resumes it without entering it
+        again; its deadlines as they were), the decision's handler to decide on it again, with
+        the verification its commit answered. What came before the decision is written."""
+        s, answer = self.state, unverified.answer
+        s.__dict__.update(unverified.state.__dict__)
+        s.journal = [e for e in s.journal if e.seq >= unverified.seq]
+        if answer.keys is not None:
+            s.keys = answer.keys
+        self._seen.applied.discard(unverified.d.decision_id)
+        self._settled, self._resume_at, self.licence_on_file = None, s.step, None
+        self._show_step()
+        self._describe()
+
+    def _check(self, decision: DecisionType[Any], d: Decision,
+               received_at: datetime) -> DecisionCheck:
+        s = self.state
+        # Four eyes: whoever took the decision this one must not share a taker with (the
+        # state keeps their records across runs: onboarding/domain/state.py, `_fit`).
+        earlier = s.takers(decision.four_eyes) if decision.four_eyes else []
+        return DecisionCheck(application_id=s.sealed_as, organisation=s.organisation_id,
+                             decision=decision.name, decision_id=d.decision_id,
+                             content=decision_content(d), attestation=d.attestation,
+                             role=decision.taken_by.value,
+                             not_by=list(dict.fromkeys(r.identity for r in earlier
+                                                       if r.identity)),
+                             # Taken before decisions were sealed: by a typed staff id.
+                             not_by_staff=sorted({r.decided_by.lower() for r in earlier
+                                                  if not r.identity}),
+                             applicant_contacts=s.applicant_contacts, received_at=received_at,
+                             decided_by=d.decided_by)
+
     async def _verify(self, decision: DecisionType[Any], d: Decision, received_at: datetime,
                       claim: tuple[ContractType, ContractTerms | None] | None = None,
                       licence: bool = False) -> Verification:
         """Who sealed `d`, and whether they may take it (docs/identity.md); with `claim`, whether
         the contract number it records is free, and with `licence`, the market-data licence on
         file (`licence_on_file`), in the same local activity."""
-        s = self.state
-        # Four eyes: whoever took the decision this one must not share a taker with (the
-        # state keeps their records across runs: onboarding/domain/state.py, `_fit`).
-        earlier = s.takers(decision.four_eyes) if decision.four_eyes else []
-        check = DecisionCheck(application_id=s.sealed_as, organisation=s.organisation_id,
-                              decision=decision.name, decision_id=d.decision_id,
-                              content=decision_content(d), attestation=d.attestation,
-                              role=decision.taken_by.value,
-                              not_by=list(dict.fromkeys(r.identity for r in earlier
-                                                        if r.identity)),
-                              # Taken before decisions were sealed: by a typed staff id.
-                              not_by_staff=sorted({r.decided_by.lower() for r in earlier
-                                                   if not r.identity}),
-                              applicant_contacts=s.applicant_contacts, received_at=received_at,
-                              decided_by=d.decided_by)
+        s, check = self.state, self._check(decision, d, received_at)
         if claim is None and not licence:
             return await workflow.execute_local_activity_method(
                 Decisions.verify_decision, check, summary=f"verify {decision.name}", **LOCAL)
@@ -659,14 +768,16 @@ class Process:
 
     def _record_decision(self, decision: DecisionType[Any], d: Decision, step: str,
                          received_at: datetime, reason: str | None,
-                         verified: Verification | None) -> bool:
+                         verified: Verification | None, claimed: bool = False) -> bool:
         """`d` as received on the record, applied or refused, under the name of who sealed it;
-        a name it only claims (no seal that held) is marked as such. Another process's claim
-        is checked against the record instead (the step's check). Whether it was journaled."""
+        a name it only claims (no seal that held) is marked as such, unless the commit that
+        writes it verifies it first (`claimed`: applied before its verification). Another
+        process's claim is checked against the record instead (the step's check). Whether it
+        was journaled."""
         by = d.decided_by or ""
         if verified is not None and verified.person:
             by = verified.person
-        elif by and decision.taken_by is not Role.PLATFORM_WORKFLOW:
+        elif by and decision.taken_by is not Role.PLATFORM_WORKFLOW and not claimed:
             by = f"{by[:180]} (not verified)"
         identity = verified.identity if verified is not None else None
 
@@ -867,10 +978,15 @@ class Process:
                         details={"count": dropped.count, "since": dropped.since.isoformat()})
         counts.dropped = {}
 
-    async def commit(self, status: str | None = None) -> Committed:
+    async def commit(self, status: str | None = None, *, later: bool = False) -> Committed:
         """Write the journal (one transaction, or a few when it is large); what the workflow
-        needs back."""
+        needs back. The commit after a decision applied before its verification verifies it
+        (`commit_decision`), and raises TakenBack when it did not hold; a commit made `later`
+        (refusals, while the process waits) leaves that to the procedure's own next commit."""
         async with self._committing:
+            unverified = self._unverified
+            if unverified is not None and later:
+                return Committed()
             self._journal_dropped()
             entries = list(self.state.journal)
             if not entries:
@@ -879,14 +995,28 @@ class Process:
             s = self.state
             for batch in _batches(entries):
                 last = batch[-1] is entries[-1]
-                answer = await workflow.execute_activity_method(
-                    Records.write_record,
-                    Commit(application_id=s.application_id,
-                           workflow_id=workflow.info().workflow_id,
-                           business_registration_number=s.organisation_id, step=s.step,
-                           status=status if last else None, entries=batch,
-                           entry_prefix=s.entry_prefix, on_record=s.on_record),
-                    summary=f"record {len(batch)} entries", **ACTIVITY)
+                commit = dict(application_id=s.application_id,
+                              workflow_id=workflow.info().workflow_id,
+                              business_registration_number=s.organisation_id, step=s.step,
+                              status=status if last else None, entries=batch,
+                              entry_prefix=s.entry_prefix, on_record=s.on_record)
+                if unverified is not None and batch[-1].seq >= unverified.seq:
+                    answer = await workflow.execute_activity_method(
+                        Records.commit_decision,
+                        DecisionCommit(**commit, checks=unverified.checks,
+                                       decision_seq=unverified.seq,
+                                       decision_step=unverified.state.step),
+                        summary=f"verify {unverified.decision.name}, record {len(batch)} "
+                                "entries", **ACTIVITY)
+                    self._unverified, unverified.answer = None, answer
+                    if not answer.written:
+                        raise TakenBack(unverified)
+                    unverified = None
+                    self._show_step()
+                else:
+                    answer = await workflow.execute_activity_method(
+                        Records.write_record, Commit(**commit),
+                        summary=f"record {len(batch)} entries", **ACTIVITY)
                 del s.journal[:len(batch)]
                 if answer.keys is not None:
                     s.keys = written["keys"] = answer.keys
@@ -913,16 +1043,19 @@ class Process:
     async def _flush_later(self, within: timedelta) -> None:
         await workflow.sleep(within, summary="record refusals")
         self._flush = None
-        await self.commit()
+        await self.commit(later=True)
 
     # --- the Web UI's summary -------------------------------------------------------------
 
     def _describe(self) -> None:
         """The summary the Temporal UI shows on the application's page ("current details").
 
-        Refreshed whenever something changes. It issues no command, so it is safe to change
-        without versioning; it is a payload, so the codec encrypts it like the rest.
+        Refreshed whenever something changes (a decision applied before its verification, once
+        its commit verified it). It issues no command, so it is safe to change without
+        versioning; it is a payload, so the codec encrypts it like the rest.
         """
+        if self._unverified is not None:
+            return
         s = self.state
         title = ("Live service" if s.process == "live_service"
                  else f"{s.process.capitalize()} application")

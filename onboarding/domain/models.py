@@ -516,6 +516,9 @@ class ApplicationStatus(Model):
     run: int = 1
     # A live service's keys, licences, contracts, suspensions and timeline.
     live: LiveServiceStatus | None = None
+    # A decision received and being verified, by the commit that records it with what its step
+    # does on it: its id. The rest of the status is the application as it was when it came.
+    verifying: str = ""
 
 
 # --- what activities look up -----------------------------------------------------------------

@@ -42,3 +42,29 @@ class Start:
     application: Any
     continued: dict[str, Any] | None
     forged: bool  # `continued` in the input of a run Temporal did not continue: refused
+
+
+@dataclass
+class Unverified:
+    """A decision a person took at a step, applied before its verification: the commit that
+    follows it verifies it and writes it with what its step did on it, or writes neither and
+    answers why (activities/records.py, `commit_decision`). Until then the decision's handler
+    holds the process's lock, and `state` is the process's state as it was when the decision
+    came, to go back to (workflows/process.py, `Process.take_back`)."""
+
+    decision: Any  # its DecisionType
+    d: Any  # the decision, as applied
+    checks: Any  # DecisionChecks: its verification, its contract number
+    seq: int  # the journal entry of its own line
+    state: Any  # a deep copy of the ProcessState
+    answer: Any = None  # DecisionCommitted, once the commit ran
+
+
+class TakenBack(Exception):
+    """Raised out of the commit that found a decision applied before its verification does not
+    hold (or holds under another name than the one it claimed); the process's run catches it,
+    goes back to the decision's step, and its handler decides on it again, verified."""
+
+    def __init__(self, unverified: Unverified) -> None:
+        super().__init__(f"{unverified.decision.name} taken back")
+        self.unverified = unverified

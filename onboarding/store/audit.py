@@ -50,3 +50,11 @@ async def append(db: asyncpg.Pool | asyncpg.Connection, entries: Sequence[Entry]
     elif entries:
         await db.executemany(_INSERT, [_row(e) for e in entries])
 
+
+
+async def find(db: asyncpg.Pool | asyncpg.Connection, entry_id: str) -> Entry | None:
+    """The line of `entry_id`, if it is written."""
+    row = await db.fetchrow("""SELECT entry_id, application_id, workflow_id, action, result, actor,
+                                      COALESCE(reason, '') AS reason, details
+                                 FROM audit_log WHERE entry_id = $1""", entry_id)
+    return Entry(**dict(row)) if row is not None else None

@@ -100,7 +100,8 @@ def approval(step: str, application: SubscriptionApplication) -> tuple[str, dict
 async def drive_to(handle: WorkflowHandle, application: SubscriptionApplication, step: str,
                    *, licence: bool = False) -> ApplicationStatus:
     """Approve every step from the current one up to `step`; return the status at `step`."""
-    now = (await status(handle)).step
+    now = (await status_until(handle, lambda s: not s.verifying,
+                              "no decision being verified")).step
     for current in PATH[PATH.index(now) if now in PATH else 0:]:
         if current == "market_data_licence" and not licence:
             continue

@@ -34,6 +34,7 @@ from onboarding.domain.models import (
 )
 from onboarding.domain.record import Commit, Committed
 from activities.contracts import ContractNumberCheck
+from activities.records import DecisionCommit, DecisionCommitted
 from activities.verification import CheckedDecision, DecisionChecks, verified_and_checked
 from activities.live_services import LiveServiceLookup
 from onboarding.domain.live_service import live_service_id
@@ -87,7 +88,8 @@ class StandIns:
         self.live_services: set[str] = set()  # the workflow ids of those that began
 
     def activities(self) -> list[Any]:
-        return [self.write_record, self.roster.verify_decision, self.verify_and_check_decision,
+        return [self.write_record, self.commit_decision, self.roster.verify_decision,
+                self.verify_and_check_decision,
                 self.admissions.admit_application,
                 self.look_up_catalogue,
                 self.find_market_data_licence, self.check_contract_number,
@@ -118,6 +120,18 @@ class StandIns:
                 refused = f"api_id {e.api.api_id} is already in the catalogue for another provider"
         return Committed(keys=list(keys.values()) if changed else None,
                          publication_refused=refused, subscriptions_to_tell=to_tell)
+
+    @activity.defn(name="commit_decision")
+    async def commit_decision(self, commit: DecisionCommit) -> DecisionCommitted:
+        """As the platform's: the decision verified first, then the whole commit written, or
+        only what came before the decision."""
+        verification = await self.verify_and_check_decision(commit.checks)
+        holds = commit.holds(verification)
+        written = await self.write_record(
+            commit.sealed(verification.identity) if holds  # type: ignore[arg-type]
+            else commit.before())
+        return DecisionCommitted(**written.model_dump(), verification=verification,
+                                 written=holds)
 
     @activity.defn(name="look_up_catalogue")
     async def look_up_catalogue(self, lookup: CatalogueLookup) -> CatalogueFacts:

@@ -25,6 +25,7 @@ from onboarding.cli import app as cli
 from onboarding.cli import login as signing_in
 from onboarding.core.config import get_settings
 from onboarding.domain.decisions import CATALOGUES
+from onboarding.domain.live_service import live_service_id
 from onboarding.domain.models import ApplicationStatus
 from onboarding.domain.record import Commit, Committed
 from onboarding.identity.attestation import AttestationVerifier, verification_keys
@@ -301,7 +302,7 @@ async def test_show_prints_the_timeline_with_refused_decisions(
 
 
 async def test_one_subscription_from_submission_to_production_through_the_cli(
-    cli_env, dev_server, run_worker, settings, task_queue, tmp_path
+    cli_env, dev_server, run_worker, settings, pool, task_queue, tmp_path
 ):
     form = data.subscription_form(["stock-quotes", "account-balance"])
     contact = form["organisation"]["contact_emails"][0]
@@ -340,6 +341,14 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
             assert f"applied: {decision}" in result.output
         status = await drive.result(handle)
         shown = await run("show", app_id)
+        # The service ends: its live service (the subscription's child, on this dev server)
+        # puts the application on record as terminated; the subscription's outcome stays.
+        live = dev_server.client.get_workflow_handle(live_service_id(app_id),
+                                                     result_type=ApplicationStatus)
+        await drive.status_until(live, lambda s: s.takes, "the live service watching")
+        await live.signal("terminate", data.decision(contact, note="closing the service"))
+        ended = await drive.result(live)
+        terminated = await run("show", app_id)
 
     assert again.exit_code == 2 and "already submitted" in again.output
     assert (status.outcome, status.step) == ("in_production", "in_production")
@@ -347,7 +356,14 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
     assert all(d.applied for d in status.decisions)
     assert sorted(k.environment for k in status.keys) == ["production", "sandbox"]
     assert re.search(r"outcome\s+in_production", shown.output)
+    assert re.search(r"on record\s+in_production \(step in_production\), live service "
+                     + re.escape(live_service_id(app_id)), shown.output)
     assert all(k.display_prefix in shown.output for k in status.keys)
+    assert ended.outcome == "terminated"
+    assert re.search(r"outcome\s+in_production", terminated.output)
+    assert re.search(r"on record\s+terminated \(step terminated\)", terminated.output)
+    assert await pool.fetchrow("SELECT status, current_step FROM applications "
+                               "WHERE application_id = $1", app_id) == ("terminated", "terminated")
 
 
 def test_decide_refuses_a_decision_too_large_for_temporal_before_sending_it(tmp_path,

@@ -420,6 +420,8 @@ async def test_termination_on_its_date_revokes_every_key_and_ends_the_service(
                                              effective_on=on.isoformat(), note="closing"))
         shown = await s.status()
         assert shown.live.terminating_on == on and shown.live.state == "live"
+        assert await pool.fetchval("SELECT status FROM applications WHERE application_id = $1",
+                                   s.app_id) == "in_production"
         await eventually(lambda: s.mail("termination"), what="the termination announced")
         assert (await s.verify()).valid
 
@@ -439,6 +441,9 @@ async def test_termination_on_its_date_revokes_every_key_and_ends_the_service(
     assert s.mail("terminated")
     actions = [e["action"] for e in await audit(pool, s.app_id)]
     assert "live_service_terminated" in actions
+    # The application's row ends with it (it said in_production while the service lived).
+    assert await pool.fetchrow("SELECT status, current_step FROM applications "
+                               "WHERE application_id = $1", s.app_id) == ("terminated", "terminated")
 
 
 async def test_a_change_adding_apis_is_reviewed_removing_takes_effect_at_once(

@@ -78,6 +78,10 @@ with workflow.unsafe.imports_passed_through():
 from workflows.handlers import takes_decisions
 from workflows.process import LOCAL, Process, read_start
 
+# The application's row put on record as terminated when its live service ends (before it,
+# the row kept its subscription's in_production).
+TERMINATION_ON_RECORD = "live-service-termination-on-record"
+
 CONTRACT_NAMES = {"market_data_licence": "market-data licence",
                   "platform": "platform contract", "service": "service contract"}
 RENEWAL_DECISION = {"market_data_licence": decisions.MARKET_DATA_LICENCE_RENEWED,
@@ -106,7 +110,8 @@ class LiveServiceWorkflow:
                 application_id=service.application_id, organisation_id=service.organisation_id,
                 organisation_name="", applicant_contacts=[], language=service.language,
                 deadline_policy=DeadlinePolicy(), step="live", waiting_since=workflow.now(),
-                # Not the application's row: its step and status stay the subscription's.
+                # Not the application's row: its step and status stay the subscription's
+                # until the service ends (TERMINATION_ON_RECORD).
                 on_record=False, entry_prefix=workflow.info().workflow_id)
         self.state.run_started = workflow.now()
         self.process = Process(self.state, decisions.LIVE_SERVICE, resumed=self.resumed)
@@ -158,7 +163,11 @@ class LiveServiceWorkflow:
                     await self.fall_due()
         p.state.outcome = "terminated"
         p.state.takes = []
-        await p.commit(status=None)
+        if workflow.patched(TERMINATION_ON_RECORD):
+            # The application's row says so too (it said in_production since its subscription
+            # ended): written by this last commit, as a process's end is (Process.run).
+            s.on_record, s.step = True, "terminated"
+        await p.commit(status="terminated" if s.on_record else None)
         await workflow.wait_condition(workflow.all_handlers_finished)
         while s.journal or s.refusals.dropped:
             await p.commit()

@@ -27,6 +27,11 @@ class Retiring(Model):
     decided_by: str
 
 
+class OrganisationServices(Model):
+    business_registration_number: str
+    except_workflow_id: str
+
+
 class LiveServices:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
@@ -34,6 +39,13 @@ class LiveServices:
     @activity.defn
     async def live_service_facts(self, lookup: LiveServiceLookup) -> LiveServiceFacts:
         return await live_services.facts(self.pool, lookup.application_id)
+
+    @activity.defn
+    async def market_data_services(self, lookup: OrganisationServices) -> list[str]:
+        """The organisation's other live services using market data (to hear of its licence
+        renewed)."""
+        return await live_services.market_data_services(
+            self.pool, lookup.business_registration_number, lookup.except_workflow_id)
 
     @activity.defn
     async def retirement_facts(self, lookup: RetirementLookup) -> RetirementFacts | None:

@@ -16,6 +16,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, Wor
 
 from activities import platform_activities
 from activities.records import Records
+from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.keys import derive_key
 from onboarding.domain.live_service import live_service_id
 from onboarding.domain.models import (
@@ -41,6 +42,7 @@ from tests.support.data import (
     applicant,
     decision,
     new_application,
+    subscription_form,
 )
 from tests.support.drive import PATH, approval
 from tests.support.eventually import eventually
@@ -128,15 +130,18 @@ class Service:
 async def in_production(env, settings, pool, inbox, task_queue, apis=ORDINARY, *,
                         contract_days: int = 730, licence_days: int = 730,
                         policy: LiveServicePolicy | None = None,
-                        validity: KeyValidity | None = None) -> Service:
+                        validity: KeyValidity | None = None,
+                        organisation: dict[str, Any] | None = None) -> Service:
     """A subscription driven to production with contracts valid `contract_days` (the licence
-    `licence_days`) from the server's today; its live service running."""
-    application = new_application(settings, apis).model_copy(update={
+    `licence_days`) from the server's today; its live service running. Of `organisation`
+    (another service's) when given: its licence on file, it signs none."""
+    application = (prepare_subscription(subscription_form(apis, **organisation), settings)
+                   if organisation else new_application(settings, apis)).model_copy(update={
         "live_service": policy or LiveServicePolicy(), "key_validity": validity or KeyValidity()})
     today = (await env.get_current_time()).date()
     handle = await drive.start(env.client, settings, task_queue, application)
     for step in PATH:
-        if step == "market_data_licence" and "stock-quotes" not in apis:
+        if step == "market_data_licence" and ("stock-quotes" not in apis or organisation):
             continue
         name, payload = approval(step, application)
         for field in ("contract", "service_contract"):
@@ -312,6 +317,65 @@ async def test_a_lapsed_licence_suspends_market_data_on_every_key_of_the_organis
         await eventually(restored, what="market data restored")
         assert (await s.status()).live.suspensions == []
         await s.handle.terminate("test over")
+
+
+async def test_a_licence_renewed_through_one_service_lifts_the_lapse_in_every_services_status(
+        time_skipping_server, run_worker, settings, pool, task_queue, inbox):
+    """Two live services of one organisation using market data, and one using none: the
+    licence lapses for both; renewed through the first, the second hears of it (checked
+    against the record), lifts the lapse in its status and tells its applicant; the third is
+    not told."""
+    env = time_skipping_server
+    async with run_worker(env.client):
+        first = await in_production(env, settings, pool, inbox, task_queue, WITH_MARKET_DATA,
+                                    licence_days=60)
+        org = first.application.organisation.model_dump(mode="json")
+        second = await in_production(env, settings, pool, inbox, task_queue, WITH_MARKET_DATA,
+                                     organisation=org)
+        ordinary = await in_production(env, settings, pool, inbox, task_queue, ORDINARY,
+                                       organisation=org)
+        licence = next(c for c in (await second.status()).live.contracts
+                       if c.contract_type == "market_data_licence")
+        # A renewal nobody recorded: refused on the second's record, nothing changes.
+        forged = await second.decide("market_data_licence_renewal_heard", decision(
+            first.handle.id, contract_number="NOT-ON-FILE"))
+        assert not forged.decisions[-1].applied
+        assert forged.decisions[-1].reason.endswith("[record]")
+        assert "contract_number: no market-data licence" in forged.decisions[-1].reason
+
+        lapse = datetime.combine(licence.valid_until + timedelta(days=1), datetime.min.time(),
+                                 UTC)
+        await first.sleep_until(lapse + timedelta(hours=1))
+        for s in (first, second):
+            await s.until(lambda st: st.live.suspensions == ["market_data_licence"],
+                          "the lapse in the status")
+        assert (await second.verify()).suspended_apis == ["stock-quotes"]
+
+        today = (await first.now()).date()
+        number = f"L-{first.app_id[-12:]}"
+        await first.decide("market_data_licence_renewed",
+                           decision(SALES, contract=terms(number, today, 365)))
+        shown = await second.until(lambda st: st.live.suspensions == [], "the second told")
+        assert next(c for c in shown.live.contracts
+                    if c.contract_type == "market_data_licence").contract_number == number
+        assert shown.live.state == "live"  # a licence's lapse suspends market data only
+        assert shown.live.timeline[-1].event == "contract_renewed"
+        assert first.handle.id in shown.live.timeline[-1].detail
+        assert (await second.verify()).apis == WITH_MARKET_DATA
+        await eventually(lambda: second.mail(f"market_data_licence/{number}/renewed"),
+                         what="the second's applicant told")
+        assert (await first.status()).live.suspensions == []
+        told = [e for e in await audit(pool, first.app_id)
+                if e["action"] == "market_data_licence_renewal_told"]
+        assert [e["details"]["told"] for e in told] == [[second.handle.id]]
+        heard = [e for e in await audit(pool, second.app_id, second.handle.id)
+                 if e["action"] == "market_data_licence_on_file"]
+        assert [(e["details"]["contract_number"], e["details"]["lapse_lifted"])
+                for e in heard] == [(number, True)]
+        assert not any(d.decision == "market_data_licence_renewal_heard"
+                       for d in (await ordinary.status()).decisions)
+        for s in (first, second, ordinary):
+            await s.handle.terminate("test over")
 
 
 async def test_a_lapsed_service_contract_suspends_the_keys(

@@ -26,6 +26,7 @@ from onboarding.domain.models import (
     ChangeReviewDecision,
     ContractRenewal,
     KeyRenewalRequest,
+    LicenceRenewalHeard,
     Reinstatement,
     Suspension,
     Termination,
@@ -276,11 +277,16 @@ API_RETIRED = DecisionType(
     "api_retired", ApiRetired, Role.PLATFORM_WORKFLOW, always,
     "Sent by the platform when a provider retires an API: on retired_on it leaves the keys' "
     "scopes and the catalogue.")
+MARKET_DATA_LICENCE_RENEWAL_HEARD = DecisionType(
+    "market_data_licence_renewal_heard", LicenceRenewalHeard, Role.PLATFORM_WORKFLOW, always,
+    "Sent by another live service of the organisation that recorded its renewed market-data "
+    "licence: the licence on file is adopted and its lapse lifted from this service's status.")
 
 LIVE_SERVICE = Catalogue(
     "live_service", RENEW_KEY, SUSPEND, REINSTATE, MARKET_DATA_LICENCE_RENEWED,
     PLATFORM_CONTRACT_RENEWED, SERVICE_CONTRACT_RENEWED, CHANGE_APIS, CHANGE_REVIEW,
-    CHANGE_APPROVAL, TERMINATE, TERMINATE_SERVICE, API_RETIRED)
+    CHANGE_APPROVAL, TERMINATE, TERMINATE_SERVICE, API_RETIRED,
+    MARKET_DATA_LICENCE_RENEWAL_HEARD)
 
 CATALOGUES: dict[str, Catalogue] = {c.process: c for c in (SUBSCRIPTION, PUBLICATION,
                                                            LIVE_SERVICE)}

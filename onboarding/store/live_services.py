@@ -103,3 +103,16 @@ async def retire(db: Db, api_id: str) -> bool:
     return bool(await db.fetchval(
         """UPDATE api_catalogue SET stage = 'withdrawn', updated_at = now()
            WHERE api_id = $1 AND stage <> 'withdrawn' RETURNING true""", api_id))
+
+
+async def market_data_services(db: Db, business_registration_number: str,
+                               except_workflow_id: str) -> list[str]:
+    """The workflow ids of the organisation's live services (but `except_workflow_id`) whose
+    active keys grant a market-data API: those a lapse of its licence suspended."""
+    rows = await db.fetch(
+        """SELECT DISTINCT k.owner_workflow_id FROM api_keys k
+           WHERE k.business_registration_number = $1 AND k.status = 'active'
+             AND k.owner_workflow_id LIKE 'live-service-%' AND k.owner_workflow_id <> $2
+             AND k.scopes && ARRAY(SELECT api_id FROM api_catalogue WHERE is_market_data)
+           ORDER BY k.owner_workflow_id""", business_registration_number, except_workflow_id)
+    return [r["owner_workflow_id"] for r in rows]

@@ -299,6 +299,19 @@ async def licence_renewal_told(client, settings, name: str) -> dict[str, Workflo
     return {name: lives[0], "v2_live_service_hearing_a_licence_renewal_then_terminated": lives[1]}
 
 
+async def api_retired_before_seals(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """An API retired by a typed contact of its provider, as the retirement was started before
+    its start was sealed (recorded with that code): runs started then must replay."""
+    from datetime import date
+
+    from onboarding.temporal.retirement import retire
+
+    handle = await retire(client, settings, "index-values", date.today(),
+                          data.MARKET_DATA_PROVIDER, "replaced")
+    await drive.result(handle)
+    return {name: handle}
+
+
 # History name -> the scenario that leaves it (and possibly others, named in its result).
 # v2's, named so; those without a prefix were saved by stop 8 (tests/histories/README.md).
 SCENARIOS = {
@@ -318,6 +331,7 @@ SCENARIOS = {
     # Phase F: a licence renewal told to the organisation's other live services, and the
     # application's row on record as terminated.
     "v2_live_service_telling_a_licence_renewal_then_terminated": licence_renewal_told,
+    "v2_api_retirement_before_seals": api_retired_before_seals,
 }
 
 

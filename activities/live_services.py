@@ -4,6 +4,8 @@ local activity, read only: workflows/live_service.py); an API's retirement by it
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from temporalio import activity
 
@@ -32,6 +34,18 @@ class OrganisationServices(Model):
     except_workflow_id: str
 
 
+class RetirementOnRecord(Model):
+    """A retirement's start on the audit log: applied (who sealed it) or refused (why)."""
+
+    workflow_id: str
+    run_id: str
+    api_id: str
+    actor: str
+    result: str  # applied | refused
+    reason: str = ""
+    details: dict[str, Any] = {}
+
+
 class LiveServices:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
@@ -50,6 +64,16 @@ class LiveServices:
     @activity.defn
     async def retirement_facts(self, lookup: RetirementLookup) -> RetirementFacts | None:
         return await live_services.retirement_facts(self.pool, lookup.api_id)
+
+    @activity.defn
+    async def record_retirement(self, entry: RetirementOnRecord) -> None:
+        """Once per run (a retry writes the same line)."""
+        await audit.append(self.pool, [audit.Entry(
+            entry_id=f"{entry.workflow_id}/{entry.run_id}/retire_api",
+            application_id=None, workflow_id=entry.workflow_id,
+            action="retire_api", result=entry.result,  # type: ignore[arg-type]
+            actor=entry.actor, reason=entry.reason,
+            details={"api_id": entry.api_id, **entry.details})])
 
     @activity.defn
     async def retire_api(self, retirement: Retiring) -> bool:

@@ -312,6 +312,26 @@ async def api_retired_before_seals(client, settings, name: str) -> dict[str, Wor
     return {name: handle}
 
 
+async def api_retired_sealed(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """An API retired by its provider's contact, the start a decision sealed for them (the
+    `api-retirement-sealed` patch), after one sealed for someone else was refused."""
+    from datetime import date
+
+    from temporalio.client import WorkflowFailureError
+
+    from onboarding.temporal.retirement import retire
+
+    try:
+        await drive.result(await retire(client, settings, "index-values", date.today(),
+                                        data.PLATFORM))
+    except WorkflowFailureError:
+        pass  # refused on the record: not a contact of the provider
+    handle = await retire(client, settings, "index-values", date.today(),
+                          data.MARKET_DATA_PROVIDER, "replaced")
+    await drive.result(handle)
+    return {name: handle}
+
+
 # History name -> the scenario that leaves it (and possibly others, named in its result).
 # v2's, named so; those without a prefix were saved by stop 8 (tests/histories/README.md).
 SCENARIOS = {
@@ -332,6 +352,7 @@ SCENARIOS = {
     # application's row on record as terminated.
     "v2_live_service_telling_a_licence_renewal_then_terminated": licence_renewal_told,
     "v2_api_retirement_before_seals": api_retired_before_seals,
+    "v2_api_retirement_sealed": api_retired_sealed,
 }
 
 

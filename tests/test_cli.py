@@ -13,7 +13,7 @@ import re
 import stat
 import urllib.request
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import typer
@@ -448,3 +448,42 @@ async def test_login_then_every_decision_is_sealed_for_the_signed_in_reviewer(
     who = AttestationVerifier(verification_keys(settings.sealing_verification_keys)).check(
         sent["attestation"], handle.id, "pre_verification", "pv-sealed", sent, datetime.now(UTC))
     assert who.email == REVIEWER and who.subject == identity_provider.subject(REVIEWER)
+
+
+async def test_an_api_retired_from_the_command_line_is_sealed_for_the_signed_in_provider(
+        cli_env, dev_server, run_worker, pool, capsys):
+    """`python -m onboarding.temporal.retirement` sends `retire_api` through the codec server
+    with the sign-in: sealed for a reviewer (not a contact of the provider), refused on the
+    record; for the provider's contact, taken, in their name."""
+    from onboarding.temporal import retirement
+
+    api_id = f"cli-ret-{uuid.uuid4().hex[:8]}"
+    await pool.execute(
+        """INSERT INTO api_catalogue (api_id, name, category, is_market_data,
+               provider_business_registration_number) VALUES ($1, 'Retiring', 'banking', false,
+               '2208162517')""", api_id)
+    on = datetime.now(UTC).date() + timedelta(days=365)
+    async with run_worker(dev_server.client):
+        await sign_in_as(REVIEWER)
+        refused = await retirement.command([api_id, on.isoformat(), REVIEWER])
+        refused_out = capsys.readouterr().out
+        await sign_in_as(data.BANK_PROVIDER)
+        taken = await retirement.command([api_id, on.isoformat(), data.BANK_PROVIDER,
+                                          "replaced", "by", "v2"])
+        taken_out = capsys.readouterr().out
+        handle = dev_server.client.get_workflow_handle(f"api-retirement-{api_id}")
+        await handle.terminate("test over: the date is a year away")
+    assert refused == 1, refused_out
+    assert f"refused: retire_api refused: {REVIEWER} is not a registered contact of the API's " \
+           "provider" in refused_out
+    assert taken == 0, taken_out
+    assert f"retire_api applied: {api_id} retires on {on.isoformat()} (by {data.BANK_PROVIDER})" \
+        in taken_out
+    rows = await pool.fetch(
+        """SELECT actor, result, details FROM audit_log WHERE workflow_id = $1
+             AND action = 'retire_api' ORDER BY seq""", f"api-retirement-{api_id}")
+    assert [(r["actor"], r["result"]) for r in rows] == [(REVIEWER, "refused"),
+                                                        (data.BANK_PROVIDER, "applied")]
+    assert rows[1]["details"]["note"] == "replaced by v2"
+    # Sealed by the codec server for the identity provider's user, not typed.
+    assert rows[1]["details"]["identity"]["issuer"] == get_settings().oidc_issuer

@@ -20,6 +20,7 @@ from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.keys import derive_key
 from onboarding.domain.live_service import live_service_id
 from onboarding.domain.models import (
+    ApiRetirementDecision,
     ApplicationStatus,
     KeyValidity,
     LiveServicePolicy,
@@ -581,9 +582,31 @@ async def test_an_api_retired_by_its_provider_reaches_every_live_service_using_i
         services = [await in_production(env, settings, pool, inbox, task_queue,
                                         [api_id, "account-balance"]) for _ in range(2)]
         ours = settings.model_copy(update={"temporal_task_queue": task_queue})
-        with pytest.raises(WorkflowFailureError):  # only the provider retires its API
+        # The start is a sealed decision: unsealed (a raw client typing the provider's
+        # contact), or sealed for someone who is not one, it is refused on the record.
+        unsealed = await env.client.start_workflow(
+            "ApiRetirement", ApiRetirementDecision(
+                application_id=f"api-retirement-{api_id}", decision="retire_api",
+                decision_id="typed-1", decided_by=BANK_PROVIDER, api_id=api_id,
+                retired_on=date.today(), attestation=None),
+            id=f"api-retirement-{api_id}", task_queue=task_queue)
+        with pytest.raises(WorkflowFailureError) as not_sealed:
+            await asyncio.wait_for(unsealed.result(), drive.TIMEOUT)
+        assert "retire_api refused: identity not verified" in str(not_sealed.value.cause)
+        malformed = await env.client.start_workflow(
+            "ApiRetirement", {"application_id": f"api-retirement-{api_id}",
+                              "decision": "retire_api", "decision_id": "malformed-1",
+                              "api_id": api_id, "attestation": None},
+            id=f"api-retirement-{api_id}", task_queue=task_queue)
+        with pytest.raises(WorkflowFailureError) as no_date:
+            await asyncio.wait_for(malformed.result(), drive.TIMEOUT)
+        assert str(no_date.value.cause) == \
+            "retire_api refused: malformed retire_api: retired_on: Field required [missing]"
+        with pytest.raises(WorkflowFailureError) as not_provider:  # only the provider retires it
             await asyncio.wait_for((await retire(env.client, ours, api_id, date.today(),
                                                  PLATFORM)).result(), drive.TIMEOUT)
+        assert f"{PLATFORM} is not a registered contact of the API's provider" in str(
+            not_provider.value.cause)
         on = (await services[0].now()).date() + timedelta(days=2)
         handle = await retire(env.client, ours, api_id, on, BANK_PROVIDER, "replaced by v2")
         for s in services:
@@ -608,6 +631,16 @@ async def test_an_api_retired_by_its_provider_reaches_every_live_service_using_i
             await s.handle.terminate("test over")
     assert await pool.fetchval("SELECT stage FROM api_catalogue WHERE api_id = $1",
                                api_id) == "withdrawn"
+    starts = await pool.fetch(
+        """SELECT actor, result, reason, details FROM audit_log
+           WHERE workflow_id = $1 AND action = 'retire_api' ORDER BY seq""",
+        f"api-retirement-{api_id}")
+    assert [(r["actor"], r["result"]) for r in starts] == [
+        (f"{BANK_PROVIDER} (not verified)", "refused"), ("unknown (not verified)", "refused"),
+        (PLATFORM, "refused"), (BANK_PROVIDER, "applied")]
+    assert starts[0]["reason"] == "identity not verified"
+    assert starts[3]["details"]["identity"]["email"] == BANK_PROVIDER
+    assert starts[3]["details"]["retired_on"] == on.isoformat()
 
 
 # --- the key cache hears of suspensions --------------------------------------------------------

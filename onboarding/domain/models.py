@@ -413,6 +413,15 @@ class ApiRetired(Decision):
     retired_on: date
 
 
+class ApiRetirementDecision(Decision):
+    """A provider retires its published API on `retired_on`: the input that starts the
+    `ApiRetirement` process (workflow id `api-retirement-<api_id>`, what its seal binds),
+    sealed by the codec server for a contact of the API's provider."""
+
+    api_id: ApiId
+    retired_on: date
+
+
 class LicenceRenewalHeard(Decision):
     """Sent by a live service that recorded its organisation's renewed market-data licence, to
     the organisation's other live services using market data: each adopts the licence on file

@@ -79,23 +79,27 @@ class RetirementFacts(Model):
 
     provider_contacts: list[str]
     live_services: list[str]  # workflow ids
+    # Its business registration number (a service acts for it where service_mandates says).
+    provider: str = ""
 
 
 async def retirement_facts(db: Db, api_id: str) -> RetirementFacts | None:
     """None when the API is not in the catalogue (or withdrawn already)."""
-    contacts = await db.fetchval(
-        """SELECT o.contact_emails FROM api_catalogue c
+    row = await db.fetchrow(
+        """SELECT o.contact_emails, o.business_registration_number FROM api_catalogue c
            JOIN organisations o
              ON o.business_registration_number = c.provider_business_registration_number
            WHERE c.api_id = $1 AND c.stage <> 'withdrawn'""", api_id)
-    if contacts is None:
+    if row is None:
         return None
+    contacts = row["contact_emails"]
     rows = await db.fetch(
         """SELECT DISTINCT owner_workflow_id FROM api_keys
            WHERE status = 'active' AND $1 = ANY(scopes) AND owner_workflow_id LIKE 'live-service-%'
            ORDER BY owner_workflow_id""", api_id)
     return RetirementFacts(provider_contacts=[c.lower() for c in contacts],
-                           live_services=[r["owner_workflow_id"] for r in rows])
+                           live_services=[r["owner_workflow_id"] for r in rows],
+                           provider=row["business_registration_number"].strip())
 
 
 async def retire(db: Db, api_id: str) -> bool:

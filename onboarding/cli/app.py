@@ -346,6 +346,8 @@ def show(application_id: Annotated[str, typer.Argument(
 
     Step, whom it waits on and since when, deadlines, keys (display prefix only), reviewer
     flags, withdrawn APIs, and every decision received, applied or refused (with the reason).
+    With DATABASE_URL, also the application's status on record: a subscription in production
+    names its live service, and shows `terminated` once that service has ended.
     """
     settings = get_settings()
     _process_of(application_id)

@@ -108,7 +108,7 @@ class ApiRetirementWorkflow:
     async def verified(self, raw: Any) -> tuple[str, date, str, str, RetirementFacts]:
         """The sealed decision, checked; a refusal on the audit log, then the run fails."""
         me = workflow.info().workflow_id
-        received_at = workflow.info().start_time
+        received_at = workflow.info().workflow_start_time  # when Temporal took the start
         claimed = str(raw.get("decided_by") or "") if isinstance(raw, dict) else ""
         api_id = str(raw.get("api_id") or "") if isinstance(raw, dict) else ""
         try:

@@ -509,7 +509,8 @@ class LiveServiceWorkflow:
         watch = s.contract("market_data_licence")
         if watch is None:
             return "the live service holds no market-data licence: it uses no market data [held]"
-        # Valid today, and on the day after the watched one ends (a renewal signed ahead).
+        # Valid on the later of today and the day after the watched one ends (a renewal
+        # signed ahead, valid from then, counts too).
         on = max(workflow.now().date(), watch.contract.valid_until + timedelta(days=1))
         on_file = await workflow.execute_local_activity_method(
             Contracts.find_market_data_licence,

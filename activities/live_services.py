@@ -46,6 +46,11 @@ class RetirementOnRecord(Model):
     details: dict[str, Any] = {}
 
 
+class RetirementCheck(Model):
+    workflow_id: str  # the ApiRetirement process that says it retires the API
+    api_id: str
+
+
 class LiveServices:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
@@ -64,6 +69,12 @@ class LiveServices:
     @activity.defn
     async def retirement_facts(self, lookup: RetirementLookup) -> RetirementFacts | None:
         return await live_services.retirement_facts(self.pool, lookup.api_id)
+
+    @activity.defn
+    async def retirement_on_record(self, check: RetirementCheck) -> str:
+        """The date a retirement of the API took on the record ('' when none did)."""
+        return await live_services.retirement_on_record(self.pool, check.workflow_id,
+                                                        check.api_id)
 
     @activity.defn
     async def record_retirement(self, entry: RetirementOnRecord) -> None:

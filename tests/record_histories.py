@@ -332,6 +332,38 @@ async def api_retired_sealed(client, settings, name: str) -> dict[str, WorkflowH
     return {name: handle}
 
 
+async def live_service_hearing_a_retirement(client, settings,
+                                            name: str) -> dict[str, WorkflowHandle]:
+    """A live service told of its API's retirement checks it against the record (the
+    `live-service-retirement-on-record` patch): a forged announcement refused, the provider's
+    taken; the API leaves its keys' scopes; terminated."""
+    from datetime import date
+
+    from onboarding.temporal.retirement import retire
+
+    d = data.decision
+    form = data.subscription_form(apis=["index-values", "account-balance"])
+    application = prepare_subscription(form, settings)
+    handle = await start_application(client, settings, application)
+    contact = form["organisation"]["contact_emails"][0]
+    await approve_to_production(handle, contact, licence=True)
+    await drive.result(handle)
+    live = client.get_workflow_handle(live_service_id(application.application_id))
+    await drive.status_until(live, lambda s: s.takes, "the live service watching")
+    today = date.today().isoformat()
+    await live.signal("api_retired", d("api-retirement-index-values", api_id="index-values",
+                                       retired_on=today))
+    await drive.status_until(live, lambda s: s.decisions, "the forged one refused")
+    retirement = await retire(client, settings, "index-values", date.today(),
+                              data.MARKET_DATA_PROVIDER, "replaced")
+    await drive.result(retirement)
+    await drive.status_until(live, lambda s: s.live.apis == ["account-balance"],
+                             "the API out of the keys' scopes")
+    await live.signal("terminate", d(contact, note="closing"))
+    await drive.result(live)
+    return {name: live}
+
+
 # History name -> the scenario that leaves it (and possibly others, named in its result).
 # v2's, named so; those without a prefix were saved by stop 8 (tests/histories/README.md).
 SCENARIOS = {
@@ -353,6 +385,7 @@ SCENARIOS = {
     "v2_live_service_telling_a_licence_renewal_then_terminated": licence_renewal_told,
     "v2_api_retirement_before_seals": api_retired_before_seals,
     "v2_api_retirement_sealed": api_retired_sealed,
+    "v2_live_service_hearing_a_retirement_checked_on_record": live_service_hearing_a_retirement,
 }
 
 

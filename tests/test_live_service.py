@@ -609,6 +609,13 @@ async def test_an_api_retired_by_its_provider_reaches_every_live_service_using_i
         assert f"{PLATFORM} is not a registered contact of the API's provider" in str(
             not_provider.value.cause)
         on = (await services[0].now()).date() + timedelta(days=2)
+        # Announced to a live service by anyone but a retirement taken on the record: refused.
+        forged = await services[0].decide("api_retired", decision(
+            f"api-retirement-{api_id}", api_id=api_id, retired_on=on.isoformat()))
+        assert forged.decisions[-1].reason == (
+            f"api_id: no retirement of {api_id} on {on.isoformat()} by its provider on record "
+            f"for api-retirement-{api_id} [record]")
+        assert forged.live.apis == [api_id, "account-balance"]
         handle = await retire(env.client, ours, api_id, on, BANK_PROVIDER, "replaced by v2")
         for s in services:
             await eventually(lambda s=s: s.mail(f"retirement/{api_id}"), what="told")

@@ -37,7 +37,12 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.catalogue import Catalogue
     from activities.contracts import Contracts
-    from activities.live_services import LiveServiceLookup, LiveServices, OrganisationServices
+    from activities.live_services import (
+        LiveServiceLookup,
+        LiveServices,
+        OrganisationServices,
+        RetirementCheck,
+    )
     from onboarding.domain import decisions
     from onboarding.domain.live_service import (
         LAPSE_CAUSE,
@@ -83,6 +88,9 @@ from workflows.process import LOCAL, Process, read_start
 # A renewed market-data licence recorded here told to the organisation's other live services
 # using market data (their lapse lifted in their status too, not only at the gateway).
 LICENCE_RENEWAL_TOLD = "live-service-licence-renewal-told"
+# An API's retirement announced (`api_retired`, unsealed: another process's message) taken
+# only when the record shows its provider's sealed retire_api (workflows/api_retirement.py).
+RETIREMENT_ON_RECORD = "live-service-retirement-on-record"
 # The application's row put on record as terminated when its live service ends (before it,
 # the row kept its subscription's in_production).
 TERMINATION_ON_RECORD = "live-service-termination-on-record"
@@ -670,6 +678,17 @@ class LiveServiceWorkflow:
     async def can_retire(self, d: ApiRetired) -> str | None:
         if d.api_id not in self.state.scopes():
             return f"api_id: {d.api_id} is not an API of this live service [held]"
+        if workflow.patched(RETIREMENT_ON_RECORD):
+            # Not believed: anyone reaching Temporal can send it; the retirement's start, the
+            # provider's sealed decision, is on the audit log with its date.
+            on = await workflow.execute_local_activity_method(
+                LiveServices.retirement_on_record,
+                RetirementCheck(workflow_id=d.decided_by or "", api_id=d.api_id),
+                summary="the retirement on record", **LOCAL)
+            if on != d.retired_on.isoformat():
+                return (f"api_id: no retirement of {d.api_id} on {d.retired_on.isoformat()} "
+                        f"by its provider on record for {d.decided_by or 'an unnamed sender'}"
+                        " [record]")
         return None
 
     def retired(self, d: ApiRetired) -> None:

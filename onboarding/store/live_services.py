@@ -120,3 +120,13 @@ async def market_data_services(db: Db, business_registration_number: str,
              AND k.scopes && ARRAY(SELECT api_id FROM api_catalogue WHERE is_market_data)
            ORDER BY k.owner_workflow_id""", business_registration_number, except_workflow_id)
     return [r["owner_workflow_id"] for r in rows]
+
+
+async def retirement_on_record(db: Db, workflow_id: str, api_id: str) -> str:
+    """The date (ISO) the retirement `workflow_id` took for `api_id` on the audit log, its
+    provider's sealed `retire_api` applied ('' when there is none)."""
+    return await db.fetchval(
+        """SELECT details->>'retired_on' FROM audit_log
+           WHERE application_id IS NULL AND workflow_id = $1 AND action = 'retire_api'
+             AND result = 'applied' AND details->>'api_id' = $2
+           ORDER BY seq DESC LIMIT 1""", workflow_id, api_id) or ""

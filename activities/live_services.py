@@ -4,6 +4,8 @@ local activity, read only: workflows/live_service.py); an API's retirement by it
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from temporalio import activity
 
@@ -27,6 +29,28 @@ class Retiring(Model):
     decided_by: str
 
 
+class OrganisationServices(Model):
+    business_registration_number: str
+    except_workflow_id: str
+
+
+class RetirementOnRecord(Model):
+    """A retirement's start on the audit log: applied (who sealed it) or refused (why)."""
+
+    workflow_id: str
+    run_id: str
+    api_id: str
+    actor: str
+    result: str  # applied | refused
+    reason: str = ""
+    details: dict[str, Any] = {}
+
+
+class RetirementCheck(Model):
+    workflow_id: str  # the ApiRetirement process that says it retires the API
+    api_id: str
+
+
 class LiveServices:
     def __init__(self, pool: asyncpg.Pool, settings: Settings) -> None:
         self.pool = pool
@@ -36,8 +60,31 @@ class LiveServices:
         return await live_services.facts(self.pool, lookup.application_id)
 
     @activity.defn
+    async def market_data_services(self, lookup: OrganisationServices) -> list[str]:
+        """The organisation's other live services using market data (to hear of its licence
+        renewed)."""
+        return await live_services.market_data_services(
+            self.pool, lookup.business_registration_number, lookup.except_workflow_id)
+
+    @activity.defn
     async def retirement_facts(self, lookup: RetirementLookup) -> RetirementFacts | None:
         return await live_services.retirement_facts(self.pool, lookup.api_id)
+
+    @activity.defn
+    async def retirement_on_record(self, check: RetirementCheck) -> str:
+        """The date a retirement of the API took on the record ('' when none did)."""
+        return await live_services.retirement_on_record(self.pool, check.workflow_id,
+                                                        check.api_id)
+
+    @activity.defn
+    async def record_retirement(self, entry: RetirementOnRecord) -> None:
+        """Once per run (a retry writes the same line)."""
+        await audit.append(self.pool, [audit.Entry(
+            entry_id=f"{entry.workflow_id}/{entry.run_id}/retire_api",
+            application_id=None, workflow_id=entry.workflow_id,
+            action="retire_api", result=entry.result,  # type: ignore[arg-type]
+            actor=entry.actor, reason=entry.reason,
+            details={"api_id": entry.api_id, **entry.details})])
 
     @activity.defn
     async def retire_api(self, retirement: Retiring) -> bool:

@@ -79,12 +79,15 @@ async def withdrawn_after_sandbox_key(handle, form) -> None:
     await drive.signal_at(handle, "sandbox_testing", "withdraw", d(applicant, note="project stopped"))
 
 
-async def approve_to_production(handle, applicant: str) -> None:
-    """Every step approved, in turn, from pre-verification (no market data) to production."""
+async def approve_to_production(handle, applicant: str, licence: bool = False) -> None:
+    """Every step approved, in turn, from pre-verification to production (the market-data
+    licence concluded when `licence`; else no market data, or a licence on file)."""
     d = data.decision
     for step, name, payload in [
         ("pre_verification", "pre_verification",
          d(data.REVIEWER, verdict="approve", criteria=data.CRITERIA_HOLD)),
+        *([("market_data_licence", "market_data_licence",
+            d(data.SALES, verdict="concluded", contract=data.contract()))] if licence else []),
         ("platform_contract", "platform_contract",
          d(data.PLATFORM, verdict="signed", eligibility_confirmed=True,
            contract=data.contract())),
@@ -290,6 +293,103 @@ async def live_service(client, settings, name: str) -> dict[str, WorkflowHandle]
     return {"v2_subscription_production_handing_over_to_its_live_service": handle, name: live}
 
 
+async def licence_renewal_told(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """Two live services of one organisation using market data: the licence renewed through
+    the first is told to the second, which adopts it from the record; both are terminated
+    (the application's row on record as terminated)."""
+    d = data.decision
+    first_form = data.subscription_form(apis=["stock-quotes", "account-balance"])
+    org = first_form["organisation"]
+    second_form = data.subscription_form(apis=["stock-quotes"], **org)
+    contact = org["contact_emails"][0]
+    first_app = prepare_subscription(first_form, settings)
+    first = await start_application(client, settings, first_app)
+    await approve_to_production(first, contact, licence=True)
+    await drive.result(first)
+    second_app = prepare_subscription(second_form, settings)
+    second = await start_application(client, settings, second_app)
+    await approve_to_production(second, contact)  # the licence on file: no licence step
+    await drive.result(second)
+    lives = [client.get_workflow_handle(live_service_id(a.application_id))
+             for a in (first_app, second_app)]
+    for live in lives:
+        await drive.status_until(live, lambda s: s.takes, "the live service watching")
+    renewal = {**data.contract(), "valid_until": "2030-11-30"}
+    await lives[0].signal("market_data_licence_renewed", d(data.SALES, contract=renewal))
+    await drive.status_until(lives[1], lambda s: any(
+        c.contract_number == renewal["contract_number"] for c in s.live.contracts),
+        "the second told")
+    for live in lives:
+        await live.signal("terminate", d(contact, note="closing"))
+        await drive.result(live)
+    return {name: lives[0], "v2_live_service_hearing_a_licence_renewal_then_terminated": lives[1]}
+
+
+async def api_retired_before_seals(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """An API retired by a typed contact of its provider, as the retirement was started before
+    its start was sealed (recorded with that code): runs started then must replay."""
+    from datetime import date
+
+    from onboarding.temporal.retirement import retire
+
+    handle = await retire(client, settings, "index-values", date.today(),
+                          data.MARKET_DATA_PROVIDER, "replaced")
+    await drive.result(handle)
+    return {name: handle}
+
+
+async def api_retired_sealed(client, settings, name: str) -> dict[str, WorkflowHandle]:
+    """An API retired by its provider's contact, the start a decision sealed for them (the
+    `api-retirement-sealed` patch), after one sealed for someone else was refused."""
+    from datetime import date
+
+    from temporalio.client import WorkflowFailureError
+
+    from onboarding.temporal.retirement import retire
+
+    try:
+        await drive.result(await retire(client, settings, "index-values", date.today(),
+                                        data.PLATFORM))
+    except WorkflowFailureError:
+        pass  # refused on the record: not a contact of the provider
+    handle = await retire(client, settings, "index-values", date.today(),
+                          data.MARKET_DATA_PROVIDER, "replaced")
+    await drive.result(handle)
+    return {name: handle}
+
+
+async def live_service_hearing_a_retirement(client, settings,
+                                            name: str) -> dict[str, WorkflowHandle]:
+    """A live service told of its API's retirement checks it against the record (the
+    `live-service-retirement-on-record` patch): a forged announcement refused, the provider's
+    taken; the API leaves its keys' scopes; terminated."""
+    from datetime import date
+
+    from onboarding.temporal.retirement import retire
+
+    d = data.decision
+    form = data.subscription_form(apis=["index-values", "account-balance"])
+    application = prepare_subscription(form, settings)
+    handle = await start_application(client, settings, application)
+    contact = form["organisation"]["contact_emails"][0]
+    await approve_to_production(handle, contact, licence=True)
+    await drive.result(handle)
+    live = client.get_workflow_handle(live_service_id(application.application_id))
+    await drive.status_until(live, lambda s: s.takes, "the live service watching")
+    today = date.today().isoformat()
+    await live.signal("api_retired", d("api-retirement-index-values", api_id="index-values",
+                                       retired_on=today))
+    await drive.status_until(live, lambda s: s.decisions, "the forged one refused")
+    retirement = await retire(client, settings, "index-values", date.today(),
+                              data.MARKET_DATA_PROVIDER, "replaced")
+    await drive.result(retirement)
+    await drive.status_until(live, lambda s: s.live.apis == ["account-balance"],
+                             "the API out of the keys' scopes")
+    await live.signal("terminate", d(contact, note="closing"))
+    await drive.result(live)
+    return {name: live}
+
+
 # History name -> the scenario that leaves it (and possibly others, named in its result).
 # v2's, named so; those without a prefix were saved by stop 8 (tests/histories/README.md).
 SCENARIOS = {
@@ -309,6 +409,12 @@ SCENARIOS = {
     # Issue 14: decisions verified by the commit that follows them, one taken back.
     "v2_subscription_verified_in_commit_taken_back_then_production": subscription(
         ["account-balance"], taken_back_then_production),
+    # Phase F: a licence renewal told to the organisation's other live services, and the
+    # application's row on record as terminated.
+    "v2_live_service_telling_a_licence_renewal_then_terminated": licence_renewal_told,
+    "v2_api_retirement_before_seals": api_retired_before_seals,
+    "v2_api_retirement_sealed": api_retired_sealed,
+    "v2_live_service_hearing_a_retirement_checked_on_record": live_service_hearing_a_retirement,
 }
 
 

@@ -13,7 +13,7 @@ import re
 import stat
 import urllib.request
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import typer
@@ -25,6 +25,7 @@ from onboarding.cli import app as cli
 from onboarding.cli import login as signing_in
 from onboarding.core.config import get_settings
 from onboarding.domain.decisions import CATALOGUES
+from onboarding.domain.live_service import live_service_id
 from onboarding.domain.models import ApplicationStatus
 from onboarding.domain.record import Commit, Committed
 from onboarding.identity.attestation import AttestationVerifier, verification_keys
@@ -301,7 +302,7 @@ async def test_show_prints_the_timeline_with_refused_decisions(
 
 
 async def test_one_subscription_from_submission_to_production_through_the_cli(
-    cli_env, dev_server, run_worker, settings, task_queue, tmp_path
+    cli_env, dev_server, run_worker, settings, pool, task_queue, tmp_path
 ):
     form = data.subscription_form(["stock-quotes", "account-balance"])
     contact = form["organisation"]["contact_emails"][0]
@@ -340,6 +341,14 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
             assert f"applied: {decision}" in result.output
         status = await drive.result(handle)
         shown = await run("show", app_id)
+        # The service ends: its live service (the subscription's child, on this dev server)
+        # puts the application on record as terminated; the subscription's outcome stays.
+        live = dev_server.client.get_workflow_handle(live_service_id(app_id),
+                                                     result_type=ApplicationStatus)
+        await drive.status_until(live, lambda s: s.takes, "the live service watching")
+        await live.signal("terminate", data.decision(contact, note="closing the service"))
+        ended = await drive.result(live)
+        terminated = await run("show", app_id)
 
     assert again.exit_code == 2 and "already submitted" in again.output
     assert (status.outcome, status.step) == ("in_production", "in_production")
@@ -347,7 +356,14 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
     assert all(d.applied for d in status.decisions)
     assert sorted(k.environment for k in status.keys) == ["production", "sandbox"]
     assert re.search(r"outcome\s+in_production", shown.output)
+    assert re.search(r"on record\s+in_production \(step in_production\), live service "
+                     + re.escape(live_service_id(app_id)), shown.output)
     assert all(k.display_prefix in shown.output for k in status.keys)
+    assert ended.outcome == "terminated"
+    assert re.search(r"outcome\s+in_production", terminated.output)
+    assert re.search(r"on record\s+terminated \(step terminated\)", terminated.output)
+    assert await pool.fetchrow("SELECT status, current_step FROM applications "
+                               "WHERE application_id = $1", app_id) == ("terminated", "terminated")
 
 
 def test_decide_refuses_a_decision_too_large_for_temporal_before_sending_it(tmp_path,
@@ -432,3 +448,42 @@ async def test_login_then_every_decision_is_sealed_for_the_signed_in_reviewer(
     who = AttestationVerifier(verification_keys(settings.sealing_verification_keys)).check(
         sent["attestation"], handle.id, "pre_verification", "pv-sealed", sent, datetime.now(UTC))
     assert who.email == REVIEWER and who.subject == identity_provider.subject(REVIEWER)
+
+
+async def test_an_api_retired_from_the_command_line_is_sealed_for_the_signed_in_provider(
+        cli_env, dev_server, run_worker, pool, capsys):
+    """`python -m onboarding.temporal.retirement` sends `retire_api` through the codec server
+    with the sign-in: sealed for a reviewer (not a contact of the provider), refused on the
+    record; for the provider's contact, taken, in their name."""
+    from onboarding.temporal import retirement
+
+    api_id = f"cli-ret-{uuid.uuid4().hex[:8]}"
+    await pool.execute(
+        """INSERT INTO api_catalogue (api_id, name, category, is_market_data,
+               provider_business_registration_number) VALUES ($1, 'Retiring', 'banking', false,
+               '2208162517')""", api_id)
+    on = datetime.now(UTC).date() + timedelta(days=365)
+    async with run_worker(dev_server.client):
+        await sign_in_as(REVIEWER)
+        refused = await retirement.command([api_id, on.isoformat(), REVIEWER])
+        refused_out = capsys.readouterr().out
+        await sign_in_as(data.BANK_PROVIDER)
+        taken = await retirement.command([api_id, on.isoformat(), data.BANK_PROVIDER,
+                                          "replaced", "by", "v2"])
+        taken_out = capsys.readouterr().out
+        handle = dev_server.client.get_workflow_handle(f"api-retirement-{api_id}")
+        await handle.terminate("test over: the date is a year away")
+    assert refused == 1, refused_out
+    assert f"refused: retire_api refused: {REVIEWER} is not a registered contact of the API's " \
+           "provider" in refused_out
+    assert taken == 0, taken_out
+    assert f"retire_api applied: {api_id} retires on {on.isoformat()} (by {data.BANK_PROVIDER})" \
+        in taken_out
+    rows = await pool.fetch(
+        """SELECT actor, result, details FROM audit_log WHERE workflow_id = $1
+             AND action = 'retire_api' ORDER BY seq""", f"api-retirement-{api_id}")
+    assert [(r["actor"], r["result"]) for r in rows] == [(REVIEWER, "refused"),
+                                                        (data.BANK_PROVIDER, "applied")]
+    assert rows[1]["details"]["note"] == "replaced by v2"
+    # Sealed by the codec server for the identity provider's user, not typed.
+    assert rows[1]["details"]["identity"]["issuer"] == get_settings().oidc_issuer

@@ -589,6 +589,27 @@ def test_the_demo_realm_and_the_demo_roster_agree(realm):
     assert service["serviceAccountClientId"] == "developer-portal"
 
 
+def test_the_cluster_roster_is_rendered_from_the_dev_seed():
+    """One roster: deploy/keycloak/demo-roster.sql is what onboarding/devstack/roster.py
+    renders from dev_seed.sql's staff (what `make up` seeds), the dev provider's subjects and
+    the examples' organisations (what `make up` grants the developer portal). Edited by hand,
+    or the seed edited without rendering again, they drift: this fails."""
+    from onboarding.devstack import roster
+
+    assert DEMO_ROSTER.read_text() == roster.demo_roster(), (
+        "deploy/keycloak/demo-roster.sql has drifted from onboarding/devstack/dev_seed.sql: "
+        "python -m onboarding.devstack.roster > deploy/keycloak/demo-roster.sql")
+    staff = roster.seeded_staff(roster.seed_sql())
+    assert {role for _, role in staff} == {
+        "pre_verification_reviewer", "market_data_sales", "platform_team", "final_approver",
+        "operations_manager"}
+    # A role added to the seed alone shows as a drift.
+    drifted = roster.render([*staff, ("new@operator.example.com", "platform_team")],
+                            roster.example_organisations())
+    assert drifted != DEMO_ROSTER.read_text()
+    assert "'new@operator.example.com', 'platform_team'" in drifted
+
+
 # --- temporal-setup: search attributes -----------------------------------------------------------
 
 

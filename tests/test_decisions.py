@@ -85,6 +85,28 @@ def test_who_takes_what_four_eyes_and_what_ends_an_application():
         "reinstate": "suspend", "change_approval": "change_review"}
 
 
+def test_an_api_retirement_starts_with_a_decision_the_codec_server_seals():
+    """`retire_api` is no process's signal: it is the input that starts `ApiRetirement`,
+    found by the workflow id's prefix, taken by a contact of the provider; nowhere else."""
+    from onboarding.identity.attestation import Sealer, new_sealing_key, sealing_keys
+    from tests.support.sealing import person
+
+    assert decisions.decision_type("api-retirement-yields", "retire_api") is decisions.RETIRE_API
+    assert decisions.decision_type("api-retirement-yields", "withdraw") is None
+    assert decisions.decision_type("subscription-1248100998-aea1a1bdff67", "retire_api") is None
+    assert decisions.RETIRE_API.taken_by is Role.APPLICANT
+    assert all("retire_api" not in c for c in CATALOGUES.values())
+    sealer = Sealer(sealing_keys(new_sealing_key("k")[0]))
+    sealed = sealer.seal_decision(person("bank@member.example.com"), {
+        "application_id": "api-retirement-yields", "decision": "retire_api",
+        "decision_id": "r-1", "api_id": "yields", "retired_on": "2027-06-01"})
+    assert sealed["attestation"] and sealed["api_id"] == "yields"
+    with pytest.raises(Exception, match="retired_on"):  # malformed: refused, not sealed
+        sealer.seal_decision(person("bank@member.example.com"), {
+            "application_id": "api-retirement-yields", "decision": "retire_api",
+            "decision_id": "r-2", "api_id": "yields", "retired_on": "soon"})
+
+
 def test_a_step_and_a_decision_share_a_name_only_when_they_are_the_same_thing():
     """In publications the step api_test_review takes the decision api_test_review; the step
     api_testing takes api_test_report (stop 8 had it the other way round)."""

@@ -16,9 +16,11 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, Wor
 
 from activities import platform_activities
 from activities.records import Records
+from onboarding.domain.admission import prepare_subscription
 from onboarding.domain.keys import derive_key
 from onboarding.domain.live_service import live_service_id
 from onboarding.domain.models import (
+    ApiRetirementDecision,
     ApplicationStatus,
     KeyValidity,
     LiveServicePolicy,
@@ -41,6 +43,7 @@ from tests.support.data import (
     applicant,
     decision,
     new_application,
+    subscription_form,
 )
 from tests.support.drive import PATH, approval
 from tests.support.eventually import eventually
@@ -128,15 +131,18 @@ class Service:
 async def in_production(env, settings, pool, inbox, task_queue, apis=ORDINARY, *,
                         contract_days: int = 730, licence_days: int = 730,
                         policy: LiveServicePolicy | None = None,
-                        validity: KeyValidity | None = None) -> Service:
+                        validity: KeyValidity | None = None,
+                        organisation: dict[str, Any] | None = None) -> Service:
     """A subscription driven to production with contracts valid `contract_days` (the licence
-    `licence_days`) from the server's today; its live service running."""
-    application = new_application(settings, apis).model_copy(update={
+    `licence_days`) from the server's today; its live service running. Of `organisation`
+    (another service's) when given: its licence on file, it signs none."""
+    application = (prepare_subscription(subscription_form(apis, **organisation), settings)
+                   if organisation else new_application(settings, apis)).model_copy(update={
         "live_service": policy or LiveServicePolicy(), "key_validity": validity or KeyValidity()})
     today = (await env.get_current_time()).date()
     handle = await drive.start(env.client, settings, task_queue, application)
     for step in PATH:
-        if step == "market_data_licence" and "stock-quotes" not in apis:
+        if step == "market_data_licence" and ("stock-quotes" not in apis or organisation):
             continue
         name, payload = approval(step, application)
         for field in ("contract", "service_contract"):
@@ -314,6 +320,66 @@ async def test_a_lapsed_licence_suspends_market_data_on_every_key_of_the_organis
         await s.handle.terminate("test over")
 
 
+async def test_a_licence_renewed_through_one_service_lifts_the_lapse_in_every_services_status(
+        own_time_skipping_server, run_worker, settings, pool, task_queue, inbox):
+    """Two live services of one organisation using market data, and one using none: the
+    licence lapses for both; renewed through the first, the second hears of it (checked
+    against the record), lifts the lapse in its status and tells its applicant; the third is
+    not told. On a server of its own: three more children of closed subscriptions on the
+    module's server made its time skipping stall in the whole module's run."""
+    env = own_time_skipping_server
+    async with run_worker(env.client):
+        first = await in_production(env, settings, pool, inbox, task_queue, WITH_MARKET_DATA,
+                                    licence_days=60)
+        org = first.application.organisation.model_dump(mode="json")
+        second = await in_production(env, settings, pool, inbox, task_queue, WITH_MARKET_DATA,
+                                     organisation=org)
+        ordinary = await in_production(env, settings, pool, inbox, task_queue, ORDINARY,
+                                       organisation=org)
+        licence = next(c for c in (await second.status()).live.contracts
+                       if c.contract_type == "market_data_licence")
+        # A renewal nobody recorded: refused on the second's record, nothing changes.
+        forged = await second.decide("market_data_licence_renewal_heard", decision(
+            first.handle.id, contract_number="NOT-ON-FILE"))
+        assert not forged.decisions[-1].applied
+        assert forged.decisions[-1].reason.endswith("[record]")
+        assert "contract_number: no market-data licence" in forged.decisions[-1].reason
+
+        lapse = datetime.combine(licence.valid_until + timedelta(days=1), datetime.min.time(),
+                                 UTC)
+        await first.sleep_until(lapse + timedelta(hours=1))
+        for s in (first, second):
+            await s.until(lambda st: st.live.suspensions == ["market_data_licence"],
+                          "the lapse in the status")
+        assert (await second.verify()).suspended_apis == ["stock-quotes"]
+
+        today = (await first.now()).date()
+        number = f"L-{first.app_id[-12:]}"
+        await first.decide("market_data_licence_renewed",
+                           decision(SALES, contract=terms(number, today, 365)))
+        shown = await second.until(lambda st: st.live.suspensions == [], "the second told")
+        assert next(c for c in shown.live.contracts
+                    if c.contract_type == "market_data_licence").contract_number == number
+        assert shown.live.state == "live"  # a licence's lapse suspends market data only
+        assert shown.live.timeline[-1].event == "contract_renewed"
+        assert first.handle.id in shown.live.timeline[-1].detail
+        assert (await second.verify()).apis == WITH_MARKET_DATA
+        await eventually(lambda: second.mail(f"market_data_licence/{number}/renewed"),
+                         what="the second's applicant told")
+        assert (await first.status()).live.suspensions == []
+        told = [e for e in await audit(pool, first.app_id)
+                if e["action"] == "market_data_licence_renewal_told"]
+        assert [e["details"]["told"] for e in told] == [[second.handle.id]]
+        heard = [e for e in await audit(pool, second.app_id, second.handle.id)
+                 if e["action"] == "market_data_licence_on_file"]
+        assert [(e["details"]["contract_number"], e["details"]["lapse_lifted"])
+                for e in heard] == [(number, True)]
+        assert not any(d.decision == "market_data_licence_renewal_heard"
+                       for d in (await ordinary.status()).decisions)
+        for s in (first, second, ordinary):
+            await s.handle.terminate("test over")
+
+
 async def test_a_lapsed_service_contract_suspends_the_keys(
         time_skipping_server, run_worker, settings, pool, task_queue, inbox):
     env = time_skipping_server
@@ -420,6 +486,8 @@ async def test_termination_on_its_date_revokes_every_key_and_ends_the_service(
                                              effective_on=on.isoformat(), note="closing"))
         shown = await s.status()
         assert shown.live.terminating_on == on and shown.live.state == "live"
+        assert await pool.fetchval("SELECT status FROM applications WHERE application_id = $1",
+                                   s.app_id) == "in_production"
         await eventually(lambda: s.mail("termination"), what="the termination announced")
         assert (await s.verify()).valid
 
@@ -439,6 +507,9 @@ async def test_termination_on_its_date_revokes_every_key_and_ends_the_service(
     assert s.mail("terminated")
     actions = [e["action"] for e in await audit(pool, s.app_id)]
     assert "live_service_terminated" in actions
+    # The application's row ends with it (it said in_production while the service lived).
+    assert await pool.fetchrow("SELECT status, current_step FROM applications "
+                               "WHERE application_id = $1", s.app_id) == ("terminated", "terminated")
 
 
 async def test_a_change_adding_apis_is_reviewed_removing_takes_effect_at_once(
@@ -512,10 +583,39 @@ async def test_an_api_retired_by_its_provider_reaches_every_live_service_using_i
         services = [await in_production(env, settings, pool, inbox, task_queue,
                                         [api_id, "account-balance"]) for _ in range(2)]
         ours = settings.model_copy(update={"temporal_task_queue": task_queue})
-        with pytest.raises(WorkflowFailureError):  # only the provider retires its API
+        # The start is a sealed decision: unsealed (a raw client typing the provider's
+        # contact), or sealed for someone who is not one, it is refused on the record.
+        unsealed = await env.client.start_workflow(
+            "ApiRetirement", ApiRetirementDecision(
+                application_id=f"api-retirement-{api_id}", decision="retire_api",
+                decision_id="typed-1", decided_by=BANK_PROVIDER, api_id=api_id,
+                retired_on=date.today(), attestation=None),
+            id=f"api-retirement-{api_id}", task_queue=task_queue)
+        with pytest.raises(WorkflowFailureError) as not_sealed:
+            await asyncio.wait_for(unsealed.result(), drive.TIMEOUT)
+        assert "retire_api refused: identity not verified" in str(not_sealed.value.cause)
+        malformed = await env.client.start_workflow(
+            "ApiRetirement", {"application_id": f"api-retirement-{api_id}",
+                              "decision": "retire_api", "decision_id": "malformed-1",
+                              "api_id": api_id, "attestation": None},
+            id=f"api-retirement-{api_id}", task_queue=task_queue)
+        with pytest.raises(WorkflowFailureError) as no_date:
+            await asyncio.wait_for(malformed.result(), drive.TIMEOUT)
+        assert str(no_date.value.cause) == \
+            "retire_api refused: malformed retire_api: retired_on: Field required [missing]"
+        with pytest.raises(WorkflowFailureError) as not_provider:  # only the provider retires it
             await asyncio.wait_for((await retire(env.client, ours, api_id, date.today(),
                                                  PLATFORM)).result(), drive.TIMEOUT)
+        assert f"{PLATFORM} is not a registered contact of the API's provider" in str(
+            not_provider.value.cause)
         on = (await services[0].now()).date() + timedelta(days=2)
+        # Announced to a live service by anyone but a retirement taken on the record: refused.
+        forged = await services[0].decide("api_retired", decision(
+            f"api-retirement-{api_id}", api_id=api_id, retired_on=on.isoformat()))
+        assert forged.decisions[-1].reason == (
+            f"api_id: no retirement of {api_id} on {on.isoformat()} by its provider on record "
+            f"for api-retirement-{api_id} [record]")
+        assert forged.live.apis == [api_id, "account-balance"]
         handle = await retire(env.client, ours, api_id, on, BANK_PROVIDER, "replaced by v2")
         for s in services:
             await eventually(lambda s=s: s.mail(f"retirement/{api_id}"), what="told")
@@ -539,6 +639,16 @@ async def test_an_api_retired_by_its_provider_reaches_every_live_service_using_i
             await s.handle.terminate("test over")
     assert await pool.fetchval("SELECT stage FROM api_catalogue WHERE api_id = $1",
                                api_id) == "withdrawn"
+    starts = await pool.fetch(
+        """SELECT actor, result, reason, details FROM audit_log
+           WHERE workflow_id = $1 AND action = 'retire_api' ORDER BY seq""",
+        f"api-retirement-{api_id}")
+    assert [(r["actor"], r["result"]) for r in starts] == [
+        (f"{BANK_PROVIDER} (not verified)", "refused"), ("unknown (not verified)", "refused"),
+        (PLATFORM, "refused"), (BANK_PROVIDER, "applied")]
+    assert starts[0]["reason"] == "identity not verified"
+    assert starts[3]["details"]["identity"]["email"] == BANK_PROVIDER
+    assert starts[3]["details"]["retired_on"] == on.isoformat()
 
 
 # --- the key cache hears of suspensions --------------------------------------------------------

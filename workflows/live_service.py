@@ -26,6 +26,7 @@ as new every `run_days`, carrying its whole state.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -36,7 +37,12 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.catalogue import Catalogue
     from activities.contracts import Contracts
-    from activities.live_services import LiveServiceLookup, LiveServices
+    from activities.live_services import (
+        LiveServiceLookup,
+        LiveServices,
+        OrganisationServices,
+        RetirementCheck,
+    )
     from onboarding.domain import decisions
     from onboarding.domain.live_service import (
         LAPSE_CAUSE,
@@ -60,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
         KeyRenewalRequest,
         KeySummary,
         LicenceLookup,
+        LicenceRenewalHeard,
         LiveServiceStart,
         Reinstatement,
         Role,
@@ -77,6 +84,16 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.handlers import takes_decisions
 from workflows.process import LOCAL, Process, read_start
+
+# A renewed market-data licence recorded here told to the organisation's other live services
+# using market data (their lapse lifted in their status too, not only at the gateway).
+LICENCE_RENEWAL_TOLD = "live-service-licence-renewal-told"
+# An API's retirement announced (`api_retired`, unsealed: another process's message) taken
+# only when the record shows its provider's sealed retire_api (workflows/api_retirement.py).
+RETIREMENT_ON_RECORD = "live-service-retirement-on-record"
+# The application's row put on record as terminated when its live service ends (before it,
+# the row kept its subscription's in_production).
+TERMINATION_ON_RECORD = "live-service-termination-on-record"
 
 CONTRACT_NAMES = {"market_data_licence": "market-data licence",
                   "platform": "platform contract", "service": "service contract"}
@@ -106,7 +123,8 @@ class LiveServiceWorkflow:
                 application_id=service.application_id, organisation_id=service.organisation_id,
                 organisation_name="", applicant_contacts=[], language=service.language,
                 deadline_policy=DeadlinePolicy(), step="live", waiting_since=workflow.now(),
-                # Not the application's row: its step and status stay the subscription's.
+                # Not the application's row: its step and status stay the subscription's
+                # until the service ends (TERMINATION_ON_RECORD).
                 on_record=False, entry_prefix=workflow.info().workflow_id)
         self.state.run_started = workflow.now()
         self.process = Process(self.state, decisions.LIVE_SERVICE, resumed=self.resumed)
@@ -139,9 +157,12 @@ class LiveServiceWorkflow:
             decisions.TERMINATE.name: (self.can_terminate, self.terminate),
             decisions.TERMINATE_SERVICE.name: (self.can_terminate, self.terminate),
             decisions.API_RETIRED.name: (self.can_retire, self.retired),
+            decisions.MARKET_DATA_LICENCE_RENEWAL_HEARD.name: (
+                self.can_hear_licence, self.heard_licence),
         })
         while s.service_state != "terminated":
             await p.commit()
+            await self.tell_licence_renewed()
             self.adopt_keys()
             self.show()
             nearest = s.next_due()
@@ -158,7 +179,11 @@ class LiveServiceWorkflow:
                     await self.fall_due()
         p.state.outcome = "terminated"
         p.state.takes = []
-        await p.commit(status=None)
+        if workflow.patched(TERMINATION_ON_RECORD):
+            # The application's row says so too (it said in_production since its subscription
+            # ended): written by this last commit, as a process's end is (Process.run).
+            s.on_record, s.step = True, "terminated"
+        await p.commit(status="terminated" if s.on_record else None)
         await workflow.wait_condition(workflow.all_handlers_finished)
         while s.journal or s.refusals.dropped:
             await p.commit()
@@ -443,6 +468,8 @@ class LiveServiceWorkflow:
                 p.write(SuspensionLifted, cause=LAPSE_CAUSE[contract_type],
                         lifted_by=d.decided_by or "",
                         organisation_wide=contract_type == "market_data_licence")
+            if contract_type == "market_data_licence":  # the organisation's: its others told
+                s.licence_to_tell = d.contract.contract_number
             p.notify(f"live/{contract_type}/{d.contract.contract_number}/renewed",
                      "contract_renewed",
                      self.contract_context(s.contract(contract_type).contract), to=p.applicant)
@@ -451,6 +478,80 @@ class LiveServiceWorkflow:
                        f"{d.contract.valid_until.isoformat()}")
             self.settle_state()
         return apply
+
+    async def tell_licence_renewed(self) -> None:
+        """The licence renewed here (committed: on file, its suspension lifted) told to the
+        organisation's other live services using market data, so that each lifts the lapse
+        from its own status (the gateway already grants their market data again)."""
+        p, s = self.process, self.state
+        number = s.licence_to_tell
+        if not number:
+            return
+        s.licence_to_tell = ""
+        if not workflow.patched(LICENCE_RENEWAL_TOLD):
+            return
+        me = workflow.info().workflow_id
+        others = await workflow.execute_local_activity_method(
+            LiveServices.market_data_services,
+            OrganisationServices(business_registration_number=s.organisation_id,
+                                 except_workflow_id=me),
+            summary="the organisation's other live services using market data", **LOCAL)
+        decision_id = f"licence-renewed/{number}"
+        if len(decision_id) > 100:
+            decision_id = "licence-renewed/" + hashlib.sha256(number.encode()).hexdigest()
+        told = []
+        for other in others:
+            try:
+                await workflow.get_external_workflow_handle(other).signal(
+                    decisions.MARKET_DATA_LICENCE_RENEWAL_HEARD.name, LicenceRenewalHeard(
+                        decision_id=decision_id, decided_by=me, contract_number=number))
+            except Exception:  # noqa: BLE001 - that live service has ended meanwhile
+                continue
+            told.append(other)
+        p.record("market_data_licence_renewal_told",
+                 details={"contract_number": number, "told": told})
+
+    async def can_hear_licence(self, d: LicenceRenewalHeard) -> str | None:
+        """Not believed: the renewed licence must be on file, later than the one watched."""
+        s = self.state
+        watch = s.contract("market_data_licence")
+        if watch is None:
+            return "the live service holds no market-data licence: it uses no market data [held]"
+        # Valid on the later of today and the day after the watched one ends (a renewal
+        # signed ahead, valid from then, counts too).
+        on = max(workflow.now().date(), watch.contract.valid_until + timedelta(days=1))
+        on_file = await workflow.execute_local_activity_method(
+            Contracts.find_market_data_licence,
+            LicenceLookup(business_registration_number=s.organisation_id, on=on),
+            summary="the renewed market-data licence on file", **LOCAL)
+        if on_file is None or on_file.valid_until <= watch.contract.valid_until:
+            return (f"contract_number: no market-data licence of the organisation on file "
+                    f"valid on {on.isoformat()}, after the one watched "
+                    f"({watch.contract.contract_number}, until "
+                    f"{watch.contract.valid_until.isoformat()}) [record]")
+        self.offered[d.decision_id] = on_file
+        return None
+
+    def heard_licence(self, d: LicenceRenewalHeard) -> None:
+        """The licence on file watched from now on; a lapse lifted (its suspension was lifted
+        at the gateway by the service that recorded the renewal)."""
+        p, s = self.process, self.state
+        on_file = self.offered.pop(d.decision_id)
+        lapsed = s.contract("market_data_licence").contract.lapsed  # type: ignore[union-attr]
+        self.watch_contract("market_data_licence", on_file.contract_number,
+                            on_file.valid_until)
+        p.record("market_data_licence_on_file", actor=d.decided_by or "platform",
+                 details={**on_file.model_dump(mode="json"), "lapse_lifted": lapsed,
+                          "told_by": d.decided_by})
+        if lapsed:
+            p.notify(f"live/market_data_licence/{on_file.contract_number}/renewed",
+                     "contract_renewed",
+                     self.contract_context(s.contract("market_data_licence").contract),  # type: ignore[union-attr]
+                     to=p.applicant)
+        s.happened(workflow.now(), "contract_renewed",
+                   f"{CONTRACT_NAMES['market_data_licence']} on file until "
+                   f"{on_file.valid_until.isoformat()} (recorded by {d.decided_by})")
+        self.settle_state()
 
     # --- changes -----------------------------------------------------------------------------
 
@@ -577,6 +678,17 @@ class LiveServiceWorkflow:
     async def can_retire(self, d: ApiRetired) -> str | None:
         if d.api_id not in self.state.scopes():
             return f"api_id: {d.api_id} is not an API of this live service [held]"
+        if workflow.patched(RETIREMENT_ON_RECORD):
+            # Not believed: anyone reaching Temporal can send it; the retirement's start, the
+            # provider's sealed decision, is on the audit log with its date.
+            on = await workflow.execute_local_activity_method(
+                LiveServices.retirement_on_record,
+                RetirementCheck(workflow_id=d.decided_by or "", api_id=d.api_id),
+                summary="the retirement on record", **LOCAL)
+            if on != d.retired_on.isoformat():
+                return (f"api_id: no retirement of {d.api_id} on {d.retired_on.isoformat()} "
+                        f"by its provider on record for {d.decided_by or 'an unnamed sender'}"
+                        " [record]")
         return None
 
     def retired(self, d: ApiRetired) -> None:

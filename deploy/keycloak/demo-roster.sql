@@ -1,8 +1,10 @@
 -- The demo roster for docker-compose.yml's Keycloak realm (deploy/keycloak/onboarding-realm.json):
 -- the staff and their roles, enrolled under their Keycloak user ids (the realm file fixes them),
--- and the developer portal acting for the examples' two fintechs. Apply once, by hand:
+-- and the developer portal acting for the examples' organisations. Apply once, by hand:
 --   docker compose exec -T postgresql psql -U onboarding openapi_onboarding < deploy/keycloak/demo-roster.sql
 -- Re-running it changes nothing. tests/test_compose.py checks it against the realm file.
+-- Rendered from onboarding/devstack/dev_seed.sql (the staff, as `make up` seeds them) and the
+-- examples by `python -m onboarding.devstack.roster`: edit those, not this file.
 
 INSERT INTO staff_roles (staff_id, role) VALUES
     ('reviewer@operator.example.com', 'pre_verification_reviewer'),
@@ -22,5 +24,7 @@ ON CONFLICT DO NOTHING;
 
 INSERT INTO service_mandates (issuer, client_id, business_registration_number) VALUES
     ('http://localhost:8180/realms/onboarding', 'developer-portal', '1248100998'),
-    ('http://localhost:8180/realms/onboarding', 'developer-portal', '2148712348')
+    ('http://localhost:8180/realms/onboarding', 'developer-portal', '1348672683'),
+    ('http://localhost:8180/realms/onboarding', 'developer-portal', '2148712348'),
+    ('http://localhost:8180/realms/onboarding', 'developer-portal', '3168123455')
 ON CONFLICT DO NOTHING;

@@ -37,6 +37,7 @@ import starter
 from onboarding.core.config import Settings, get_settings
 from onboarding.domain.admission import SubmissionRefused
 from onboarding.domain.decisions import CATALOGUES, too_large
+from onboarding.domain.live_service import live_service_id
 from onboarding.domain.models import (
     ApplicationStatus,
     Decision,
@@ -217,6 +218,16 @@ def submit(
     typer.echo(f"  follow it: openapi-onboarding show {workflow_id}")
 
 
+async def _standing(settings: Settings, application_id: str) -> tuple[str, str] | None:
+    if not settings.database_url:
+        return None
+    conn = await asyncpg.connect(settings.database_url.get_secret_value())
+    try:
+        return await applications.standing(conn, application_id)
+    finally:
+        await conn.close()
+
+
 # --- queue -----------------------------------------------------------------------------------
 
 
@@ -335,6 +346,8 @@ def show(application_id: Annotated[str, typer.Argument(
 
     Step, whom it waits on and since when, deadlines, keys (display prefix only), reviewer
     flags, withdrawn APIs, and every decision received, applied or refused (with the reason).
+    With DATABASE_URL, also the application's status on record: a subscription in production
+    names its live service, and shows `terminated` once that service has ended.
     """
     settings = get_settings()
     _process_of(application_id)
@@ -343,12 +356,21 @@ def show(application_id: Annotated[str, typer.Argument(
         return await _status_of(await connect(settings), application_id)
 
     s: ApplicationStatus = _run(settings, fetch())
+    # The row on record outlives the workflow: a subscription's live service, ending, puts it
+    # on record as terminated while the subscription's own outcome stays in_production.
+    standing = _run(settings, _standing(settings, application_id))
     now = datetime.now(UTC)
     out = _console()
     head = Table.grid(padding=(0, 2))
     for label, value in [
         ("application", s.application_id), ("process", s.process), ("step", s.step),
-        ("outcome", s.outcome or "open"), ("waiting on", s.waiting_on or "nobody"),
+        ("outcome", s.outcome or "open"),
+        *([("on record", f"{standing[0]} (step {standing[1]})"
+                         + (f", live service {live_service_id(s.application_id)}"
+                            if s.outcome == "in_production" and s.process == "subscription"
+                            else ""))]
+          if standing else []),
+        ("waiting on", s.waiting_on or "nobody"),
         ("takes", ", ".join(s.takes) or ("-" if s.outcome else "nothing yet: the platform is "
                                           "working on the step")),
         ("since", f"{_when(s.waiting_since)} ({_days(now - s.waiting_since)})"),

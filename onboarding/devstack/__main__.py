@@ -27,13 +27,11 @@ import contextlib
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import socket
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import asyncpg
@@ -42,7 +40,7 @@ from pydantic import SecretStr
 from onboarding.core.config import Settings
 from onboarding.core.db import apply_migrations
 from onboarding.core.logs import configure_logging, get_logger
-from onboarding.devstack import identity_provider
+from onboarding.devstack import identity_provider, roster
 from onboarding.devstack.embedded import ensure_database, start_embedded_postgres, wheel_binary
 from onboarding.devstack.identity_provider import subject_for
 from onboarding.devstack.mailsink import start_mail_sink
@@ -133,7 +131,7 @@ def sealing_key(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-DEMO_SERVICE = "developer-portal"  # a service (client credentials) acting for applicants
+DEMO_SERVICE = roster.DEMO_SERVICE  # a service (client credentials) acting for applicants
 
 
 def demo_passwords(data_dir: Path, names: list[str]) -> dict[str, str]:
@@ -167,13 +165,11 @@ async def demo_people(url: str) -> tuple[list[str], list[str], list[str]]:
             "SELECT DISTINCT unnest(contact_emails) AS c FROM organisations ORDER BY c")]
     finally:
         await conn.close()
-    organisations = []
     for example in sorted(Path("examples").glob("*.json")):
         organisation = json.loads(example.read_text()).get("organisation", {})
         contacts += organisation.get("contact_emails", [])
-        organisations.append(re.sub(r"\D", "", organisation.get("business_registration_number",
-                                                                 "")))
-    return staff, list(dict.fromkeys(contacts)), sorted(set(filter(None, organisations)))
+    # The same organisations the cluster's roster grants (onboarding/devstack/roster.py).
+    return staff, list(dict.fromkeys(contacts)), roster.example_organisations(Path("examples"))
 
 
 async def enrol_demo_roster(url: str, issuer: str, staff: list[str],
@@ -212,8 +208,7 @@ async def prepare_database(url: str) -> None:
     conn = await asyncpg.connect(url)
     try:
         applied = await apply_migrations(conn)
-        seed = resources.files("onboarding.devstack").joinpath("dev_seed.sql")
-        await conn.execute(seed.read_text())
+        await conn.execute(roster.seed_sql())
     finally:
         await conn.close()
     log.info("database ready", migrations_applied=[f"{m.version:04d}_{m.name}" for m in applied])

@@ -22,10 +22,12 @@ from onboarding.domain.admission import MAX_SPECIFICATION_BYTES
 from onboarding.domain.models import (
     ApiChange,
     ApiRetired,
+    ApiRetirementDecision,
     ApiTestReport,
     ChangeReviewDecision,
     ContractRenewal,
     KeyRenewalRequest,
+    LicenceRenewalHeard,
     Reinstatement,
     Suspension,
     Termination,
@@ -276,11 +278,25 @@ API_RETIRED = DecisionType(
     "api_retired", ApiRetired, Role.PLATFORM_WORKFLOW, always,
     "Sent by the platform when a provider retires an API: on retired_on it leaves the keys' "
     "scopes and the catalogue.")
+MARKET_DATA_LICENCE_RENEWAL_HEARD = DecisionType(
+    "market_data_licence_renewal_heard", LicenceRenewalHeard, Role.PLATFORM_WORKFLOW, always,
+    "Sent by another live service of the organisation that recorded its renewed market-data "
+    "licence: the licence on file is adopted and its lapse lifted from this service's status.")
 
 LIVE_SERVICE = Catalogue(
     "live_service", RENEW_KEY, SUSPEND, REINSTATE, MARKET_DATA_LICENCE_RENEWED,
     PLATFORM_CONTRACT_RENEWED, SERVICE_CONTRACT_RENEWED, CHANGE_APIS, CHANGE_REVIEW,
-    CHANGE_APPROVAL, TERMINATE, TERMINATE_SERVICE, API_RETIRED)
+    CHANGE_APPROVAL, TERMINATE, TERMINATE_SERVICE, API_RETIRED,
+    MARKET_DATA_LICENCE_RENEWAL_HEARD)
+
+# --- decisions that start a process of their own (its input, sealed like any other) -----------
+
+RETIRE_API = DecisionType(
+    "retire_api", ApiRetirementDecision, Role.APPLICANT, always,
+    "Provider (a contact of the API's provider, or a service acting for it): retire the API on "
+    "retired_on; every live service using it is told, and it leaves the catalogue that day.")
+# By the workflow id's prefix (what the seal binds as the application id).
+STARTS: dict[str, DecisionType[Any]] = {"api-retirement-": RETIRE_API}
 
 CATALOGUES: dict[str, Catalogue] = {c.process: c for c in (SUBSCRIPTION, PUBLICATION,
                                                            LIVE_SERVICE)}
@@ -289,7 +305,8 @@ CATALOGUES: dict[str, Catalogue] = {c.process: c for c in (SUBSCRIPTION, PUBLICA
 # The largest a decision of any process may be (a revised specification): what a client that
 # does not know which decision a payload is (the codec server, encoding for the Web UI) may
 # refuse above, before Temporal. Below Temporal's blob limit (onboarding/temporal/dynamic_config.py).
-LARGEST_DECISION_BYTES = max(d.max_payload_bytes for c in CATALOGUES.values() for d in c.values())
+LARGEST_DECISION_BYTES = max(d.max_payload_bytes for d in [
+    *(d for c in CATALOGUES.values() for d in c.values()), *STARTS.values()])
 
 
 def too_large(decision: DecisionType[Any], size: int) -> str | None:
@@ -305,7 +322,11 @@ def too_large(decision: DecisionType[Any], size: int) -> str | None:
 def decision_type(application_id: str, name: str) -> DecisionType[Any] | None:
     """The decision `name` as people take it on this application (its id begins with its
     process's name: subscription-..., publication-...); None for any other name, and for
-    what only another process sends (service_launched)."""
+    what only another process sends (service_launched). A decision that starts a process
+    (`retire_api` on api-retirement-...) is found by its workflow id's prefix (STARTS)."""
+    for prefix, kind in STARTS.items():
+        if application_id.startswith(prefix):
+            return kind if kind.name == name else None
     for process, catalogue in CATALOGUES.items():
         # A live service's decisions bind its workflow id, live-service-...
         if application_id.startswith(f"{process.replace('_', '-')}-"):

@@ -99,6 +99,9 @@ class LiveServiceState(ProcessState):
     termination_by: str = ""
     termination_note: str = ""
     retirements: list[Retirement] = []
+    # The market-data licence this service recorded renewed, until the organisation's other
+    # live services using market data are told (workflows/live_service.py).
+    licence_to_tell: str = ""
     timeline: list[TimelineEntry] = []
     timeline_not_listed: int = 0
     run_started: datetime | None = None

@@ -413,6 +413,23 @@ class ApiRetired(Decision):
     retired_on: date
 
 
+class ApiRetirementDecision(Decision):
+    """A provider retires its published API on `retired_on`: the input that starts the
+    `ApiRetirement` process (workflow id `api-retirement-<api_id>`, what its seal binds),
+    sealed by the codec server for a contact of the API's provider."""
+
+    api_id: ApiId
+    retired_on: date
+
+
+class LicenceRenewalHeard(Decision):
+    """Sent by a live service that recorded its organisation's renewed market-data licence, to
+    the organisation's other live services using market data: each adopts the licence on file
+    (checked against the record, not believed) and lifts its lapse from its status."""
+
+    contract_number: Annotated[str, Field(min_length=1, max_length=100)]
+
+
 class DecisionReceipt(Model):
     """The synchronous answer to a decision sent as an update."""
 

@@ -56,6 +56,15 @@ async def move(db: Db, application_id: str, step: str, status: str | None = None
            WHERE application_id = $1""", application_id, step, status)
 
 
+async def standing(db: Db, application_id: str) -> tuple[str, str] | None:
+    """The application's status and current step on record (None when it has no row): what
+    its process wrote last, its live service's termination included."""
+    row = await db.fetchrow(
+        "SELECT status, current_step FROM applications WHERE application_id = $1",
+        application_id)
+    return (row["status"], row["current_step"]) if row else None
+
+
 async def open_subscriptions_requesting(db: Db, api_id: str) -> list[str]:
     """The workflow ids of the open subscriptions that requested `api_id`."""
     rows = await db.fetch(

@@ -79,23 +79,27 @@ class RetirementFacts(Model):
 
     provider_contacts: list[str]
     live_services: list[str]  # workflow ids
+    # Its business registration number (a service acts for it where service_mandates says).
+    provider: str = ""
 
 
 async def retirement_facts(db: Db, api_id: str) -> RetirementFacts | None:
     """None when the API is not in the catalogue (or withdrawn already)."""
-    contacts = await db.fetchval(
-        """SELECT o.contact_emails FROM api_catalogue c
+    row = await db.fetchrow(
+        """SELECT o.contact_emails, o.business_registration_number FROM api_catalogue c
            JOIN organisations o
              ON o.business_registration_number = c.provider_business_registration_number
            WHERE c.api_id = $1 AND c.stage <> 'withdrawn'""", api_id)
-    if contacts is None:
+    if row is None:
         return None
+    contacts = row["contact_emails"]
     rows = await db.fetch(
         """SELECT DISTINCT owner_workflow_id FROM api_keys
            WHERE status = 'active' AND $1 = ANY(scopes) AND owner_workflow_id LIKE 'live-service-%'
            ORDER BY owner_workflow_id""", api_id)
     return RetirementFacts(provider_contacts=[c.lower() for c in contacts],
-                           live_services=[r["owner_workflow_id"] for r in rows])
+                           live_services=[r["owner_workflow_id"] for r in rows],
+                           provider=row["business_registration_number"].strip())
 
 
 async def retire(db: Db, api_id: str) -> bool:
@@ -103,3 +107,26 @@ async def retire(db: Db, api_id: str) -> bool:
     return bool(await db.fetchval(
         """UPDATE api_catalogue SET stage = 'withdrawn', updated_at = now()
            WHERE api_id = $1 AND stage <> 'withdrawn' RETURNING true""", api_id))
+
+
+async def market_data_services(db: Db, business_registration_number: str,
+                               except_workflow_id: str) -> list[str]:
+    """The workflow ids of the organisation's live services (but `except_workflow_id`) whose
+    active keys grant a market-data API: those a lapse of its licence suspended."""
+    rows = await db.fetch(
+        """SELECT DISTINCT k.owner_workflow_id FROM api_keys k
+           WHERE k.business_registration_number = $1 AND k.status = 'active'
+             AND k.owner_workflow_id LIKE 'live-service-%' AND k.owner_workflow_id <> $2
+             AND k.scopes && ARRAY(SELECT api_id FROM api_catalogue WHERE is_market_data)
+           ORDER BY k.owner_workflow_id""", business_registration_number, except_workflow_id)
+    return [r["owner_workflow_id"] for r in rows]
+
+
+async def retirement_on_record(db: Db, workflow_id: str, api_id: str) -> str:
+    """The date (ISO) the retirement `workflow_id` took for `api_id` on the audit log, its
+    provider's sealed `retire_api` applied ('' when there is none)."""
+    return await db.fetchval(
+        """SELECT details->>'retired_on' FROM audit_log
+           WHERE application_id IS NULL AND workflow_id = $1 AND action = 'retire_api'
+             AND result = 'applied' AND details->>'api_id' = $2
+           ORDER BY seq DESC LIMIT 1""", workflow_id, api_id) or ""

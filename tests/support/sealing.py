@@ -59,6 +59,14 @@ def _sealed_arg(arg: Any, application_id: str, name: str) -> Any:
 
 
 class _Outbound(temporal.OutboundInterceptor):
+    async def start_workflow(self, input: temporal.StartWorkflowInput
+                             ) -> temporal.WorkflowHandle[Any, Any]:
+        """A start whose input is a decision (`retire_api`) sealed like a signal's."""
+        input.args = [_sealed_arg(a, input.id, getattr(a, "decision", None) or "")
+                      if isinstance(a, BaseModel) and getattr(a, "decision", None) else a
+                      for a in input.args]
+        return await super().start_workflow(input)
+
     async def signal_workflow(self, input: temporal.SignalWorkflowInput) -> None:
         input.args = [_sealed_arg(a, input.id, input.signal) for a in input.args]
         await super().signal_workflow(input)

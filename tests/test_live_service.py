@@ -55,10 +55,11 @@ SLEEP_STEP = timedelta(days=20)
 WITH_MARKET_DATA = ["stock-quotes", "account-balance"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 async def time_skipping_server(plain_settings):
-    """This module's own time-skipping server: years pass here, among live services started as
-    children of closed subscriptions, and the time other modules skip stays theirs."""
+    """A time-skipping server for each test of this module: years pass here, and live services
+    started as children of closed subscriptions, left by one test on a shared server, stalled
+    the skipping of the tests after it (an RPC timeout or an h2 error on the sleep)."""
     env = await servers.start_time_skipping_server(data_converter(plain_settings))
     yield env
     await env.shutdown()

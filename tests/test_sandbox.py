@@ -6,16 +6,20 @@ shared modules' state caught."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import threading
 import uuid
 
 import pytest
+from temporalio.converter import DefaultPayloadConverter
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError, SandboxRestrictions
 from temporalio.workflow import _Definition
 
+from onboarding.core.config import Settings
+from onboarding.temporal.codec import data_converter
 from onboarding.temporal.sandbox import (
     PASSTHROUGH,
     WORKFLOW_PACKAGE,
@@ -70,9 +74,10 @@ async def test_every_run_uses_the_same_restricted_modules(time_skipping_server):
     assert all(a == answers[0] for a in answers)
     shared = WORKFLOW_RUNNER.shared_modules
     sandboxed = shared["workflows.process"]
-    assert answers[0] == [id(sandboxed), id(sandboxed.datetime),
-                          id(shared["tests.support.sandboxed"].SandboxProbe),
-                          id(shared["tests.support.sandboxed"].CALLS)]
+    assert answers[0][:4] == [id(sandboxed), id(sandboxed.datetime),
+                              id(shared["tests.support.sandboxed"].SandboxProbe),
+                              id(shared["tests.support.sandboxed"].CALLS)]
+    # and one payload converter (its type adapters made once, not for every run).
     # Not the host's modules: the sandbox's, with the SDK's restricted datetime.
     assert sandboxed is not sys.modules["workflows.process"]
     assert sandboxed.datetime is not sys.modules["workflows.process"].datetime
@@ -129,6 +134,22 @@ async def test_one_thread_leaving_run_time_does_not_lift_another_threads_restric
         t.join(20)
     assert outcome == ["refused", "refused"]
     assert not context.is_runtime and opens() == "allowed"
+
+
+def test_only_a_payload_converter_holding_nothing_of_a_run_is_shared():
+    shared = workflow_runner()._shared
+    pydantic = data_converter(Settings())
+    one = shared.payload_converter_factory(pydantic._new_payload_converter)
+    assert one() is one()
+    assert shared.payload_converter_factory(
+        dataclasses.replace(pydantic, payload_codec=None)._new_payload_converter)() is one()
+
+    class Unknown(DefaultPayloadConverter):  # could hold what a run gave it
+        pass
+
+    other = dataclasses.replace(pydantic, payload_converter_class=Unknown)
+    per_run = shared.payload_converter_factory(other._new_payload_converter)
+    assert per_run() is not per_run()
 
 
 def test_no_workflow_module_is_passed_through():

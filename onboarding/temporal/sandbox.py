@@ -56,6 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import DataConverter, DefaultPayloadConverter, PayloadConverter
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox._importer import Importer, _thread_local_sys_modules
@@ -73,6 +75,10 @@ PASSTHROUGH = (
     "idna",
     "stdnum",
 )
+# Payload converters whose instances hold nothing of a run (the pydantic one: a cache of type
+# adapters by type hint), so that one instance can serve every run.
+SHAREABLE_PAYLOAD_CONVERTERS = (PydanticPayloadConverter, DefaultPayloadConverter)
+
 # The project's root directory (its code: workflows/, tests/), and the host's sys.modules.
 PROJECT = str(Path(__file__).resolve().parents[2]) + os.sep
 _host_modules = _thread_local_sys_modules.orig
@@ -151,6 +157,25 @@ class _SharedModules:
         self.lock = threading.Lock()
         self.recorded: dict[str, Any] = {}
         self._recorded_at = 0
+        self._converters: dict[type, Any] = {}
+
+    def payload_converter_factory(self, factory: Any) -> Any:
+        """The factory of one payload converter for every run, when `factory` is a data
+        converter's (the SDK's: a new instance of its payload converter class for each run)
+        and that class is one holding nothing of a run; else `factory` itself."""
+        converter = getattr(factory, "__self__", None)
+        if (getattr(factory, "__func__", None) is not DataConverter._new_payload_converter
+                or not isinstance(converter, DataConverter)
+                or converter.payload_converter_class not in SHAREABLE_PAYLOAD_CONVERTERS):
+            return factory
+        cls = converter.payload_converter_class
+        shared = self._converters.get(cls)
+        if shared is None:
+            with self.lock:
+                if (shared := self._converters.get(cls)) is None:
+                    one: PayloadConverter = factory()
+                    shared = self._converters[cls] = lambda: one
+        return shared
 
     def workflow_modules(self) -> dict[str, types.ModuleType]:
         """The modules of this project's code imported in the sandbox (not passed through): the
@@ -225,6 +250,8 @@ class SharedSandboxRunner(SandboxedWorkflowRunner):
         object.__setattr__(self, "_shared", _SharedModules(self.restrictions))
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        det = dataclasses.replace(det, payload_converter_factory=self._shared
+                                  .payload_converter_factory(det.payload_converter_factory))
         return _SharedInstance(det, self.runner_class, self._shared)
 
     @property

@@ -43,8 +43,10 @@ class SandboxProbe:
 
 @workflow.defn(name="SandboxModules")
 class SandboxModules:
-    """Which module objects a run sees: their ids (a test compares runs with each other)."""
+    """Which module objects (and payload converter) a run sees: their ids (a test compares
+    runs with each other)."""
 
     @workflow.run
     async def run(self) -> list[int]:
-        return [id(process), id(process.datetime), id(SandboxProbe), id(CALLS)]
+        return [id(process), id(process.datetime), id(SandboxProbe), id(CALLS),
+                id(workflow.payload_converter())]

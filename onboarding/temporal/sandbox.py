@@ -31,10 +31,19 @@ environment, and every run uses those module objects (a "shared sandbox"):
   with the real `datetime` (tests/test_sandbox.py shows a forbidden call caught in a workflow
   module, and one passed through not caught).
 
-The SDK's per-run parts stay per run: the `_Instance` (its globals), the in-sandbox instance,
-the workflow object, its event loop and payload converter. This reaches into the SDK's private
+The payload converter is shared too: the SDK makes a new one for every run, and the pydantic
+converter's instance holds nothing but its type adapters, cached by type hint (now the same
+hints for every run: the shared modules' classes); one instance serves all runs
+(`SHAREABLE_PAYLOAD_CONVERTERS`; a converter class not listed there still gets one per run).
+
+The SDK's other per-run parts stay per run: the `_Instance` (its globals), the in-sandbox
+instance, the workflow object and its event loop. This reaches into the SDK's private
 `_Instance` and `Importer` (temporalio 1.35): tests/test_sandbox.py, test_replay.py and the
 server tests fail if a new SDK version changes what this relies on.
+
+What a waiting application still costs (bench/README.md): ~43 KiB of Python objects (the SDK's
+instance, the run's own data: its input, state and pydantic models), and about twice as much
+outside Python, in the SDK's core (Rust), which no runner setting reaches.
 
 The code a worker runs stays the code it started with: a deploy replacing the files under a
 running worker does not change what its runs execute (a replay of old histories on new code is

@@ -58,11 +58,9 @@ libraries the models use.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import types
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from temporalio.contrib.pydantic import PydanticPayloadConverter
@@ -88,8 +86,7 @@ PASSTHROUGH = (
 # adapters by type hint), so that one instance can serve every run.
 SHAREABLE_PAYLOAD_CONVERTERS = (PydanticPayloadConverter, DefaultPayloadConverter)
 
-# The project's root directory (its code: workflows/, tests/), and the host's sys.modules.
-PROJECT = str(Path(__file__).resolve().parents[2]) + os.sep
+# The host's sys.modules.
 _host_modules = _thread_local_sys_modules.orig
 
 
@@ -144,7 +141,7 @@ class _SharedInstance(_Instance):
                     f"  from {self.runner_class.__module__} import "
                     f"{self.runner_class.__name__} as __temporal_runner_class\n",
                     __temporal_importer=self.importer)
-                self._shared.record_new_modules()
+                self._shared.record_new_modules(self._workflow_module_name())
             self.importer.restriction_context.is_runtime = True
             self._run_code(
                 "with __temporal_importer.applied():\n"
@@ -165,6 +162,7 @@ class _SharedModules:
         self.importer = Importer(restrictions, PerThreadRestrictionContext())
         self.lock = threading.Lock()
         self.recorded: dict[str, Any] = {}
+        self.class_modules: set[str] = set()
         self._recorded_at = 0
         self._converters: dict[type, Any] = {}
 
@@ -187,13 +185,18 @@ class _SharedModules:
         return shared
 
     def workflow_modules(self) -> dict[str, types.ModuleType]:
-        """The modules of this project's code imported in the sandbox (not passed through): the
-        workflow package's, and any other a workflow class came from (a test's)."""
+        """The modules executed in the sandbox (not the host's, passed through; not a restricted
+        proxy of one) of the workflow package, and any other a workflow class came from (a
+        test's)."""
         return {name: mod for name, mod in list(self.importer.new_modules.items())
-                if _is_sandboxed_code(name, mod)}
+                if (name == WORKFLOW_PACKAGE or name.startswith(WORKFLOW_PACKAGE + ".")
+                    or name in self.class_modules)
+                and type(mod) is types.ModuleType and _host_modules.get(name) is not mod}
 
-    def record_new_modules(self) -> None:
-        if len(self.importer.new_modules) == self._recorded_at:
+    def record_new_modules(self, class_module: str) -> None:
+        if class_module not in self.class_modules:
+            self.class_modules.add(class_module)
+        elif len(self.importer.new_modules) == self._recorded_at:
             return
         self._recorded_at = len(self.importer.new_modules)
         for name, mod in self.workflow_modules().items():
@@ -204,13 +207,6 @@ class _SharedModules:
         modules = self.workflow_modules()
         return sorted(name for name, state in self.recorded.items()
                       if module_state(modules[name]) != state)
-
-
-def _is_sandboxed_code(name: str, mod: Any) -> bool:
-    # A module executed in the sandbox (not the host's, passed through; not a restricted
-    # proxy of one) from a file of this project.
-    return (type(mod) is types.ModuleType and _host_modules.get(name) is not mod
-            and str(getattr(mod, "__file__", None) or "").startswith(PROJECT))
 
 
 def module_state(mod: types.ModuleType) -> Any:

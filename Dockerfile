@@ -14,8 +14,8 @@ COPY . .
 RUN pip install --no-cache-dir .
 # Bytecode for the code that runs from /app (worker.py imports workflows/ and onboarding/ from
 # here, not from site-packages), which nothing would write otherwise (PYTHONDONTWRITEBYTECODE,
-# and /app is read-only to the worker). The workflow sandbox imports the workflow modules anew
-# for every workflow it runs: without bytecode, it compiles them from source each time.
+# and /app is read-only to the worker). Without it, the worker would compile them from source at
+# every start (the workflow sandbox imports the workflow modules once per worker).
 RUN python -m compileall -q /app
 
 # Runs unprivileged; the code under /app stays owned by root, so read-only to the process.

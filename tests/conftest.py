@@ -35,10 +35,22 @@ from tests.support import data, identity, servers
 from tests.support.sealing import SEALING_KEY, SEALING_VERIFICATION_KEY
 from tests.support.inbox import Inbox
 from tests.support.net import free_port
-from worker import running
+from worker import WORKFLOW_RUNNER, running
 
 # The fixtures that start a server, wherever they are defined. `smtp_server`: test_notices.py's.
 SERVER_FIXTURES = {"database_url", "inbox", "dev_server", "smtp_server", "identity_provider"}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # The worker's runs share the workflow modules (onboarding/temporal/sandbox.py): after all
+    # the session's runs, their state must be what it was after their import.
+    changed = WORKFLOW_RUNNER.changed_module_state()
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("\nworkflow runs changed the state of the shared workflow "
+                                f"modules: {', '.join(changed)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,36 +2,76 @@
 
 The SDK's sandbox imports the workflow modules (workflows/*.py: the processes, their step code
 and the mechanism they share) afresh for every workflow run it starts or replays, so that no
-run sees another's module state, and every module it imports comes in restricted
-(`datetime.now`, `random`, `os`, ... refused at run time). It keeps those modules for as long
-as the run stays in the worker's cache. What it does not need to do afresh is read and unmarshal
-their bytecode: a code object is immutable, and every run's module executes it in globals of
-its own. Unmarshalling it anew made about half of the memory each cached application held
-(bench/README.md, "Worker memory"); `CachedWorkflowCode` keeps one code object per module for
-the process's life, and everything else about the sandbox stays as the SDK makes it.
+run sees another's module state, and hands every run's modules restricted `datetime`, `random`,
+`os`, `open`, ... (refused at run time). It keeps those modules for as long as the run stays in
+the worker's cache: every cached application held its own copy of every function, class and
+handler of the workflow modules, and of the SDK's workflow definition built from its own copy
+of the class (bench/README.md, "Memory per waiting application").
 
-Also the code a worker runs stays the code it started with: a deploy replacing the files under a
-running worker does not change what its new runs execute (a replay of old histories on new code
-is what tests/test_replay.py and `workflow.patched` are for).
+Here the workflow modules are imported once per runner, inside the sandbox's restricted
+environment, and every run uses those module objects (a "shared sandbox"):
+
+- What a workflow module imports is what the sandbox gives it: `datetime`, `random`, `os`, ...
+  are the SDK's restricted proxies, and so are the builtins (`open`) while a run executes. A
+  proxy refuses a forbidden call when the restriction context it was made with says "at run
+  time". The SDK gives each run a context of its own; here every run shares one whose "at run
+  time" is kept per thread (`PerThreadRestrictionContext`): the thread running an activation
+  (or creating a run's instance) is at run time, importing a module is not, and one run ending
+  on one thread does not lift the restrictions of a run on another. tests/test_sandbox.py runs
+  the forbidden calls (`datetime.now`, `random.random`, `os.getcwd`, `open`) through the shared
+  modules, in runs after the first and in many runs at once, and all are refused.
+- What it gives up is per-run isolation of module-level state: a run that changed a workflow
+  module's global (or a class attribute, a module-level dict) would change it for every run in
+  the worker, and replays could diverge. The workflow modules hold no mutable state of a run,
+  and that is checked rather than assumed: `SharedSandboxRunner.changed_module_state()` compares
+  each shared module's globals, classes and the containers they hold with what they were right
+  after the module's import; the test session fails if any run changed them
+  (tests/conftest.py), and tests/test_sandbox.py shows a change being caught.
+- The workflow modules are never passed through: code passed through runs in the host's modules,
+  with the real `datetime` (tests/test_sandbox.py shows a forbidden call caught in a workflow
+  module, and one passed through not caught).
+
+The payload converter is shared too: the SDK makes a new one for every run, and the pydantic
+converter's instance holds nothing but its type adapters, cached by type hint (now the same
+hints for every run: the shared modules' classes); one instance serves all runs
+(`SHAREABLE_PAYLOAD_CONVERTERS`; a converter class not listed there still gets one per run).
+
+The SDK's other per-run parts stay per run: the `_Instance` (its globals), the in-sandbox
+instance, the workflow object and its event loop. This reaches into the SDK's private
+`_Instance` and `Importer` (temporalio 1.35): tests/test_sandbox.py, test_replay.py and the
+server tests fail if a new SDK version changes what this relies on.
+
+What a waiting application still costs (bench/README.md): ~43 KiB of Python objects (the SDK's
+instance, the run's own data: its input, state and pydantic models), and about twice as much
+outside Python, in the SDK's core (Rust), which no runner setting reaches.
+
+The code a worker runs stays the code it started with: a deploy replacing the files under a
+running worker does not change what its runs execute (a replay of old histories on new code is
+what tests/test_replay.py and `workflow.patched` are for).
 
 The passthrough list is for modules that are deterministic and hold no state of a run:
 `onboarding.domain` (the models, rules and state the workflows use, pydantic included),
 `onboarding.temporal.search_attributes`, stop 8's frozen code (workflows/legacy/), and the
-libraries the models use. The workflow modules themselves are never passed through: code
-passed through runs unrestricted (tests/test_sandbox.py shows a forbidden call caught in a
-workflow module, and one passed through not caught).
+libraries the models use.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import sys
-from types import CodeType
+import dataclasses
+import threading
+import types
+from dataclasses import dataclass
+from typing import Any
 
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import DataConverter, DefaultPayloadConverter, PayloadConverter
+from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox._importer import Importer, _thread_local_sys_modules
+from temporalio.worker.workflow_sandbox._restrictions import RestrictionContext
+from temporalio.worker.workflow_sandbox._runner import _Instance
 
-# Imported afresh into every run's sandbox (never passed through).
+# Imported once per runner, in the sandbox (never passed through).
 WORKFLOW_PACKAGE = "workflows"
 PASSTHROUGH = (
     "onboarding.domain",
@@ -42,34 +82,193 @@ PASSTHROUGH = (
     "idna",
     "stdnum",
 )
+# Payload converters whose instances hold nothing of a run (the pydantic one: a cache of type
+# adapters by type hint), so that one instance can serve every run.
+SHAREABLE_PAYLOAD_CONVERTERS = (PydanticPayloadConverter, DefaultPayloadConverter)
+
+# The host's sys.modules.
+_host_modules = _thread_local_sys_modules.orig
 
 
-class _CachedCodeLoader(importlib.machinery.SourceFileLoader):
-    code: dict[str, CodeType] = {}
+class PerThreadRestrictionContext(RestrictionContext):
+    """The SDK's restriction context (`is_runtime`: a restricted call is refused;
+    `in_activation`: a late import is warned of), each flag kept per thread."""
 
-    def get_code(self, fullname: str) -> CodeType:
-        path = self.get_filename(fullname)
-        found = self.code.get(path)
-        if found is None:
-            found = self.code[path] = super().get_code(fullname)  # type: ignore[assignment]
-        return found  # type: ignore[return-value]
+    def __init__(self) -> None:
+        self._flags = threading.local()
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def is_runtime(self) -> bool:
+        return getattr(self._flags, "is_runtime", False)
+
+    @is_runtime.setter
+    def is_runtime(self, value: bool) -> None:
+        self._flags.is_runtime = value
+
+    @property  # type: ignore[override]
+    def in_activation(self) -> bool:
+        return getattr(self._flags, "in_activation", False)
+
+    @in_activation.setter
+    def in_activation(self, value: bool) -> None:
+        self._flags.in_activation = value
 
 
-class CachedWorkflowCode(importlib.abc.MetaPathFinder):
-    """Finds the workflow package's modules as Python would, with a loader that reads each
-    one's bytecode once per process."""
+class _SharedInstance(_Instance):
+    """The SDK's sandboxed instance, with the runner's importer (its modules, its context)
+    instead of one of its own."""
 
-    def find_spec(self, fullname: str, path, target=None):  # type: ignore[no-untyped-def]
-        if fullname != WORKFLOW_PACKAGE and not fullname.startswith(WORKFLOW_PACKAGE + "."):
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
-        if spec is not None and type(spec.loader) is importlib.machinery.SourceFileLoader:
-            spec.loader = _CachedCodeLoader(fullname, spec.loader.path)
-        return spec
+    def __init__(self, details: WorkflowInstanceDetails, runner_class: type[WorkflowRunner],
+                 shared: _SharedModules) -> None:
+        self.instance_details = details
+        self.runner_class = runner_class
+        self.importer = shared.importer
+        self._current_thread_id = None
+        self.globals_and_locals = {"__file__": "workflow_sandbox.py"}
+        self._shared = shared
+        self._create_instance()
+
+    def _create_instance(self) -> None:
+        # As the SDK's, with the module state recorded between the import and the instance.
+        cls = self.instance_details.defn.cls
+        try:
+            with self._shared.lock:
+                self._run_code(
+                    "with __temporal_importer.applied():\n"
+                    f"  from {self._workflow_module_name()} import {cls.__name__} "
+                    "as __temporal_workflow_class\n"
+                    f"  from {self.runner_class.__module__} import "
+                    f"{self.runner_class.__name__} as __temporal_runner_class\n",
+                    __temporal_importer=self.importer)
+                self._shared.record_new_modules(self._workflow_module_name())
+            self.importer.restriction_context.is_runtime = True
+            self._run_code(
+                "with __temporal_importer.applied():\n"
+                "  from temporalio.worker.workflow_sandbox._in_sandbox import InSandbox\n"
+                "  __temporal_in_sandbox = InSandbox(__temporal_instance_details, "
+                "__temporal_runner_class, __temporal_workflow_class)\n",
+                __temporal_importer=self.importer,
+                __temporal_instance_details=self.instance_details)
+        finally:
+            self.importer.restriction_context.is_runtime = False
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    if not any(isinstance(f, CachedWorkflowCode) for f in sys.meta_path):
-        sys.meta_path.insert(0, CachedWorkflowCode())
-    return SandboxedWorkflowRunner(
+class _SharedModules:
+    """One importer (its sys.modules, restricted proxies and builtins) for every run, and what
+    the workflow modules' state was right after their import."""
+
+    def __init__(self, restrictions: SandboxRestrictions) -> None:
+        self.importer = Importer(restrictions, PerThreadRestrictionContext())
+        self.lock = threading.Lock()
+        self.recorded: dict[str, Any] = {}
+        self.class_modules: set[str] = set()
+        self._recorded_at = 0
+        self._converters: dict[type, Any] = {}
+
+    def payload_converter_factory(self, factory: Any) -> Any:
+        """The factory of one payload converter for every run, when `factory` is a data
+        converter's (the SDK's: a new instance of its payload converter class for each run)
+        and that class is one holding nothing of a run; else `factory` itself."""
+        converter = getattr(factory, "__self__", None)
+        if (getattr(factory, "__func__", None) is not DataConverter._new_payload_converter
+                or not isinstance(converter, DataConverter)
+                or converter.payload_converter_class not in SHAREABLE_PAYLOAD_CONVERTERS):
+            return factory
+        cls = converter.payload_converter_class
+        shared = self._converters.get(cls)
+        if shared is None:
+            with self.lock:
+                if (shared := self._converters.get(cls)) is None:
+                    one: PayloadConverter = factory()
+                    shared = self._converters[cls] = lambda: one
+        return shared
+
+    def workflow_modules(self) -> dict[str, types.ModuleType]:
+        """The modules executed in the sandbox (not the host's, passed through; not a restricted
+        proxy of one) of the workflow package, and any other a workflow class came from (a
+        test's)."""
+        return {name: mod for name, mod in list(self.importer.new_modules.items())
+                if (name == WORKFLOW_PACKAGE or name.startswith(WORKFLOW_PACKAGE + ".")
+                    or name in self.class_modules)
+                and type(mod) is types.ModuleType and _host_modules.get(name) is not mod}
+
+    def record_new_modules(self, class_module: str) -> None:
+        if class_module not in self.class_modules:
+            self.class_modules.add(class_module)
+        elif len(self.importer.new_modules) == self._recorded_at:
+            return
+        self._recorded_at = len(self.importer.new_modules)
+        for name, mod in self.workflow_modules().items():
+            if name not in self.recorded:
+                self.recorded[name] = module_state(mod)
+
+    def changed(self) -> list[str]:
+        modules = self.workflow_modules()
+        return sorted(name for name, state in self.recorded.items()
+                      if module_state(modules[name]) != state)
+
+
+def module_state(mod: types.ModuleType) -> Any:
+    """What a run could change in a module: its globals (by identity), and inside the classes,
+    functions and containers defined there, their attributes and items, to a few levels."""
+    return {name: _state(value, mod.__name__, 4, set())
+            for name, value in vars(mod).items()
+            # A package's submodules appear on it as they are imported.
+            if name != "__builtins__" and not (isinstance(value, types.ModuleType)
+                                               and value.__name__ == f"{mod.__name__}.{name}")}
+
+
+def _state(value: Any, module: str, depth: int, seen: set[int]) -> Any:
+    if depth == 0 or id(value) in seen or isinstance(value, types.ModuleType):
+        return id(value)
+    seen = seen | {id(value)}
+    if isinstance(value, dict):
+        inner = {repr(k): _state(v, module, depth - 1, seen) for k, v in value.items()}
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        inner = [_state(v, module, depth - 1, seen) for v in items]
+    elif isinstance(value, type) and value.__module__ == module:
+        inner = {k: _state(v, module, depth - 1, seen) for k, v in vars(value).items()
+                 if k not in ("__dict__", "__weakref__")}
+    elif isinstance(value, types.FunctionType) and value.__module__ == module:
+        inner = [_state(value.__defaults__, module, depth - 1, seen),
+                 _state(value.__kwdefaults__, module, depth - 1, seen),
+                 _state(value.__dict__, module, depth - 1, seen),
+                 [id(c.cell_contents) for c in value.__closure__ or ()
+                  if c.cell_contents is not None]]
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        inner = {f.name: _state(getattr(value, f.name), module, depth - 1, seen)
+                 for f in dataclasses.fields(value)}
+    else:
+        return id(value)
+    return (id(value), inner)
+
+
+@dataclass(frozen=True)
+class SharedSandboxRunner(SandboxedWorkflowRunner):
+    """The SDK's sandboxed runner, the workflow modules imported once for all its runs."""
+
+    _shared: _SharedModules = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_shared", _SharedModules(self.restrictions))
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        det = dataclasses.replace(det, payload_converter_factory=self._shared
+                                  .payload_converter_factory(det.payload_converter_factory))
+        return _SharedInstance(det, self.runner_class, self._shared)
+
+    @property
+    def shared_modules(self) -> dict[str, types.ModuleType]:
+        """The workflow modules every run of this runner uses, by name."""
+        return self._shared.workflow_modules()
+
+    def changed_module_state(self) -> list[str]:
+        """The shared modules whose state differs from what it was after their import."""
+        return self._shared.changed()
+
+
+def workflow_runner() -> SharedSandboxRunner:
+    return SharedSandboxRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH))

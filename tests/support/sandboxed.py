@@ -3,11 +3,17 @@ module the workflows import, and says whether it was refused."""
 
 from __future__ import annotations
 
+import os
+import random
+
 from temporalio import workflow
 from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError
 
 # Imported as the workflow modules import each other: not passed through.
 from workflows import process
+
+# Module state a run must not change (tests/test_sandbox.py changes it, to see it caught).
+SEEN: list[str] = []
 
 CALLS = {
     # Each through what workflows/process.py imported (`datetime`, `asyncio`, `json`): the
@@ -15,6 +21,12 @@ CALLS = {
     "datetime.now": lambda: process.datetime.now(),
     "datetime.utcnow": lambda: process.datetime.utcnow(),
     "json.loads": lambda: process.json.loads("{}"),  # allowed: deterministic
+    # Through what this module imported, and a builtin.
+    "random.random": lambda: random.random(),
+    "os.getcwd": lambda: os.getcwd(),
+    "open": lambda: open(os.devnull),
+    "workflow.now": lambda: workflow.now(),  # allowed: the SDK's deterministic time
+    "change module state": lambda: SEEN.append("a run was here"),
 }
 
 
@@ -27,3 +39,14 @@ class SandboxProbe:
         except RestrictedWorkflowAccessError:
             return "refused"
         return "allowed"
+
+
+@workflow.defn(name="SandboxModules")
+class SandboxModules:
+    """Which module objects (and payload converter) a run sees: their ids (a test compares
+    runs with each other)."""
+
+    @workflow.run
+    async def run(self) -> list[int]:
+        return [id(process), id(process.datetime), id(SandboxProbe), id(CALLS),
+                id(workflow.payload_converter())]

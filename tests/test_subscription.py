@@ -48,6 +48,7 @@ from tests.support.eventually import eventually
 from tests.support.inbox import body, envelope, notice_id, notices
 from tests.support.records import audit, on_record
 from tests.support.stand_ins import HeldCommit, with_stand_ins
+from workflows import versions
 
 ORDINARY = ["account-balance"]
 WITH_MARKET_DATA = ["stock-quotes", "account-balance"]
@@ -89,10 +90,15 @@ async def test_happy_path_without_market_data_reaches_production(
         await handle.signal(name, payload)
         status = await drive.result(handle)
         description = await handle.describe()
-        history = (await handle.fetch_history()).to_json()
+        saved = await handle.fetch_history()
+        history = saved.to_json()
 
     assert (status.outcome, status.step, status.waiting_on) == \
         ("in_production", "in_production", "")
+    # Every change since v2 taken with one version marker (workflows/versions.py), not one each.
+    markers = [e.SerializeToString() for e in saved.events
+               if e.marker_recorded_event_attributes.marker_name == "core_patch"]
+    assert len(markers) == 1 and versions.BUNDLE.encode() in markers[0], markers
     assert [d.decision for d in status.decisions] == [k for k in APPROVED_KINDS
                                                   if k != "market_data_licence"]
     assert all(d.applied and d.reason == "" for d in status.decisions)

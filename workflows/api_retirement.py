@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from onboarding.identity.models import DecisionCheck, decision_content
     from onboarding.store.live_services import RetirementFacts
 
+from workflows import versions
 from workflows.process import ACTIVITY, LOCAL
 
 # The start is a sealed decision, verified here (before: a typed provider contact, trusted).
@@ -66,7 +67,7 @@ class ApiRetirementWorkflow:
         raw: Any = None
         with contextlib.suppress(Exception):  # not readable at all: refused below
             raw = workflow.payload_converter().from_payload(start.payload)
-        if workflow.patched(RETIREMENT_SEALED):
+        if versions.patched(RETIREMENT_SEALED):
             api_id, retired_on, decided_by, note, facts = await self.verified(raw)
         else:
             old = ApiRetirementStart.model_validate(raw)

@@ -82,6 +82,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from onboarding.temporal import search_attributes as sa
 
+from workflows import versions
 from workflows.handlers import takes_decisions
 from workflows.process import LOCAL, Process, read_start
 
@@ -179,7 +180,7 @@ class LiveServiceWorkflow:
                     await self.fall_due()
         p.state.outcome = "terminated"
         p.state.takes = []
-        if workflow.patched(TERMINATION_ON_RECORD):
+        if versions.patched(TERMINATION_ON_RECORD):
             # The application's row says so too (it said in_production since its subscription
             # ended): written by this last commit, as a process's end is (Process.run).
             s.on_record, s.step = True, "terminated"
@@ -488,7 +489,7 @@ class LiveServiceWorkflow:
         if not number:
             return
         s.licence_to_tell = ""
-        if not workflow.patched(LICENCE_RENEWAL_TOLD):
+        if not versions.patched(LICENCE_RENEWAL_TOLD):
             return
         me = workflow.info().workflow_id
         others = await workflow.execute_local_activity_method(
@@ -678,7 +679,7 @@ class LiveServiceWorkflow:
     async def can_retire(self, d: ApiRetired) -> str | None:
         if d.api_id not in self.state.scopes():
             return f"api_id: {d.api_id} is not an API of this live service [held]"
-        if workflow.patched(RETIREMENT_ON_RECORD):
+        if versions.patched(RETIREMENT_ON_RECORD):
             # Not believed: anyone reaching Temporal can send it; the retirement's start, the
             # provider's sealed decision, is on the audit log with its date.
             on = await workflow.execute_local_activity_method(

@@ -103,6 +103,8 @@ with workflow.unsafe.imports_passed_through():
     from onboarding.identity.models import SEAL_REFUSALS, decision_content
     from onboarding.temporal import search_attributes as sa
 
+from workflows import versions
+
 # The commit retries for as long as it takes (a database restart must not fail an
 # application); each attempt is bounded. The worker heartbeats for every running attempt
 # (activities/interceptors.py): an attempt on a worker that died is retried elsewhere after the
@@ -183,7 +185,7 @@ def begin(start: RawValue, model: type[Model], state_model: type[Any], process: 
     application, continued = read.application, read.continued
     if continued is not None:  # continued as new: the step it carries goes on
         return read, state_model.model_validate({**continued, "application": application})
-    if workflow.patched("admission"):
+    if versions.patched("admission"):
         return read, (state_model.of(application, workflow.now(), admission_step)
                       if application is not None else ProcessState.unreadable(
                           process, read.raw,
@@ -608,7 +610,7 @@ class Process:
             verified = None
             by_person = decision.taken_by is not Role.PLATFORM_WORKFLOW
             together = reason is None and by_person and (claim or licence) is not None \
-                and workflow.patched(CHECKS_IN_VERIFICATION)
+                and versions.patched(CHECKS_IN_VERIFICATION)
             if reason is None and by_person:
                 if self._verified_by_commit(decision, d, licence):
                     verified = await self._apply_unverified(
@@ -675,7 +677,7 @@ class Process:
                 and not decision.ends_application and decision.name not in self._appliers
                 and self._expected.get(decision.name) is None
                 and not (licence is not None and licence(d))
-                and workflow.patched(VERIFIED_IN_COMMIT))
+                and versions.patched(VERIFIED_IN_COMMIT))
 
     async def _apply_unverified(self, decision: DecisionType[Any], d: Decision,
                                 received: Decision, received_at: datetime,

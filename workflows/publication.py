@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legacy import Legacy
     from workflows.legacy.publication import PublicationWorkflow as Stop8
 
+from workflows import versions
 from workflows.handlers import takes_decisions
 from workflows.process import LOCAL, Ending, Next, Process, begin
 
@@ -68,7 +69,7 @@ class PublicationWorkflow:
     def __init__(self, start: RawValue) -> None:
         # Taken raw, as the subscription's (workflows/subscription.py).
         self.legacy = None
-        if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
+        if not versions.patched("process-v2"):  # begun by stop 8: its code goes on
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
                 start.payload, PublicationApplication), self.moved)
             return

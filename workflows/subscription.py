@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.legacy import Legacy
     from workflows.legacy.subscription import SubscriptionWorkflow as Stop8
 
+from workflows import versions
 from workflows.handlers import takes_decisions
 from workflows.process import CHECKS_IN_VERIFICATION, LOCAL, Ending, Next, Process, begin
 
@@ -84,7 +85,7 @@ class SubscriptionWorkflow:
         # decision's verification looked it up.
         self.admitted_with: CatalogueFacts | None = None
         self.licence_on_file: tuple[ContractTerms | None] | None = None
-        if not workflow.patched("process-v2"):  # begun by stop 8: its code goes on
+        if not versions.patched("process-v2"):  # begun by stop 8: its code goes on
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
                 start.payload, SubscriptionApplication), self.moved)
             return
@@ -125,7 +126,7 @@ class SubscriptionWorkflow:
         """0. Admission: the rules of submission, whoever started the workflow."""
         # Since this patch the catalogue lookup is admission's (one local activity, not two).
         admitted = await self.process.admit(
-            self.start, catalogue=workflow.patched(CHECKS_IN_VERIFICATION))
+            self.start, catalogue=versions.patched(CHECKS_IN_VERIFICATION))
         if isinstance(admitted, Ending):
             return admitted
         assert isinstance(self.state, SubscriptionState) and admitted.organisation
@@ -253,7 +254,7 @@ class SubscriptionWorkflow:
                         if api.publication_application_id]
         # Applications reaching production since the live service exists hand their service
         # on to it (histories recorded before replay without).
-        live = workflow.patched("live-service")
+        live = versions.patched("live-service")
         if publications or live:
             # The production key on record before the publications check the claim, and before
             # the live service reads what it holds.

@@ -38,11 +38,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
     PayloadCodec,
+    SerializationContext,
 )
 
 from onboarding.core.config import Settings, payload_keys
@@ -189,12 +190,47 @@ def payload_codec(settings: Settings, access_token: str | None = None) -> Payloa
     return WithoutKeys()
 
 
+class SharedPydanticPayloadConverter(PydanticPayloadConverter):
+    """The pydantic payload converter, one instance per process.
+
+    The SDK makes a data converter around every workflow activation's payloads (two, one to
+    decode, one to encode), and each instantiates its payload converter class; a
+    PydanticPayloadConverter builds its pydantic schemas and starts a cache of type adapters of
+    its own when instantiated (3-4 ms of worker CPU per lifecycle, bench/README.md). It holds
+    nothing of a run or a caller (the cache is by type), so every instantiation here answers
+    the one made at import."""
+
+    _one: SharedPydanticPayloadConverter | None = None
+
+    def __new__(cls) -> SharedPydanticPayloadConverter:
+        if cls._one is None:
+            cls._one = super().__new__(cls)
+        return cls._one
+
+    def __init__(self) -> None:
+        if not hasattr(self, "converters"):  # made once: what __new__ answers is ready
+            super().__init__()
+
+    def with_context(self, context: SerializationContext) -> PydanticPayloadConverter:
+        # The SDK's makes `type(self)()` and sets its converters: never this one's.
+        converters = self.get_converters_with_context(context)
+        if converters is None:
+            return self
+        other = PydanticPayloadConverter()
+        other._set_converters(*converters)
+        return other
+
+
+SharedPydanticPayloadConverter()  # made now, before any thread could race to make it
+
+
 def data_converter(settings: Settings, access_token: str | None = None, *,
                    codec: PayloadCodec | None = None) -> DataConverter:
     """Pydantic models in and out of every workflow, activity, signal, update and query,
     encrypted on their way to Temporal (by `codec` when given)."""
     return dataclasses.replace(
         pydantic_data_converter,
+        payload_converter_class=SharedPydanticPayloadConverter,
         payload_codec=codec or payload_codec(settings, access_token),
         # Failure messages and stack traces go into an encrypted payload too.
         failure_converter_class=DefaultFailureConverterWithEncodedAttributes,

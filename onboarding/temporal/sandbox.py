@@ -71,6 +71,8 @@ from temporalio.worker.workflow_sandbox._importer import Importer, _thread_local
 from temporalio.worker.workflow_sandbox._restrictions import RestrictionContext
 from temporalio.worker.workflow_sandbox._runner import _Instance
 
+from onboarding.temporal.codec import SharedPydanticPayloadConverter
+
 # Imported once per runner, in the sandbox (never passed through).
 WORKFLOW_PACKAGE = "workflows"
 PASSTHROUGH = (
@@ -84,7 +86,8 @@ PASSTHROUGH = (
 )
 # Payload converters whose instances hold nothing of a run (the pydantic one: a cache of type
 # adapters by type hint), so that one instance can serve every run.
-SHAREABLE_PAYLOAD_CONVERTERS = (PydanticPayloadConverter, DefaultPayloadConverter)
+SHAREABLE_PAYLOAD_CONVERTERS = (PydanticPayloadConverter, SharedPydanticPayloadConverter,
+                                DefaultPayloadConverter)
 
 # The host's sys.modules.
 _host_modules = _thread_local_sys_modules.orig
@@ -115,6 +118,10 @@ class PerThreadRestrictionContext(RestrictionContext):
         self._flags.in_activation = value
 
 
+# The snippets _SharedInstance runs, compiled: a few per workflow class.
+_COMPILED: dict[str, types.CodeType] = {}
+
+
 class _SharedInstance(_Instance):
     """The SDK's sandboxed instance, with the runner's importer (its modules, its context)
     instead of one of its own."""
@@ -128,6 +135,22 @@ class _SharedInstance(_Instance):
         self.globals_and_locals = {"__file__": "workflow_sandbox.py"}
         self._shared = shared
         self._create_instance()
+
+    def _run_code(self, code: str, **extra_globals: Any) -> None:
+        # The SDK's runs its few fixed snippets with `exec(code)`, compiling one again for
+        # every activation and every payload's serialization context (~10 ms of worker CPU
+        # per lifecycle); each is compiled once here, the same code run the same way.
+        compiled = _COMPILED.get(code)
+        if compiled is None:
+            compiled = _COMPILED.setdefault(code, compile(code, "<string>", "exec"))
+        super()._run_code(compiled, **extra_globals)  # type: ignore[arg-type]
+
+    def get_serialization_context(self, command_info: Any) -> Any:
+        # Asked for every payload of an activation: the SDK's builds it in the sandbox (the
+        # importer applied, a snippet run); it is the SDK's own code making a dataclass of the
+        # run's info and its pending command (no workflow code, no import), called directly.
+        return self.globals_and_locals["__temporal_in_sandbox"].get_serialization_context(
+            command_info)
 
     def _create_instance(self) -> None:
         # As the SDK's, with the module state recorded between the import and the instance.

@@ -415,6 +415,14 @@ SCENARIOS = {
     "v2_api_retirement_before_seals": api_retired_before_seals,
     "v2_api_retirement_sealed": api_retired_sealed,
     "v2_live_service_hearing_a_retirement_checked_on_record": live_service_hearing_a_retirement,
+    # Stop 18: one version marker for every change since v2 (workflows/versions.py), commits
+    # made in their workflow task (local activities).
+    "v2_stop18_subscription_production_with_market_data": subscription(
+        ["stock-quotes", "account-balance"], production_with_market_data),
+    "v2_stop18_subscription_verified_in_commit_taken_back_then_production": subscription(
+        ["account-balance"], taken_back_then_production),
+    "v2_stop18_publication_production_via_subscription": publication_to_production,
+    "v2_stop18_live_service_renewed_suspended_changed_terminated": live_service,
 }
 
 

@@ -18,6 +18,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import typer
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.exceptions import ApplicationError
 from typer.testing import CliRunner, Result
 
 from activities.records import Records
@@ -143,11 +145,15 @@ async def test_decide_applies_a_pre_verification_approval(
 
 
 class SlowRecord(Records):
-    """Writes the record of the licence step slowly, as a loaded database would."""
+    """Writes the record of the licence step slowly, as a loaded database would: too slow for
+    the workflow task (the commit goes on as a regular activity, workflows/process.py
+    `_committed`), then 1.5 s."""
 
     @activity.defn(name="write_record")
     async def write_record(self, commit: Commit) -> Committed:
         if commit.step == "market_data_licence":
+            if activity.info().is_local:
+                raise ApplicationError("the database is slow", non_retryable=True)
             await asyncio.sleep(1.5)
         return await super().write_record(commit)
 
@@ -176,8 +182,15 @@ async def test_decisions_sent_back_to_back_each_meet_their_step(
                       "--valid-from", "2026-12-03", "--valid-until", "2028-12-02"),
         ]
         moved = await drive.wait_for_step(handle, "final_approval")
+        history = await handle.fetch_history()
 
     assert [r.exit_code for r in results] == [0, 0, 0], [r.output for r in results]
+    # Every commit made in its workflow task but the licence step's, which went on as a
+    # regular activity once its local attempt failed.
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 for e in history.events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert scheduled == ["write_record"], scheduled
     assert "the platform is still working on step market_data_licence" in results[1].stderr
     assert [d.applied for d in moved.decisions] == [True, True, True]
     assert moved.takes == ["final_approval"]

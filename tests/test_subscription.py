@@ -549,8 +549,9 @@ async def test_a_withdrawal_sent_while_the_production_switch_is_verified_comes_a
     dev_server, run_worker, settings, pool, task_queue, inbox
 ):
     """Decisions are taken in the order they arrive. The production switch is verified by the
-    commit that writes the production key: a withdrawal sent meanwhile is taken once the switch
-    holds, when the application is in production, and is refused on the record."""
+    commit that writes the production key, in the switch's workflow task: a withdrawal sent
+    meanwhile reaches the application once the switch holds, when it is in production, and its
+    validator refuses it (nothing written), naming why."""
     client = dev_server.client
     application = new_application(settings, [await an_api_of_a_publication(pool)])
     app_id, contact = application.application_id, applicant(application)
@@ -569,10 +570,11 @@ async def test_a_withdrawal_sent_while_the_production_switch_is_verified_comes_a
             assert not withdrawing.done()
         finally:
             held.released.set()
-        withdrawal = await asyncio.wait_for(withdrawing, drive.TIMEOUT)
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await asyncio.wait_for(withdrawing, drive.TIMEOUT)
         status = await drive.result(handle)
 
-    assert not withdrawal.applied and "has ended (in_production)" in withdrawal.reason
+    assert "has ended (in_production)" in str(refused.value.cause)
     assert status.outcome == "in_production", status
     assert by_id(status)[payload["decision_id"]].applied
     assert await pool.fetchval(

@@ -40,7 +40,7 @@ async def test_worker_logs_json_exposes_metrics_and_stops_gracefully(dev_server,
         metrics = await asyncio.to_thread(
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics").read().decode())
         assert "temporal_workflow_completed" in metrics
-        assert "temporal_activity_execution_latency" in metrics
+        assert "temporal_local_activity_execution_latency" in metrics  # the commits
     finally:
         stop.set()
         await asyncio.wait_for(running, 30)

@@ -58,6 +58,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
@@ -114,6 +115,18 @@ ACTIVITY = dict(
     heartbeat_timeout=timedelta(seconds=10),
     retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
 )
+# Since this patch a commit runs in the workflow task that makes it, as a local activity: a
+# decision costs one workflow task (its signal, its commit, the step it leads to shown) instead
+# of two and an activity task. Bounded, so that a database away for long does not hold the
+# task open (a task held past its timeout is heartbeated: three events each time): past a
+# minute, the commit is made as a regular activity instead (`_committed`). Histories from
+# before commit in regular activities.
+COMMITS_IN_TASK = "commits-in-workflow-task"
+COMMIT_IN_TASK = dict(
+    start_to_close_timeout=timedelta(seconds=30),
+    schedule_to_close_timeout=timedelta(minutes=1),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=10)),
+)
 # Local activities (lookups, verification) retry within the workflow task while the database is
 # away; the interval is kept under the SDK's 60 s local-retry threshold, past which every retry
 # would cost the history ~6 events (temporal-research.md §1).
@@ -138,6 +151,7 @@ CARRIED_JOURNAL_BYTES = 64 * 1024
 REFUSED_DETAILS_BYTES = 2 * 1024
 
 D = TypeVar("D", bound=Decision)
+R = TypeVar("R")
 Check = Callable[[Any], Awaitable[str | None]]
 # The contract a decision records, if any: its number is checked with the decision's sender.
 Claim = Callable[[Any], tuple[ContractType, ContractTerms | None]]
@@ -1003,22 +1017,20 @@ class Process:
                               status=status if last else None, entries=batch,
                               entry_prefix=s.entry_prefix, on_record=s.on_record)
                 if unverified is not None and batch[-1].seq >= unverified.seq:
-                    answer = await workflow.execute_activity_method(
+                    answer = await _committed(
                         Records.commit_decision,
                         DecisionCommit(**commit, checks=unverified.checks,
                                        decision_seq=unverified.seq,
                                        decision_step=unverified.state.step),
-                        summary=f"verify {unverified.decision.name}, record {len(batch)} "
-                                "entries", **ACTIVITY)
+                        f"verify {unverified.decision.name}, record {len(batch)} entries")
                     self._unverified, unverified.answer = None, answer
                     if not answer.written:
                         raise TakenBack(unverified)
                     unverified = None
                     self._show_step()
                 else:
-                    answer = await workflow.execute_activity_method(
-                        Records.write_record, Commit(**commit),
-                        summary=f"record {len(batch)} entries", **ACTIVITY)
+                    answer = await _committed(Records.write_record, Commit(**commit),
+                                              f"record {len(batch)} entries")
                 del s.journal[:len(batch)]
                 if answer.keys is not None:
                     s.keys = written["keys"] = answer.keys
@@ -1092,6 +1104,24 @@ class Process:
             lines.append(f"{key.environment.capitalize()} key {key.display_prefix}…, "
                          f"{key.status}, valid until {key.expires_at:%Y-%m-%d}")
         workflow.set_current_details("\n".join(lines))
+
+
+async def _committed(method: Callable[[Any, Any], Awaitable[R]], commit: Any,
+                     summary: str) -> R:
+    """One commit (COMMITS_IN_TASK): in the workflow task that made it, as a local activity;
+    when it cannot be written within COMMIT_IN_TASK's minute (the database away, say), as a
+    regular activity, which Temporal retries for as long as it takes. Either way the same
+    transaction, which writes once however often it runs (activities/records.py)."""
+    if versions.patched(COMMITS_IN_TASK):
+        try:
+            return await workflow.execute_local_activity_method(
+                method, commit, summary=summary, **COMMIT_IN_TASK)
+        except FailureError as err:  # timed out, or failed (the local attempt's error as is)
+            if isinstance(err, CancelledError):
+                raise
+            workflow.logger.warning("commit goes on as a regular activity",
+                                    extra={"summary": summary, "error": str(err.cause or err)})
+    return await workflow.execute_activity_method(method, commit, summary=summary, **ACTIVITY)
 
 
 def _batches(entries: list[Any]) -> list[list[Any]]:

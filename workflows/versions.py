@@ -31,6 +31,7 @@ BUNDLED = frozenset({
     "live-service-licence-renewal-told",
     "live-service-retirement-on-record",
     "api-retirement-sealed",
+    "commits-in-workflow-task",  # COMMITS_IN_TASK (workflows/process.py), new with the bundle
 })
 
 

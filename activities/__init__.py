@@ -6,7 +6,8 @@ key store), split by concern, one class per module. They know nothing about step
 - catalogue.py, contracts.py: what the catalogue and the contracts on record say; local.
 - admission.py: `admit_application`, an application's input by the rules of submission; local.
 - records.py: `write_record`, the one commit of a process's journal, and `commit_decision`, the
-  same commit verifying first the decision it carries; the regular activities.
+  same commit verifying first the decision it carries; local activities, run as regular ones
+  when they cannot finish within a workflow task's minute (workflows/process.py, `_committed`).
 - reconciliation.py: `reconcile_keys`, the keys of processes that closed without reaching
   production revoked (the key-reconciliation schedule); it asks Temporal, so takes the client.
 - legacy.py: stop 8's activities, for applications started before v2.

@@ -20,9 +20,11 @@ and writes its procedure as step methods, each returning the next step or an end
   and either way on the record. A decision that does not apply never raises into the workflow.
 - Effects. Nothing changes in the world until a decision is applied, and then only through the
   journal: the step's `record_contract`, `issue_key`, `notify`, ... append to it, and ONE
-  regular activity (`write_record`, activities/records.py) commits it in one transaction when
-  the process is about to wait on a person, when it ends, or when a step must know the result
-  (`await commit()`). A refused decision writes nothing but its refusal.
+  activity (`write_record`, activities/records.py) commits it in one transaction when the
+  process is about to wait on a person, when it ends, or when a step must know the result
+  (`await commit()`). The commit runs in the workflow task that makes it, a local activity
+  (a regular one when it cannot finish within a minute: `_committed`). A refused decision
+  writes nothing but its refusal.
 - Deadlines. A step waiting on a person reminds the responsible team, escalates, and (when it
   waits on the applicant) lets the application lapse, after the application's numbers of days
   counted from when the step began.

@@ -423,6 +423,13 @@ SCENARIOS = {
         ["account-balance"], taken_back_then_production),
     "v2_stop18_publication_production_via_subscription": publication_to_production,
     "v2_stop18_live_service_renewed_suspended_changed_terminated": live_service,
+    # Stop 19: the marker `stop-19`; deadlines waiting on one timer kept from step to step.
+    "v2_stop19_subscription_production_with_market_data": subscription(
+        ["stock-quotes", "account-balance"], production_with_market_data),
+    "v2_stop19_subscription_withdrawn_after_sandbox_key": subscription(
+        ["account-balance"], withdrawn_after_sandbox_key),
+    "v2_stop19_publication_production_via_subscription": publication_to_production,
+    "v2_stop19_live_service_renewed_suspended_changed_terminated": live_service,
 }
 
 

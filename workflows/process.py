@@ -107,6 +107,7 @@ with workflow.unsafe.imports_passed_through():
     from onboarding.temporal import search_attributes as sa
 
 from workflows import versions
+from workflows.deadlines import DeadlineClock
 
 # The commit retries for as long as it takes (a database restart must not fail an
 # application); each attempt is bounded. The worker heartbeats for every running attempt
@@ -223,6 +224,7 @@ class Process:
         self._settled: Decision | None = None
         self._ending: Ending | None = None
         self._lock = asyncio.Lock()
+        self._clock = DeadlineClock()
         self._committing = asyncio.Lock()
         self._flush: asyncio.Task[None] | None = None
         self._flush_due: datetime | None = None
@@ -362,10 +364,10 @@ class Process:
                 else:
                     summary = f"{due.purpose} for {step}" if due else None
                 try:
-                    await workflow.wait_condition(
+                    await self._wait(
                         lambda: self._settled is not None or self._ending is not None
                         or (not wanted and self._continue_wanted()),
-                        timeout=timeout, timeout_summary=summary)
+                        None if quiet_first or due is None else due.due_at, timeout, summary)
                 except asyncio.TimeoutError:
                     if not quiet_first:
                         await self._deadline(step)
@@ -406,13 +408,22 @@ class Process:
             timeout = until - now if until is not None else None
             quiet_first = wanted and (timeout is None or timeout > QUIET)
             try:
-                await workflow.wait_condition(
+                await self._wait(
                     lambda: self._changed or (not wanted and self._continue_wanted()),
-                    timeout=QUIET if quiet_first else timeout,
-                    timeout_summary="continue as new once quiet" if quiet_first else summary)
+                    None if quiet_first else until, QUIET if quiet_first else timeout,
+                    "continue as new once quiet" if quiet_first else summary)
             except asyncio.TimeoutError:
                 if not quiet_first:
                     return True
+
+    async def _wait(self, condition: Callable[[], bool], due: datetime | None,
+                    timeout: timedelta | None, summary: str | None) -> None:
+        """Until `condition` holds, or (asyncio.TimeoutError) the deadline `due` or `timeout`
+        passes. A deadline waits on the process's one kept timer (`DeadlineClock`)."""
+        if due is not None and versions.patched(versions.DEADLINE_CLOCK):
+            await self._clock.wait_condition(condition, due, summary or "deadline")
+        else:
+            await workflow.wait_condition(condition, timeout=timeout, timeout_summary=summary)
 
     @property
     def lock(self) -> asyncio.Lock:

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from email.message import Message
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 import starter
@@ -763,6 +764,46 @@ async def test_deadlines_falling_on_the_same_day_all_pass(
     due = [a for a in actions if a.endswith("_due")]
     assert due == ["reminder_due", "escalation_due", "lapse_due"]
     assert len(notices(inbox, app_id, "lapsed")) == 1
+
+
+async def test_the_next_steps_deadlines_count_from_when_it_began_on_the_kept_timer(
+    time_skipping_server, run_worker, settings, pool, task_queue, inbox
+):
+    """Deadlines wait on one timer kept from step to step (workflows/deadlines.py): decided on
+    day 3, pre-verification's timer is not cancelled; it fires on day 7 and reminds nobody, and
+    the next step is reminded on day 10, a week after it began."""
+    env = time_skipping_server
+    client = env.client
+    application = new_application(settings, ORDINARY)
+    app_id = application.application_id
+    async with run_worker(client):
+        handle = await start(client, settings, task_queue, application)
+        await status_with_deadlines(handle, "pre_verification")
+        await env.sleep(timedelta(days=3))
+        name, payload = approval("pre_verification", application)
+        await handle.signal(name, payload)
+        nxt = await drive.status_until(
+            handle, lambda s: s.step != "pre_verification" and s.deadlines, "the next step")
+        assert nxt.deadlines[0].due_at - nxt.waiting_since == timedelta(days=7)
+
+        def reminders() -> list[str]:
+            return [notice_id(m) for m in inbox.messages
+                    if notice_id(m).startswith(f"{app_id}/") and notice_id(m).endswith("/reminder")]
+
+        await env.sleep(timedelta(days=5))  # day 8: the kept timer has fired
+        await asyncio.sleep(1)
+        assert reminders() == []
+        await env.sleep(timedelta(days=2, hours=1))  # day 10
+        await eventually(reminders, what="the next step's reminder")
+        assert [r.split("/")[1] for r in reminders()] == [nxt.step]
+
+        events = [e async for e in handle.fetch_history_events()]
+        kinds = [EventType.Name(e.event_type) for e in events]
+        assert kinds.count("EVENT_TYPE_TIMER_CANCELED") == 0
+        assert kinds.count("EVENT_TYPE_TIMER_FIRED") == 2  # day 7 (kept), day 10 (its own)
+        await handle.signal("withdraw", decision(applicant(application)))
+        status = await drive.result(handle)
+    assert status.outcome == "withdrawn"
 
 
 # --- 9: one workflow per application ---------------------------------------------------------

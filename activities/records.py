@@ -22,6 +22,8 @@ provider refuses the publication, which the workflow then ends.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 from temporalio import activity
 
@@ -126,16 +128,21 @@ class Records:
                 identity=VerifiedIdentity.model_validate(earlier.details["sealed_for"]))
         else:
             verification = await self.verifications.verify_and_check_decision(commit.checks)
-        holds = commit.holds(verification)
-        assert verification.identity is not None or not holds
-        written = await self.write_record(
-            commit.sealed(verification.identity) if holds  # type: ignore[arg-type]
-            else commit.before())
-        if not holds:
-            log.info("decision taken back", application_id=commit.application_id,
-                     decision=commit.checks.decision.decision, reason=verification.reason)
-        return DecisionCommitted(**written.model_dump(), verification=verification,
-                                 written=holds)
+        return await write_decision(commit, verification, self.write_record)
+
+
+async def write_decision(commit: DecisionCommit, verification: CheckedDecision,
+                         write: Callable[[Commit], Awaitable[Committed]]) -> DecisionCommitted:
+    """What `commit_decision` writes once the decision is verified, with `write` (the tests'
+    stand-ins write in memory): the whole commit, sealed, if it holds; else what came before."""
+    holds = commit.holds(verification)
+    assert verification.identity is not None or not holds
+    written = await write(commit.sealed(verification.identity) if holds  # type: ignore[arg-type]
+                          else commit.before())
+    if not holds:
+        log.info("decision taken back", application_id=commit.application_id,
+                 decision=commit.checks.decision.decision, reason=verification.reason)
+    return DecisionCommitted(**written.model_dump(), verification=verification, written=holds)
 
 
 class _Writing:

@@ -79,11 +79,12 @@ async def withdrawn_after_sandbox_key(handle, form) -> None:
     await drive.signal_at(handle, "sandbox_testing", "withdraw", d(applicant, note="project stopped"))
 
 
-async def approve_to_production(handle, applicant: str, licence: bool = False) -> None:
+def approvals(applicant: str, licence: bool = False) -> list[tuple[str, str, dict]]:
     """Every step approved, in turn, from pre-verification to production (the market-data
-    licence concluded when `licence`; else no market data, or a licence on file)."""
+    licence concluded when `licence`; else no market data, or a licence on file): each step,
+    the decision taken there and its payload."""
     d = data.decision
-    for step, name, payload in [
+    return [
         ("pre_verification", "pre_verification",
          d(data.REVIEWER, verdict="approve", criteria=data.CRITERIA_HOLD)),
         *([("market_data_licence", "market_data_licence",
@@ -96,34 +97,31 @@ async def approve_to_production(handle, applicant: str, licence: bool = False) -
         ("sandbox_verification", "sandbox_verification", d(data.PLATFORM, verdict="approve")),
         ("production_switch", "production_switch",
          d(data.APPROVER, verdict="approve", service_contract=data.contract())),
-    ]:
+    ]
+
+
+async def approve(handle, steps: list[tuple[str, str, dict]]) -> None:
+    for step, name, payload in steps:
         await drive.signal_at(handle, step, name, payload)
+
+
+async def approve_to_production(handle, applicant: str, licence: bool = False) -> None:
+    await approve(handle, approvals(applicant, licence))
 
 
 async def taken_back_then_production(handle, form) -> None:
     """Since `verification-in-commit`: a final approval by someone without the role, applied
     before its verification and taken back by the commit that verified it; then the same step
     approved, and on to production."""
-    applicant = form["organisation"]["contact_emails"][0]
-    d = data.decision
-    not_entitled = d(data.SALES, verdict="approve")
-    await drive.signal_at(handle, "pre_verification", "pre_verification",
-                          d(data.REVIEWER, verdict="approve", criteria=data.CRITERIA_HOLD))
-    await drive.signal_at(handle, "platform_contract", "platform_contract",
-                          d(data.PLATFORM, verdict="signed", eligibility_confirmed=True,
-                            contract=data.contract()))
+    steps = approvals(form["organisation"]["contact_emails"][0])
+    at = [step for step, _, _ in steps].index("final_approval")
+    await approve(handle, steps[:at])
+    not_entitled = data.decision(data.SALES, verdict="approve")
     await drive.signal_at(handle, "final_approval", "final_approval", not_entitled)
     await drive.status_until(handle, lambda s: any(
         r.decision_id == not_entitled["decision_id"] and not r.applied for r in s.decisions),
         "the final approval taken back")
-    for step, name, payload in [
-        ("final_approval", "final_approval", d(data.APPROVER, verdict="approve")),
-        ("sandbox_testing", "sandbox_testing_complete", d(applicant)),
-        ("sandbox_verification", "sandbox_verification", d(data.PLATFORM, verdict="approve")),
-        ("production_switch", "production_switch",
-         d(data.APPROVER, verdict="approve", service_contract=data.contract())),
-    ]:
-        await drive.signal_at(handle, step, name, payload)
+    await approve(handle, steps[at:])
 
 
 async def misspelt_signal_then_production(handle, form) -> None:

@@ -11,6 +11,8 @@ import asyncio
 import hashlib
 import re
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import date, timedelta
 from email.message import Message
 
@@ -26,6 +28,7 @@ from onboarding.domain.models import (
     DeadlinePolicy,
     DecisionReceipt,
 )
+from onboarding.domain.record import Commit
 from onboarding.store import applications, contracts
 from onboarding.temporal import search_attributes as sa
 from tests.support import data, drive
@@ -493,8 +496,22 @@ async def test_refused_decisions_are_recorded_and_the_workflow_carries_on(
     assert recorded == [(d.decision, "applied" if d.applied else "refused") for d in status.decisions]
 
 
+@pytest.fixture
+def worker_holding(dev_server, run_worker, settings, pool):
+    """`async with worker_holding(holds) as held:` a worker with the platform's activities,
+    its commits held while `holds(commit)` until the test lets them go (HeldCommit)."""
+
+    @asynccontextmanager
+    async def _run(holds: Callable[[Commit], bool]) -> AsyncIterator[HeldCommit]:
+        held = HeldCommit(pool, settings, holds)
+        async with run_worker(dev_server.client, with_stand_ins(pool, settings, held)):
+            yield held
+
+    return _run
+
+
 async def test_a_decision_sent_while_the_previous_one_is_verified_applies_once_it_holds(
-    dev_server, run_worker, settings, pool, task_queue
+    dev_server, worker_holding, settings, task_queue
 ):
     """A decision is verified by the commit that writes it with its step's effects: meanwhile
     the status shows the application as on record, the decision `verifying`, and the search
@@ -502,13 +519,11 @@ async def test_a_decision_sent_while_the_previous_one_is_verified_applies_once_i
     first holds, and applies."""
     client = dev_server.client
     application = new_application(settings, ORDINARY)
-    held = HeldCommit(pool, settings, lambda commit: commit.step == "platform_contract")
-    async with run_worker(client, with_stand_ins(pool, settings, held)):
+    async with worker_holding(lambda commit: commit.step == "platform_contract") as held:
         handle = await start(client, settings, task_queue, application)
         name, payload = approval("pre_verification", application)
         await drive.signal_at(handle, "pre_verification", name, payload)
-        await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
-        try:
+        async with held.while_held(drive.TIMEOUT):
             shown = await drive.status(handle)
             assert (shown.step, shown.verifying) == ("pre_verification",
                                                      payload["decision_id"])
@@ -520,8 +535,6 @@ async def test_a_decision_sent_while_the_previous_one_is_verified_applies_once_i
                 handle.execute_update(name, next_payload, result_type=DecisionReceipt))
             await asyncio.sleep(0.5)  # admitted by its validator, waiting for the first
             assert not update.done()
-        finally:
-            held.released.set()
         try:
             receipt = await asyncio.wait_for(update, drive.TIMEOUT)
         except WorkflowUpdateFailedError as err:
@@ -547,7 +560,7 @@ async def an_api_of_a_publication(pool) -> str:
 
 
 async def test_a_withdrawal_sent_while_the_production_switch_is_verified_comes_after_it(
-    dev_server, run_worker, settings, pool, task_queue, inbox
+    dev_server, worker_holding, settings, pool, task_queue, inbox
 ):
     """Decisions are taken in the order they arrive. The production switch is verified by the
     commit that writes the production key, in the switch's workflow task: a withdrawal sent
@@ -556,21 +569,17 @@ async def test_a_withdrawal_sent_while_the_production_switch_is_verified_comes_a
     client = dev_server.client
     application = new_application(settings, [await an_api_of_a_publication(pool)])
     app_id, contact = application.application_id, applicant(application)
-    held = HeldCommit(pool, settings, lambda commit: any(
-        e.entry == "key" and e.environment == "production" for e in commit.entries))
-    async with run_worker(client, with_stand_ins(pool, settings, held)):
+    async with worker_holding(lambda commit: any(
+        e.entry == "key" and e.environment == "production" for e in commit.entries)) as held:
         handle = await start(client, settings, task_queue, application)
         await drive_to(handle, application, "production_switch")
         name, payload = approval("production_switch", application)
         await handle.signal(name, payload)
-        await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
-        try:
+        async with held.while_held(drive.TIMEOUT):
             withdrawing = asyncio.create_task(handle.execute_update(
                 "withdraw", decision(contact), result_type=DecisionReceipt))
             await asyncio.sleep(0.5)
             assert not withdrawing.done()
-        finally:
-            held.released.set()
         with pytest.raises(WorkflowUpdateFailedError) as refused:
             await asyncio.wait_for(withdrawing, drive.TIMEOUT)
         status = await drive.result(handle)
@@ -589,48 +598,41 @@ async def test_a_withdrawal_sent_while_the_production_switch_is_verified_comes_a
 
 
 async def test_a_withdrawal_between_two_steps_is_honoured(
-    dev_server, run_worker, settings, pool, task_queue
+    dev_server, worker_holding, settings, task_queue
 ):
     """A withdrawal applied while the platform writes a step's entry (here the licence's,
     after a pre-verification looked the licence up) ends the application there."""
     client = dev_server.client
     application = new_application(settings, WITH_MARKET_DATA)
-    held = HeldCommit(pool, settings, lambda commit: commit.step == "market_data_licence")
-    async with run_worker(client, with_stand_ins(pool, settings, held)):
+    async with worker_holding(lambda commit: commit.step == "market_data_licence") as held:
         handle = await start(client, settings, task_queue, application)
         name, payload = approval("pre_verification", application)
         await drive.signal_at(handle, "pre_verification", name, payload)
-        await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
-        try:
+        async with held.while_held(drive.TIMEOUT):
             withdrawal = await handle.execute_update(
                 "withdraw", decision(applicant(application)), result_type=DecisionReceipt)
-        finally:
-            held.released.set()
         status = await drive.result(handle)
     assert withdrawal.applied, withdrawal
     assert (status.outcome, status.takes) == ("withdrawn", [])
 
 
 async def test_a_withdrawal_after_the_rejection_is_refused(
-    dev_server, run_worker, settings, pool, task_queue
+    dev_server, worker_holding, settings, task_queue
 ):
     """Once a rejection is applied the application has ended: a later withdrawal is refused."""
     client = dev_server.client
     application = new_application(settings, ORDINARY)
-    held = HeldCommit(pool, settings, lambda commit: any(
+    async with worker_holding(lambda commit: any(
         e.entry == "notice" and e.notice.template == "application_rejected"
-        for e in commit.entries))
-    async with run_worker(client, with_stand_ins(pool, settings, held)):
+        for e in commit.entries)) as held:
         handle = await start(client, settings, task_queue, application)
         await drive.signal_at(handle, "pre_verification", "pre_verification",
                               decision(REVIEWER, verdict="reject", note="Gambling-like"))
-        await asyncio.wait_for(held.reached.wait(), drive.TIMEOUT)
-        try:  # rejected; its record is being written (and the rejection verified)
+        # Rejected; its record is being written (and the rejection verified).
+        async with held.while_held(drive.TIMEOUT):
             late = decision(applicant(application))
             await handle.signal("withdraw", late)
             await asyncio.sleep(0.5)
-        finally:
-            held.released.set()
         await decisions_recorded(handle, 2)
         status = await drive.result(handle)
 

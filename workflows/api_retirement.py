@@ -42,9 +42,6 @@ with workflow.unsafe.imports_passed_through():
 from workflows import versions
 from workflows.process import ACTIVITY, LOCAL
 
-# The start is a sealed decision, verified here (before: a typed provider contact, trusted).
-RETIREMENT_SEALED = "api-retirement-sealed"
-
 
 class ApiRetirementStart(Model):
     """The input of retirements started before it was sealed (read by their replays)."""
@@ -67,7 +64,7 @@ class ApiRetirementWorkflow:
         raw: Any = None
         with contextlib.suppress(Exception):  # not readable at all: refused below
             raw = workflow.payload_converter().from_payload(start.payload)
-        if versions.patched(RETIREMENT_SEALED):
+        if versions.patched(versions.RETIREMENT_SEALED):
             api_id, retired_on, decided_by, note, facts = await self.verified(raw)
         else:
             old = ApiRetirementStart.model_validate(raw)

@@ -86,15 +86,6 @@ from workflows import versions
 from workflows.handlers import takes_decisions
 from workflows.process import LOCAL, Process, read_start
 
-# A renewed market-data licence recorded here told to the organisation's other live services
-# using market data (their lapse lifted in their status too, not only at the gateway).
-LICENCE_RENEWAL_TOLD = "live-service-licence-renewal-told"
-# An API's retirement announced (`api_retired`, unsealed: another process's message) taken
-# only when the record shows its provider's sealed retire_api (workflows/api_retirement.py).
-RETIREMENT_ON_RECORD = "live-service-retirement-on-record"
-# The application's row put on record as terminated when its live service ends (before it,
-# the row kept its subscription's in_production).
-TERMINATION_ON_RECORD = "live-service-termination-on-record"
 
 CONTRACT_NAMES = {"market_data_licence": "market-data licence",
                   "platform": "platform contract", "service": "service contract"}
@@ -125,7 +116,7 @@ class LiveServiceWorkflow:
                 organisation_name="", applicant_contacts=[], language=service.language,
                 deadline_policy=DeadlinePolicy(), step="live", waiting_since=workflow.now(),
                 # Not the application's row: its step and status stay the subscription's
-                # until the service ends (TERMINATION_ON_RECORD).
+                # until the service ends (versions.TERMINATION_ON_RECORD).
                 on_record=False, entry_prefix=workflow.info().workflow_id)
         self.state.run_started = workflow.now()
         self.process = Process(self.state, decisions.LIVE_SERVICE, resumed=self.resumed)
@@ -180,7 +171,7 @@ class LiveServiceWorkflow:
                     await self.fall_due()
         p.state.outcome = "terminated"
         p.state.takes = []
-        if versions.patched(TERMINATION_ON_RECORD):
+        if versions.patched(versions.TERMINATION_ON_RECORD):
             # The application's row says so too (it said in_production since its subscription
             # ended): written by this last commit, as a process's end is (Process.run).
             s.on_record, s.step = True, "terminated"
@@ -489,7 +480,7 @@ class LiveServiceWorkflow:
         if not number:
             return
         s.licence_to_tell = ""
-        if not versions.patched(LICENCE_RENEWAL_TOLD):
+        if not versions.patched(versions.LICENCE_RENEWAL_TOLD):
             return
         me = workflow.info().workflow_id
         others = await workflow.execute_local_activity_method(
@@ -679,7 +670,7 @@ class LiveServiceWorkflow:
     async def can_retire(self, d: ApiRetired) -> str | None:
         if d.api_id not in self.state.scopes():
             return f"api_id: {d.api_id} is not an API of this live service [held]"
-        if versions.patched(RETIREMENT_ON_RECORD):
+        if versions.patched(versions.RETIREMENT_ON_RECORD):
             # Not believed: anyone reaching Temporal can send it; the retirement's start, the
             # provider's sealed decision, is on the audit log with its date.
             on = await workflow.execute_local_activity_method(

@@ -118,13 +118,12 @@ ACTIVITY = dict(
     heartbeat_timeout=timedelta(seconds=10),
     retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
 )
-# Since this patch a commit runs in the workflow task that makes it, as a local activity: a
-# decision costs one workflow task (its signal, its commit, the step it leads to shown) instead
-# of two and an activity task. Bounded, so that a database away for long does not hold the
-# task open (a task held past its timeout is heartbeated: three events each time): past a
-# minute, the commit is made as a regular activity instead (`_committed`). Histories from
+# Since versions.COMMITS_IN_TASK a commit runs in the workflow task that makes it, as a local
+# activity: a decision costs one workflow task (its signal, its commit, the step it leads to
+# shown) instead of two and an activity task. Bounded, so that a database away for long does not
+# hold the task open (a task held past its timeout is heartbeated: three events each time): past
+# a minute, the commit is made as a regular activity instead (`_committed`). Histories from
 # before commit in regular activities.
-COMMITS_IN_TASK = "commits-in-workflow-task"
 COMMIT_IN_TASK = dict(
     start_to_close_timeout=timedelta(seconds=30),
     schedule_to_close_timeout=timedelta(minutes=1),
@@ -158,21 +157,19 @@ R = TypeVar("R")
 Check = Callable[[Any], Awaitable[str | None]]
 # The contract a decision records, if any: its number is checked with the decision's sender.
 Claim = Callable[[Any], tuple[ContractType, ContractTerms | None]]
-# Since this patch, what a decision's step needs of the record (its contract number free, the
-# licence on file for the step it leads to) is looked up inside its verification: one local
-# activity per decision; and a subscription's catalogue lookup is its admission's. Histories
-# from before run a local activity for each. One patch for both: each patch a run meets costs
-# its history a marker and an upsert of TemporalChangeVersion (and the server a visibility
-# write), once per run.
-CHECKS_IN_VERIFICATION = "fewer-local-activities"
-# Since this patch a decision a person takes at a step (one with no check of the step's own and
-# no licence to look up for the step it leads to) is verified by the commit that follows it:
-# applied at once, its step goes on, and the next commit (`commit_decision`) verifies it and
-# writes it with everything its step did on it, or writes neither and answers why; the process
-# then takes the decision back and decides on it again, verified (`take_back`). One regular
-# activity per decision instead of a local one and a regular one. Histories from before verify
-# each decision in a local activity of its own when it arrives.
-VERIFIED_IN_COMMIT = "verification-in-commit"
+# Since versions.CHECKS_IN_VERIFICATION, what a decision's step needs of the record (its
+# contract number free, the licence on file for the step it leads to) is looked up inside its
+# verification: one local activity per decision; and a subscription's catalogue lookup is its
+# admission's. Histories from before run a local activity for each. One patch for both: each
+# patch a run meets costs its history a marker and an upsert of TemporalChangeVersion (and the
+# server a visibility write), once per run.
+# Since versions.VERIFIED_IN_COMMIT a decision a person takes at a step (one with no check of
+# the step's own and no licence to look up for the step it leads to) is verified by the commit
+# that follows it: applied at once, its step goes on, and the next commit (`commit_decision`)
+# verifies it and writes it with everything its step did on it, or writes neither and answers
+# why; the process then takes the decision back and decides on it again, verified
+# (`take_back`). One regular activity per decision instead of a local one and a regular one.
+# Histories from before verify each decision in a local activity of its own when it arrives.
 
 
 def read_start(start: RawValue, model: type[Model]) -> Start:
@@ -202,7 +199,7 @@ def begin(start: RawValue, model: type[Model], state_model: type[Any], process: 
     application, continued = read.application, read.continued
     if continued is not None:  # continued as new: the step it carries goes on
         return read, state_model.model_validate({**continued, "application": application})
-    if versions.patched("admission"):
+    if versions.patched(versions.ADMISSION):
         return read, (state_model.of(application, workflow.now(), admission_step)
                       if application is not None else ProcessState.unreadable(
                           process, read.raw,
@@ -637,7 +634,7 @@ class Process:
             verified = None
             by_person = decision.taken_by is not Role.PLATFORM_WORKFLOW
             together = reason is None and by_person and (claim or licence) is not None \
-                and versions.patched(CHECKS_IN_VERIFICATION)
+                and versions.patched(versions.CHECKS_IN_VERIFICATION)
             if reason is None and by_person:
                 if self._verified_by_commit(decision, d, licence):
                     verified = await self._apply_unverified(
@@ -704,7 +701,7 @@ class Process:
                 and not decision.ends_application and decision.name not in self._appliers
                 and self._expected.get(decision.name) is None
                 and not (licence is not None and licence(d))
-                and versions.patched(VERIFIED_IN_COMMIT))
+                and versions.patched(versions.VERIFIED_IN_COMMIT))
 
     async def _apply_unverified(self, decision: DecisionType[Any], d: Decision,
                                 received: Decision, received_at: datetime,
@@ -1125,7 +1122,7 @@ async def _committed(method: Callable[[Any, Any], Awaitable[R]], commit: Any,
     when it cannot be written within COMMIT_IN_TASK's minute (the database away, say), as a
     regular activity, which Temporal retries for as long as it takes. Either way the same
     transaction, which writes once however often it runs (activities/records.py)."""
-    if versions.patched(COMMITS_IN_TASK):
+    if versions.patched(versions.COMMITS_IN_TASK):
         try:
             return await workflow.execute_local_activity_method(
                 method, commit, summary=summary, **COMMIT_IN_TASK)

@@ -69,7 +69,7 @@ class PublicationWorkflow:
     def __init__(self, start: RawValue) -> None:
         # Taken raw, as the subscription's (workflows/subscription.py).
         self.legacy = None
-        if not versions.patched("process-v2"):  # begun by stop 8: its code goes on
+        if not versions.patched(versions.PROCESS_V2):  # begun by stop 8: its code goes on
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
                 start.payload, PublicationApplication), self.moved)
             return

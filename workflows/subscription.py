@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import versions
 from workflows.handlers import takes_decisions
-from workflows.process import CHECKS_IN_VERIFICATION, LOCAL, Ending, Next, Process, begin
+from workflows.process import LOCAL, Ending, Next, Process, begin
 
 
 class Step:
@@ -85,7 +85,7 @@ class SubscriptionWorkflow:
         # decision's verification looked it up.
         self.admitted_with: CatalogueFacts | None = None
         self.licence_on_file: tuple[ContractTerms | None] | None = None
-        if not versions.patched("process-v2"):  # begun by stop 8: its code goes on
+        if not versions.patched(versions.PROCESS_V2):  # begun by stop 8: its code goes on
             self.legacy = Legacy(Stop8, workflow.payload_converter().from_payload(
                 start.payload, SubscriptionApplication), self.moved)
             return
@@ -126,7 +126,7 @@ class SubscriptionWorkflow:
         """0. Admission: the rules of submission, whoever started the workflow."""
         # Since this patch the catalogue lookup is admission's (one local activity, not two).
         admitted = await self.process.admit(
-            self.start, catalogue=versions.patched(CHECKS_IN_VERIFICATION))
+            self.start, catalogue=versions.patched(versions.CHECKS_IN_VERIFICATION))
         if isinstance(admitted, Ending):
             return admitted
         assert isinstance(self.state, SubscriptionState) and admitted.organisation
@@ -254,7 +254,7 @@ class SubscriptionWorkflow:
                         if api.publication_application_id]
         # Applications reaching production since the live service exists hand their service
         # on to it (histories recorded before replay without).
-        live = versions.patched("live-service")
+        live = versions.patched(versions.LIVE_SERVICE)
         if publications or live:
             # The production key on record before the publications check the claim, and before
             # the live service reads what it holds.

@@ -34,7 +34,7 @@ from onboarding.domain.models import (
 )
 from onboarding.domain.record import Commit, Committed
 from activities.contracts import ContractNumberCheck
-from activities.records import DecisionCommit, DecisionCommitted
+from activities.records import DecisionCommit, DecisionCommitted, write_decision
 from activities.verification import CheckedDecision, DecisionChecks, verified_and_checked
 from activities.live_services import LiveServiceLookup
 from onboarding.domain.live_service import live_service_id
@@ -123,15 +123,9 @@ class StandIns:
 
     @activity.defn(name="commit_decision")
     async def commit_decision(self, commit: DecisionCommit) -> DecisionCommitted:
-        """As the platform's: the decision verified first, then the whole commit written, or
-        only what came before the decision."""
-        verification = await self.verify_and_check_decision(commit.checks)
-        holds = commit.holds(verification)
-        written = await self.write_record(
-            commit.sealed(verification.identity) if holds  # type: ignore[arg-type]
-            else commit.before())
-        return DecisionCommitted(**written.model_dump(), verification=verification,
-                                 written=holds)
+        """The platform's, verifying over the stand-ins and writing to `commits`."""
+        return await write_decision(commit, await self.verify_and_check_decision(commit.checks),
+                                    self.write_record)
 
     @activity.defn(name="look_up_catalogue")
     async def look_up_catalogue(self, lookup: CatalogueLookup) -> CatalogueFacts:

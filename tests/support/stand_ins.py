@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -45,3 +46,13 @@ class HeldCommit(Records):
             self.reached.set()
             await self.released.wait()
         return await super().write_record(commit)
+
+    @asynccontextmanager
+    async def while_held(self, timeout: float) -> AsyncIterator[None]:
+        """`async with held.while_held(t):` once a held commit is reached (within t seconds),
+        the block runs while it is held; then it is let go, whatever the block did."""
+        await asyncio.wait_for(self.reached.wait(), timeout)
+        try:
+            yield
+        finally:
+            self.released.set()

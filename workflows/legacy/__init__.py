@@ -7,7 +7,7 @@ the messages of theirs that v2 changed, models.py), calling their activities by 
 worker of stop 8 can be run with them (tests/test_legacy.py).
 
 The gate is in each v2 class's `@workflow.init` (workflows/subscription.py,
-workflows/publication.py): `workflow.patched("process-v2")` is True for a run that v2 starts
+workflows/publication.py): `versions.patched(versions.PROCESS_V2)` is True for a run that v2 starts
 (it writes the marker) and False for a history begun without it, for the whole run. There
 the v2 class holds a `Legacy`: stop 8's workflow object, whose `run`, handlers and query the
 v2 class's handlers call (workflows/handlers.py). Decided in `__init__`, not in `run`, because
@@ -60,6 +60,8 @@ with workflow.unsafe.imports_passed_through():
         Role,
     )
     from onboarding.identity.models import NOT_VERIFIED
+
+from workflows import versions
 
 # v2's name -> stop 8's, for the decisions v2 renamed.
 STOP8_NAMES = {"api_test_review": "api_testing"}
@@ -120,7 +122,7 @@ class Legacy:
         if not self._waits_on_a_person():
             return False
         self._chances += 1
-        return workflow.patched(f"migrate-to-v2/{self._chances}")
+        return workflow.patched(f"{versions.MIGRATE_TO_V2}/{self._chances}")
 
     def _move(self) -> None:
         self.moved(carried(self.instance))
@@ -132,7 +134,8 @@ class Legacy:
         if V2_NAMES.get(name, name) not in PEOPLE_DECIDE:
             return False
         self._decisions_met += 1
-        return workflow.patched(f"legacy-unsealed-refused/{self._decisions_met}")
+        return workflow.patched(
+            f"{versions.LEGACY_UNSEALED_REFUSED}/{self._decisions_met}")
 
     async def _refuse(self, name: str, fields: Any) -> DecisionReceipt:
         """On stop 8's own record, as it refuses what it cannot read."""

@@ -53,6 +53,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from onboarding.temporal import search_attributes as sa
 
+from workflows import versions
+
 # Activities that only read or record retry for as long as it takes (a database restart must
 # not fail an application); each attempt is bounded. The worker heartbeats for every running
 # attempt (activities/heartbeat.py): an attempt on a worker that died is retried elsewhere after
@@ -374,7 +376,7 @@ class Procedure:
         that whoever sent it sees it was not applied, instead of the SDK keeping it unread."""
         # Applications started before this was deployed kept such signals unread: their
         # histories must replay as they were written.
-        if not workflow.patched("refuse-unknown-signals"):
+        if not workflow.patched(versions.REFUSE_UNKNOWN_SIGNALS):
             return
         data: Any = None
         with contextlib.suppress(Exception):

@@ -58,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         Withdrawal,
     )
 
+from workflows import versions
 from workflows.legacy.procedure import (
     ACTIVITY,
     ApplicationEnded,
@@ -241,7 +242,7 @@ class SubscriptionWorkflow:
         await self._issue_key("production")
         # A withdrawal applied while the key was issued still ends the application.
         p.close("in_production")
-        if workflow.patched("tell-publications"):
+        if workflow.patched(versions.TELL_PUBLICATIONS):
             await self._tell_publications()
         context = {"service": self.application.service.name,
                    "apis": ", ".join(self.application.requested_apis)}
@@ -290,7 +291,8 @@ class SubscriptionWorkflow:
                 continue  # put in the catalogue by the operator, not by a publication
             # Each publication hears once from this subscription: the id need not name the API,
             # and with a long API id it would not fit a decision id (100 characters).
-            decision_id = (f"{p.application_id}/launched" if workflow.patched("short-launch-id")
+            decision_id = (f"{p.application_id}/launched"
+                           if workflow.patched(versions.SHORT_LAUNCH_ID)
                            else f"{p.application_id}/launched/{api.api_id}")
             try:
                 await workflow.get_external_workflow_handle(api.publication_application_id).signal(

@@ -358,8 +358,10 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
         # puts the application on record as terminated; the subscription's outcome stays.
         live = dev_server.client.get_workflow_handle(live_service_id(app_id),
                                                      result_type=ApplicationStatus)
-        await drive.status_until(live, lambda s: s.takes, "the live service watching")
-        await live.signal("terminate", data.decision(contact, note="closing the service"))
+        watching = await drive.status_until(live, lambda s: s.takes, "the live service watching")
+        live_shown = await run("show", live.id)
+        terminating = await run("decide", live.id, "terminate", "--by", contact,
+                                "--note", "closing the service")
         ended = await drive.result(live)
         terminated = await run("show", app_id)
 
@@ -372,6 +374,13 @@ async def test_one_subscription_from_submission_to_production_through_the_cli(
     assert re.search(r"on record\s+in_production \(step in_production\), live service "
                      + re.escape(live_service_id(app_id)), shown.output)
     assert all(k.display_prefix in shown.output for k in status.keys)
+    assert live_shown.exit_code == 0, live_shown.output
+    assert re.search(r"live service\s+live", live_shown.output)
+    assert re.search(r"subscription\s+" + re.escape(app_id), live_shown.output)
+    assert re.search(r"APIs\s+" + re.escape(", ".join(watching.live.apis)), live_shown.output)
+    assert re.search(r"platform\W+OP-", live_shown.output), live_shown.output
+    assert terminating.exit_code == 0 and "applied: terminate" in terminating.output, \
+        terminating.output
     assert ended.outcome == "terminated"
     assert re.search(r"outcome\s+in_production", terminated.output)
     assert re.search(r"on record\s+terminated \(step terminated\)", terminated.output)

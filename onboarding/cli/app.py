@@ -42,6 +42,7 @@ from onboarding.domain.models import (
     ApplicationStatus,
     Decision,
     DecisionReceipt,
+    LiveServiceStatus,
     PreVerificationCriteria,
     Role,
 )
@@ -169,10 +170,12 @@ def _run(settings: Settings, work: Any) -> Any:
 
 
 def _process_of(application_id: str) -> str:
+    """The process a workflow id names: subscription-..., publication-..., live-service-..."""
     for process in DECISIONS:
-        if application_id.startswith(f"{process}-"):
+        if application_id.startswith(process.replace("_", "-") + "-"):
             return process
-    _fail(f"{application_id}: not an application id (subscription-... or publication-...)", 2)
+    _fail(f"{application_id}: not an application id (subscription-..., publication-... or "
+          "live-service-...)", 2)
 
 
 def _when(moment: datetime) -> str:
@@ -389,6 +392,8 @@ def show(application_id: Annotated[str, typer.Argument(
     ]:
         head.add_row(Text(label, style="bold"), Text(value))
     out.print(head)
+    if s.live is not None:
+        _show_live_service(out, s.live)
     if s.admission_refusals:
         refused = Table("field", "rule", "why", title="refused at admission")
         for r in s.admission_refusals:
@@ -402,6 +407,34 @@ def show(application_id: Annotated[str, typer.Argument(
             "applied" if d.applied else "refused", d.note if d.applied else d.reason)),
             style=None if d.applied else "red")
     out.print(timeline if s.decisions else Text("no decisions yet"))
+
+
+def _show_live_service(out: Console, live: LiveServiceStatus) -> None:
+    """A live service's own part: its state, APIs, contracts watched, and what happened."""
+    grid = Table.grid(padding=(0, 2))
+    for label, value in [
+        ("live service", live.state + (f", terminating on {live.terminating_on}"
+                                       if live.terminating_on else "")),
+        ("subscription", live.subscription_workflow_id),
+        ("APIs", ", ".join(live.apis) or "-"),
+        ("suspended for", "; ".join(live.suspensions) or "-"),
+        ("next due", live.next_due or "-"),
+        ("pending change", live.pending_change or "-"),
+    ]:
+        grid.add_row(Text(label, style="bold"), Text(value))
+    out.print(grid)
+    contracts = Table("contract", "number", "valid until", "lapsed", title="contracts watched")
+    for c in live.contracts:
+        contracts.add_row(Text(c.contract_type), Text(c.contract_number),
+                          Text(f"{c.valid_until}"), Text("yes" if c.lapsed else "no"))
+    out.print(contracts if live.contracts else Text("no contracts watched"))
+    if live.timeline:
+        timeline = Table("at", "event", "detail", title="live service timeline"
+                         + (f" ({live.timeline_not_listed} earlier not listed)"
+                            if live.timeline_not_listed else ""))
+        for entry in live.timeline:
+            timeline.add_row(Text(_when(entry.at)), Text(entry.event), Text(entry.detail))
+        out.print(timeline)
 
 
 # --- decide, withdraw ------------------------------------------------------------------------

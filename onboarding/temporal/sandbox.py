@@ -151,7 +151,13 @@ class _SharedInstance(_Instance):
         # input, headers: `detached`), and a part keeps its whole activation in memory.
         if any(job.HasField("initialize_workflow") for job in act.jobs):
             act = detached_message(act)
-        return super().activate(act)
+        completion = super().activate(act)
+        # The SDK's instance keeps the completion it returns until its next activation: the
+        # commands of the run's last workflow task, their payloads (the commit's journal, say)
+        # as they were and once encrypted, for as long as the run waits. It makes a new one at
+        # the start of every activation and uses it only during one.
+        self.globals_and_locals["__temporal_in_sandbox"].instance._current_completion = None
+        return completion
 
     def get_serialization_context(self, command_info: Any) -> Any:
         # Asked for every payload of an activation: the SDK's builds it in the sandbox (the
@@ -290,6 +296,15 @@ class SharedSandboxRunner(SandboxedWorkflowRunner):
                                   .payload_converter_factory(det.payload_converter_factory))
         return _SharedInstance(detached(det), self.runner_class, self._shared)
 
+    @property
+    def shared_modules(self) -> dict[str, types.ModuleType]:
+        """The workflow modules every run of this runner uses, by name."""
+        return self._shared.workflow_modules()
+
+    def changed_module_state(self) -> list[str]:
+        """The shared modules whose state differs from what it was after their import."""
+        return self._shared.changed()
+
 
 def detached(det: WorkflowInstanceDetails) -> WorkflowInstanceDetails:
     """The run's details with their protobuf parts copied out of the activation that starts
@@ -316,15 +331,6 @@ def detached_message(message: Any) -> Any:
     copy = type(message)()
     copy.CopyFrom(message)
     return copy
-
-    @property
-    def shared_modules(self) -> dict[str, types.ModuleType]:
-        """The workflow modules every run of this runner uses, by name."""
-        return self._shared.workflow_modules()
-
-    def changed_module_state(self) -> list[str]:
-        """The shared modules whose state differs from what it was after their import."""
-        return self._shared.changed()
 
 
 def workflow_runner() -> SharedSandboxRunner:

@@ -151,13 +151,7 @@ class _SharedInstance(_Instance):
         # input, headers: `detached`), and a part keeps its whole activation in memory.
         if any(job.HasField("initialize_workflow") for job in act.jobs):
             act = detached_message(act)
-        completion = super().activate(act)
-        # The SDK's instance keeps the completion it returns until its next activation: the
-        # commands of the run's last workflow task, their payloads (the commit's journal, say)
-        # as they were and once encrypted, for as long as the run waits. It makes a new one at
-        # the start of every activation and uses it only during one.
-        self.globals_and_locals["__temporal_in_sandbox"].instance._current_completion = None
-        return completion
+        return super().activate(act)
 
     def get_serialization_context(self, command_info: Any) -> Any:
         # Asked for every payload of an activation: the SDK's builds it in the sandbox (the

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         SpecificationCheck,
         SpecificationSummary,
     )
+    from onboarding.domain.runs import Start
     from onboarding.domain.state import ProcessState, PublicationState
     # Stop 8's frozen code: it ran sandboxed for stop 8 and never changes; loaded once, not
     # for every run.
@@ -74,10 +75,13 @@ class PublicationWorkflow:
                 start.payload, PublicationApplication), self.moved)
             return
         self.state: ProcessState
-        self.start, self.state = begin(start, PublicationApplication, PublicationState,
-                                       "publication", Step.ADMISSION)
+        read, self.state = begin(start, PublicationApplication, PublicationState,
+                                 "publication", Step.ADMISSION)
         self.process = Process(self.state, decisions.PUBLICATION,
-                               resumed=self.start.continued is not None)
+                               resumed=read.continued is not None)
+        # The input as it came is admission's alone, and a run continued as new is not
+        # admitted: not kept for the weeks the application waits (`admission` drops it).
+        self.start: Start | None = read if read.continued is None else None
         # A revised specification's summary, by decision id (its check found it valid).
         self.validated: dict[str, SpecificationSummary] = {}
 
@@ -107,7 +111,9 @@ class PublicationWorkflow:
     async def admission(self) -> Next:
         """0. Admission: the rules of submission (the document validates, among them),
         whoever started the workflow."""
-        admitted = await self.process.admit(self.start)
+        start, self.start = self.start, None
+        assert start is not None
+        admitted = await self.process.admit(start)
         if isinstance(admitted, Ending):
             return admitted
         assert isinstance(self.state, PublicationState) and admitted.organisation

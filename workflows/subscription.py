@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ServiceLaunched,
         SubscriptionApplication,
     )
+    from onboarding.domain.runs import Start
     from onboarding.domain.state import ProcessState, SubscriptionState
     # Stop 8's frozen code: it ran sandboxed for stop 8 and never changes; loaded once, not
     # for every run.
@@ -90,10 +91,13 @@ class SubscriptionWorkflow:
                 start.payload, SubscriptionApplication), self.moved)
             return
         self.state: ProcessState
-        self.start, self.state = begin(start, SubscriptionApplication, SubscriptionState,
-                                       "subscription", Step.ADMISSION)
+        read, self.state = begin(start, SubscriptionApplication, SubscriptionState,
+                                 "subscription", Step.ADMISSION)
         self.process = Process(self.state, decisions.SUBSCRIPTION,
-                               resumed=self.start.continued is not None)
+                               resumed=read.continued is not None)
+        # The input as it came is admission's alone, and a run continued as new is not
+        # admitted: not kept for the weeks the application waits (`admission` drops it).
+        self.start: Start | None = read if read.continued is None else None
         # What the catalogue said of a resubmission's APIs, by decision id (its check found it).
         self.offered: dict[str, CatalogueFacts] = {}
 
@@ -125,8 +129,10 @@ class SubscriptionWorkflow:
     async def admission(self) -> Next:
         """0. Admission: the rules of submission, whoever started the workflow."""
         # Since this patch the catalogue lookup is admission's (one local activity, not two).
+        start, self.start = self.start, None
+        assert start is not None
         admitted = await self.process.admit(
-            self.start, catalogue=versions.patched(versions.CHECKS_IN_VERIFICATION))
+            start, catalogue=versions.patched(versions.CHECKS_IN_VERIFICATION))
         if isinstance(admitted, Ending):
             return admitted
         assert isinstance(self.state, SubscriptionState) and admitted.organisation

@@ -65,6 +65,7 @@ from typing import Any
 
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter, DefaultPayloadConverter, PayloadConverter
+from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox._importer import Importer, _thread_local_sys_modules
@@ -144,6 +145,13 @@ class _SharedInstance(_Instance):
         if compiled is None:
             compiled = _COMPILED.setdefault(code, compile(code, "<string>", "exec"))
         super()._run_code(compiled, **extra_globals)  # type: ignore[arg-type]
+
+    def activate(self, act: WorkflowActivation) -> Any:
+        # The run keeps parts of the activation that starts it for as long as it lives (its
+        # input, headers: `detached`), and a part keeps its whole activation in memory.
+        if any(job.HasField("initialize_workflow") for job in act.jobs):
+            act = detached_message(act)
+        return super().activate(act)
 
     def get_serialization_context(self, command_info: Any) -> Any:
         # Asked for every payload of an activation: the SDK's builds it in the sandbox (the
@@ -280,7 +288,7 @@ class SharedSandboxRunner(SandboxedWorkflowRunner):
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
         det = dataclasses.replace(det, payload_converter_factory=self._shared
                                   .payload_converter_factory(det.payload_converter_factory))
-        return _SharedInstance(det, self.runner_class, self._shared)
+        return _SharedInstance(detached(det), self.runner_class, self._shared)
 
     @property
     def shared_modules(self) -> dict[str, types.ModuleType]:
@@ -290,6 +298,33 @@ class SharedSandboxRunner(SandboxedWorkflowRunner):
     def changed_module_state(self) -> list[str]:
         """The shared modules whose state differs from what it was after their import."""
         return self._shared.changed()
+
+
+def detached(det: WorkflowInstanceDetails) -> WorkflowInstanceDetails:
+    """The run's details with their protobuf parts copied out of the activation that starts
+    the run.
+
+    The SDK hands a run parts of that activation (here its headers, memo, last completion
+    result and failure; in the run, its input and headers), and a protobuf message's part
+    keeps the whole message in memory (its arena, outside Python's objects: tracemalloc does
+    not see it): every waiting workflow held its first activation as the worker received it,
+    its payloads encrypted and decrypted, ~8-10 KiB, for as long as it stays cached. A copy
+    holds only what it holds. The run is given a copy of that activation (`activate`)."""
+    info = det.info
+    return dataclasses.replace(
+        det,
+        info=dataclasses.replace(
+            info, headers={k: detached_message(v) for k, v in info.headers.items()},
+            raw_memo={k: detached_message(v) for k, v in info.raw_memo.items()}),
+        last_completion_result=detached_message(det.last_completion_result),
+        last_failure=detached_message(det.last_failure) if det.last_failure is not None else None)
+
+
+def detached_message(message: Any) -> Any:
+    """A protobuf message copied out of the message it is a part of."""
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
 
 
 def workflow_runner() -> SharedSandboxRunner:

@@ -39,11 +39,11 @@ class DeadlineClock:
 
     def _timer_by(self, until: datetime, summary: str) -> asyncio.Task[None]:
         """A pending timer that fires no later than `until`: the one running, or a new one."""
-        timer, rings_at = self._timer, self._rings_at
-        if timer is not None and not timer.done() and rings_at is not None and rings_at <= until:
-            return timer
-        if timer is not None and not timer.done():  # fires after `until`: one sooner instead
-            timer.cancel()
+        if self._timer is not None and not self._timer.done():
+            assert self._rings_at is not None
+            if self._rings_at <= until:
+                return self._timer
+            self._timer.cancel()  # fires after `until`: one sooner instead
         self._rings_at = until
         self._timer = asyncio.create_task(workflow.sleep(until - workflow.now(),
                                                          summary=summary))

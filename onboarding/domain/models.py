@@ -39,6 +39,8 @@ class Model(BaseModel):
         # `exclude_unset` leaves out): 200-700 bytes each, ~4 KiB of every waiting
         # application's models. A frozen model's is never changed (a copy gets a set of its
         # own), so instances given the same fields share one.
+        if not self.model_config.get("frozen"):  # a subclass changed in place adds to its set
+            return self
         given = self.__pydantic_fields_set__
         shared = _FIELDS_SETS.setdefault(frozenset(given), given)
         if shared is not given:

@@ -22,6 +22,9 @@ provider refuses the publication, which the workflow then ends.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import re
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -105,6 +108,7 @@ class Records:
         async with self.pool.acquire() as conn, conn.transaction():
             for entry in commit.entries:
                 await writing.write(conn, entry)
+            await writing.finish(conn)
             if commit.on_record:
                 await applications.move(conn, commit.application_id, commit.step,
                                         commit.status)
@@ -120,9 +124,11 @@ class Records:
         prefix = commit.entry_prefix or commit.application_id
         async with self.pool.acquire() as conn:
             earlier = await audit.find(conn, f"{prefix}/{commit.decision_seq}")
-        if earlier is not None and "sealed_for" in earlier.details:
+        if (earlier is not None and "sealed_for" in earlier.details
+                and earlier.details.get("decision_id") == commit.checks.decision.decision_id):
             # A retry of an attempt that committed: its verdict stands (the roster may have
-            # changed since; the record, keys and notices are written already).
+            # changed since; the record, keys and notices are written already). Not another
+            # decision's line under this number (written by a discarded workflow task: _Earlier).
             verification = CheckedDecision(
                 person=earlier.actor,
                 identity=VerifiedIdentity.model_validate(earlier.details["sealed_for"]))
@@ -154,6 +160,22 @@ class _Writing:
         self.keys_changed = False
         self.publication_refused = ""
         self.subscriptions_to_tell: list[str] = []
+        self.prefix = commit.entry_prefix or commit.application_id
+        # Lines written before under this commit's ids, once one is met (`append`).
+        self.earlier: _Earlier | None = None
+
+    async def append(self, conn: asyncpg.Connection, lines: list[audit.Entry]) -> None:
+        """Write `lines`; where an id is taken, by a line that says the same or another."""
+        for line in lines:
+            if self.earlier is None:
+                if await audit.add(conn, line):
+                    continue
+                self.earlier = await _Earlier.of(conn, self)
+            await self.earlier.write(conn, line)
+
+    async def finish(self, conn: asyncpg.Connection) -> None:
+        if self.earlier is not None:
+            await self.earlier.supersede(conn, self)
 
     def audited(self, seq: int, action: str, result: audit.Result = "succeeded",
                 suffix: str = "", **fields) -> audit.Entry:
@@ -167,7 +189,7 @@ class _Writing:
         app_id = self.commit.application_id
         match entry:
             case Audited():
-                await audit.append(conn, [self.audited(
+                await self.append(conn, [self.audited(
                     entry.seq, entry.action, entry.result, actor=entry.actor,
                     reason=entry.reason, details=entry.details)])
             case ApplicationOnRecord():
@@ -182,7 +204,7 @@ class _Writing:
                 await self.key(conn, entry)
             case KeysRevoked():
                 revoked = await key_store.revoke(conn, app_id, entry.reason, entry.key_ids)
-                await audit.append(conn, [
+                await self.append(conn, [
                     self.audited(entry.seq, "api_key_revoked", suffix=f"/{key.key_id}",
                                  reason=entry.reason,
                                  details={"key_id": key.key_id, "environment": key.environment})
@@ -192,7 +214,7 @@ class _Writing:
                 await self.publication(conn, entry)
             case ApiWithdrawnFromCatalogue():
                 await catalogue.withdraw(conn, app_id, entry.api_id)
-                await audit.append(conn, [self.audited(
+                await self.append(conn, [self.audited(
                     entry.seq, "api_withdrawn_from_catalogue", details={"api_id": entry.api_id})])
                 self.subscriptions_to_tell = \
                     await applications.open_subscriptions_requesting(conn, entry.api_id)
@@ -200,13 +222,13 @@ class _Writing:
                 await self.notice(conn, entry)
             case KeysTakenOver():
                 await key_store.take_over(conn, app_id, entry.owner_workflow_id)
-                await audit.append(conn, [self.audited(
+                await self.append(conn, [self.audited(
                     entry.seq, "api_keys_taken_over",
                     details={"owner_workflow_id": entry.owner_workflow_id})])
                 self.keys_changed = True
             case KeyScopesChanged():
                 await key_store.change_scopes(conn, app_id, entry.scopes)
-                await audit.append(conn, [self.audited(
+                await self.append(conn, [self.audited(
                     entry.seq, "api_key_scopes_changed", details={"scopes": entry.scopes})])
                 self.keys_changed = True
             case KeysSuspended():
@@ -217,16 +239,19 @@ class _Writing:
                     application_id=None if entry.organisation_wide else app_id,
                     cause=entry.cause, lifted_by=entry.lifted_by,
                     suspension_id=entry.suspension_id)
-                await audit.append(conn, [self.audited(
+                await self.append(conn, [self.audited(
                     entry.seq, "api_key_suspension_lifted", actor=entry.lifted_by,
                     details={"cause": entry.cause, "suspensions": lifted})])
+
+    def seqs(self) -> list[str]:
+        return [f"{self.prefix}/{e.seq}" for e in self.commit.entries]
 
     async def contract(self, conn: asyncpg.Connection, entry: ContractRecorded) -> None:
         number = entry.terms.contract_number
         holder = await contracts.holder(conn, entry.contract_type, number)
         details = {"contract_type": entry.contract_type, "contract_number": number}
         if holder is not None and holder != self.commit.application_id:
-            await audit.append(conn, [self.audited(
+            await self.append(conn, [self.audited(
                 entry.seq, "contract_not_recorded", "failed", actor=entry.recorded_by,
                 reason=f"contract number {number} was recorded for another application "
                        "meanwhile", details=details)])
@@ -235,7 +260,7 @@ class _Writing:
                                business_registration_number=self.commit.business_registration_number,
                                application_id=self.commit.application_id,
                                recorded_by=entry.recorded_by)
-        await audit.append(conn, [self.audited(entry.seq, "contract_recorded",
+        await self.append(conn, [self.audited(entry.seq, "contract_recorded",
                                                actor=entry.recorded_by, details=details)])
 
     async def key(self, conn: asyncpg.Connection, entry: KeyIssued) -> None:
@@ -254,7 +279,7 @@ class _Writing:
             template="api_key_delivery", language=entry.language, recipients=entry.recipients,
             context={"environment": entry.environment, "issuance_id": issuance_id,
                      "key_id": summary.key_id, "display_prefix": summary.display_prefix})
-        await audit.append(conn, [self.audited(
+        await self.append(conn, [self.audited(
             entry.seq, "api_key_issued",
             details={"key_id": summary.key_id, "environment": entry.environment,
                      "display_prefix": summary.display_prefix, "scopes": entry.scopes})])
@@ -270,7 +295,7 @@ class _Writing:
             application_id=None if entry.organisation_wide else self.commit.application_id,
             scopes=scopes, cause=entry.cause, reason=entry.reason,
             suspended_by=entry.suspended_by)
-        await audit.append(conn, [self.audited(
+        await self.append(conn, [self.audited(
             entry.seq, "api_keys_suspended", actor=entry.suspended_by, reason=entry.reason,
             details={"suspension_id": entry.suspension_id, "cause": entry.cause,
                      "organisation_wide": entry.organisation_wide, "scopes": scopes,
@@ -288,11 +313,11 @@ class _Writing:
                     stage=entry.stage)
         except catalogue.ApiIdTaken as taken:
             self.publication_refused = str(taken)
-            await audit.append(conn, [self.audited(entry.seq, "api_publication_refused",
+            await self.append(conn, [self.audited(entry.seq, "api_publication_refused",
                                                    "failed", reason=str(taken),
                                                    details=details)])
             return
-        await audit.append(conn, [self.audited(entry.seq, "api_published", details=details)])
+        await self.append(conn, [self.audited(entry.seq, "api_published", details=details)])
 
     async def notice(self, conn: asyncpg.Connection, entry: NoticeQueued) -> None:
         notice = entry.notice
@@ -305,7 +330,60 @@ class _Writing:
                              application_id=notice.application_id, template=notice.template,
                              language=notice.language, recipients=recipients,
                              context=notice.context)
-        await audit.append(conn, [self.audited(
+        await self.append(conn, [self.audited(
             entry.seq, "notice_queued",
             details={"notice_id": notice.notice_id, "template": notice.template,
                      "recipients": recipients})])
+
+
+class _Earlier:
+    """The lines already written under a commit's ids: by an earlier attempt of this very commit
+    (a retry after a crash), or by a commit of a workflow task that Temporal discarded.
+
+    A commit is made in the workflow task that makes it (a local activity), and Temporal may
+    discard that task once the commit is written: it force-closes a task when more messages
+    arrive meanwhile than it buffers (a flood of signals), or when its worker is lost. The
+    task runs again with the messages that came since, and so may journal more, or otherwise:
+    the refusal counts it writes are larger, a refusal takes the number the discarded task gave
+    another line. Its commit is what the application's history keeps, and the discarded task's
+    lines are not: where they say what this commit says, in the same order, they stand for its
+    lines (a retry writes nothing twice); from the first that does not, this commit writes its
+    own (under `<id>~<commit>` where the id is taken) and one line superseding those it replaces
+    (the log is append-only: the view `audit_trail` is the record without them)."""
+
+    def __init__(self, lines: list[audit.Entry], token: str) -> None:
+        self.lines = {line.entry_id: line for line in lines}
+        self.token = token
+        self.stood_for: set[str] = set()
+        self.diverged = False
+
+    @classmethod
+    async def of(cls, conn: asyncpg.Connection, writing: _Writing) -> _Earlier:
+        token = hashlib.sha256(writing.commit.model_dump_json().encode()).hexdigest()[:12]
+        ours = re.compile(re.escape(writing.prefix) + r"/\d")
+        lines = await audit.since_first_of(conn, writing.commit.application_id, writing.seqs())
+        return cls([line for line in lines if ours.match(line.entry_id)], token)
+
+    async def write(self, conn: asyncpg.Connection, line: audit.Entry) -> None:
+        written = self.lines.get(line.entry_id)
+        if written is not None and not self.diverged and audit.same_line(written, line):
+            self.stood_for.add(line.entry_id)
+            return
+        self.diverged = self.diverged or written is not None
+        if not await audit.add(conn, line):  # taken: by a superseded line, or another
+            await audit.add(conn, dataclasses.replace(
+                line, entry_id=f"{line.entry_id}~{self.token}"))
+
+    async def supersede(self, conn: asyncpg.Connection, writing: _Writing) -> None:
+        replaced = [entry_id for entry_id in self.lines if entry_id not in self.stood_for
+                    and f"~{self.token}" not in entry_id]
+        if not replaced:
+            return
+        log.warning("lines of a discarded workflow task superseded",
+                    application_id=writing.commit.application_id, lines=len(replaced))
+        await audit.add(conn, writing.audited(
+            writing.commit.entries[0].seq, audit.SUPERSEDED, suffix=f"~{self.token}/superseded",
+            reason=f"{len(replaced)} lines were written by a workflow task that Temporal "
+                   "discarded and ran again with what arrived since; the lines its commit "
+                   "wrote replace them",
+            details={"entry_ids": replaced, "commit": self.token}))

@@ -80,7 +80,7 @@ async def key_rows(pool: asyncpg.Pool, application_id: str) -> list[asyncpg.Reco
 
 async def audit_rows(pool: asyncpg.Pool, application_id: str) -> list[asyncpg.Record]:
     return await pool.fetch(
-        "SELECT entry_id, action, result, reason, details FROM audit_log "
+        "SELECT entry_id, action, result, reason, details FROM audit_trail "
         "WHERE application_id = $1 ORDER BY seq", application_id)
 
 
@@ -434,7 +434,7 @@ async def test_a_failed_activity_attempt_is_on_the_audit_log(dev_server, run_wor
             application)
         await drive.wait_for_step(handle, "pre_verification")
     failed = await pool.fetch(
-        "SELECT action, reason, details FROM audit_log WHERE application_id = $1 "
+        "SELECT action, reason, details FROM audit_trail WHERE application_id = $1 "
         "AND result = 'failed'", application.application_id)
     assert [(f["action"], f["details"]["attempt"]) for f in failed] == [("write_record", 1)]
     assert "ConnectionResetError: the database went away" in failed[0]["reason"]

@@ -502,7 +502,7 @@ async def test_an_api_retired_from_the_command_line_is_sealed_for_the_signed_in_
     assert f"retire_api applied: {api_id} retires on {on.isoformat()} (by {data.BANK_PROVIDER})" \
         in taken_out
     rows = await pool.fetch(
-        """SELECT actor, result, details FROM audit_log WHERE workflow_id = $1
+        """SELECT actor, result, details FROM audit_trail WHERE workflow_id = $1
              AND action = 'retire_api' ORDER BY seq""", f"api-retirement-{api_id}")
     assert [(r["actor"], r["result"]) for r in rows] == [(REVIEWER, "refused"),
                                                         (data.BANK_PROVIDER, "applied")]

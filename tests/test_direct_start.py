@@ -81,7 +81,7 @@ async def test_the_temporal_cli_starting_a_subscription_that_breaks_the_rules_ge
         "organisation.contact_emails.1": "value_error",
         "requested_apis": "not_in_catalogue"}
     lines = await pool.fetch(
-        """SELECT action, result, reason FROM audit_log WHERE application_id = $1
+        """SELECT action, result, reason FROM audit_trail WHERE application_id = $1
            ORDER BY seq""", workflow_id)
     assert [(r["action"], r["result"]) for r in lines] == [
         ("admission", "refused"), ("notice_queued", "succeeded"),

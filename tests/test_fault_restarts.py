@@ -175,7 +175,7 @@ async def test_postgres_stopped_and_restarted_while_applications_move(
 
             await eventually(whole, 30, "every application's run whole, its keys mailed")
             failed = await conn.fetch(
-                "SELECT action, reason FROM audit_log WHERE result = 'failed'")
+                "SELECT action, reason FROM audit_trail WHERE result = 'failed'")
         finally:
             await conn.close()
         logs = worker.logs()

@@ -151,7 +151,7 @@ async def watch_key_issuance(pool: asyncpg.Pool, killer: Killer, app_ids: list[s
     issuance is starting), a key on record whose delivery is not yet marked sent."""
     while not done.is_set():
         for row in await pool.fetch(
-            """SELECT a.application_id || '/' || a.action AS target FROM audit_log a
+            """SELECT a.application_id || '/' || a.action AS target FROM audit_trail a
                WHERE a.application_id = ANY($1) AND a.outcome = 'applied'
                  AND a.action IN ('final_approval', 'production_switch')""", app_ids):
             if row["target"] not in killer.targets:
@@ -276,7 +276,7 @@ async def test_every_application_reaches_production_with_each_key_once(killed_ru
         sorted(f"{k['issuance_id']}/delivery" for k in keys), run
     assert {d["status"] for d in deliveries} == {"sent"}
     issued = await pool.fetchval(
-        """SELECT count(*) FROM audit_log WHERE application_id = ANY($1)
+        """SELECT count(*) FROM audit_trail WHERE application_id = ANY($1)
              AND action = 'api_key_issued'""", app_ids)
     assert issued == len(keys), run
 

@@ -23,6 +23,7 @@ from tests.support import data, drive
 from tests.support.data import APPROVER, decision
 from tests.support.drive import approval
 from tests.support.eventually import eventually
+from tests.support.stand_ins import HeldCommit, with_stand_ins
 from tests.test_cli import cli_env  # noqa: F401 - the fixture
 from tests.test_cli import run as run_cli
 
@@ -111,7 +112,7 @@ async def test_a_flood_of_wrong_step_signals_neither_terminates_nor_stops_the_ap
     assert per_refusal <= 4, per_refusal
     # On the record: the first refusals one by one, the rest counted ("N dropped from X").
     rows = await pool.fetch(
-        """SELECT action, actor, details FROM audit_log
+        """SELECT action, actor, details FROM audit_trail
            WHERE application_id = $1 AND result = 'refused'""", app_id)
     one_by_one = [r for r in rows if r["action"] == "final_approval"]
     counted = sum(r["details"]["count"] for r in rows if r["action"] == "refusals_dropped")
@@ -120,6 +121,71 @@ async def test_a_flood_of_wrong_step_signals_neither_terminates_nor_stops_the_ap
     # Refused before any seal is checked (the wrong step): counted under the name claimed,
     # as the record shows it (docs/identity.md).
     assert {r["actor"] for r in rows} == {f"{APPROVER} (not verified)"}
+
+
+async def test_refusals_journaled_by_a_workflow_task_temporal_discarded_are_on_the_record_once(
+        dev_server, run_worker, settings, pool, task_queue):
+    """A commit is written in the workflow task that makes it; when Temporal then discards that
+    task (here: more signals arrived meanwhile than it buffers, and it force-closed the task),
+    the task runs again with the signals that came since, and its commit with them. Every
+    refusal is on the record once: none lost where the discarded task's commit took the
+    numbers the new one gives them, none counted twice."""
+    client = dev_server.client
+    application = data.new_application(settings, ["account-balance"])
+    app_id = application.application_id
+    held = HeldCommit(pool, settings, after_write=True, holds=lambda commit: False)
+    async with run_worker(client, with_stand_ins(pool, settings, held)):
+        handle = await drive.start(client, settings, task_queue, application)
+        await drive.wait_for_step(handle, "pre_verification")
+        # The sender's refusals on the record one by one, up to its rate...
+        assert await flood(handle, REFUSALS_PER_SENDER_PER_HOUR, 4) == {
+            "taken": REFUSALS_PER_SENDER_PER_HOUR}
+
+        async def first_on_record() -> bool:
+            return await refused_on_record(pool, app_id) == (REFUSALS_PER_SENDER_PER_HOUR, 0)
+
+        await eventually(first_on_record, what="the first refusals on the record")
+        held.holds = lambda commit: any(getattr(e, "action", "") == "refusals_dropped"
+                                        for e in commit.entries)
+        # ... then counted, and committed with another sender's refusal: that commit is
+        # written and its workflow task kept open.
+        await handle.signal("final_approval", decision(APPROVER, verdict="approve"))
+        await handle.signal("final_approval", decision("other.approver@example.com",
+                                                       verdict="approve"))
+        async with held.while_held(drive.TIMEOUT):
+            assert await flood(handle, 150, 16) == {"taken": 150}
+
+            async def discarded() -> bool:
+                history = await handle.fetch_history()
+                return any(e.HasField("workflow_task_failed_event_attributes")
+                           for e in history.events)
+
+            await eventually(discarded, drive.TIMEOUT, "the task discarded by Temporal")
+        # The application ends: its last commit writes what is still only counted (signals
+        # of the flood that came after the task ran again).
+        await handle.signal("withdraw", decision(data.applicant(application)))
+        assert (await drive.result(handle)).outcome == "withdrawn"
+
+    # Every refusal on the record once: 21 one by one (the other sender's too), the rest
+    # counted; 152 were sent after the first 20.
+    assert await refused_on_record(pool, app_id) == (REFUSALS_PER_SENDER_PER_HOUR + 1, 151)
+    # The discarded task's line, counting 1, is on the log and superseded on the record.
+    superseding = await pool.fetch(
+        """SELECT details FROM audit_log
+           WHERE application_id = $1 AND action = 'lines_superseded'""", app_id)
+    replaced = await pool.fetch(
+        "SELECT action, details FROM audit_log WHERE entry_id = ANY($1::text[])",
+        [entry_id for r in superseding for entry_id in r["details"]["entry_ids"]])
+    assert ("refusals_dropped", 1) in [(r["action"], r["details"].get("count"))
+                                       for r in replaced], replaced
+
+
+async def refused_on_record(pool, app_id: str) -> tuple[int, int]:
+    """An application's refusals on the record: one by one, and counted."""
+    rows = await pool.fetch("""SELECT action, details FROM audit_trail
+                               WHERE application_id = $1 AND result = 'refused'""", app_id)
+    return (sum(r["action"] == "final_approval" for r in rows),
+            sum(r["details"]["count"] for r in rows if r["action"] == "refusals_dropped"))
 
 
 async def _runs(client, workflow_id: str) -> list[WorkflowExecutionStatus] | None:

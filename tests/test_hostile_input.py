@@ -129,7 +129,7 @@ class Target:
                 f"decision {count} recorded", WAIT, interval=0.02)
         except AssertionError:
             failed = await self.pool.fetchval(
-                """SELECT action || ': ' || reason FROM audit_log WHERE application_id = $1
+                """SELECT action || ': ' || reason FROM audit_trail WHERE application_id = $1
                      AND result = 'failed' ORDER BY seq DESC LIMIT 1""",
                 self.application.application_id)
             raise AssertionError(
@@ -156,7 +156,7 @@ class Target:
         assert (await drive.result(self.handle)).outcome == "withdrawn"
 
         rows = await self.pool.fetch(
-            """SELECT action, actor, reason, details FROM audit_log WHERE application_id = $1
+            """SELECT action, actor, reason, details FROM audit_trail WHERE application_id = $1
                  AND result = 'refused' ORDER BY split_part(entry_id, '/', 2)::int""",
             self.application.application_id)
         journaled = [r for r in rows if r["action"] != "refusals_dropped"]
@@ -311,7 +311,7 @@ async def test_a_signal_no_handler_takes_is_refused_on_the_record(target: Target
                                   "application (this step takes pre_verification")
     # The status shows it as the audit record is written.
     audited = await eventually(lambda: target.pool.fetchval(
-        """SELECT reason FROM audit_log WHERE application_id = $1
+        """SELECT reason FROM audit_trail WHERE application_id = $1
              AND action = 'pre_verificaton' AND result = 'refused'""",
         target.application.application_id), WAIT, "the refusal on record", interval=0.02)
     assert audited == last.reason
@@ -392,7 +392,7 @@ async def test_decisions_for_a_closed_application_change_nothing(target: Target)
     closed = await drive.result(target.handle)
     assert closed.outcome == "rejected"
     # What the decisions might write: the relay's lines (its notices sent) come when they come.
-    on_record = """SELECT count(*) FROM audit_log WHERE application_id = $1
+    on_record = """SELECT count(*) FROM audit_trail WHERE application_id = $1
                      AND action <> 'notice_sent'"""
     entries = await target.pool.fetchval(on_record, target.application.application_id)
 

@@ -144,7 +144,7 @@ async def test_a_terminated_applications_key_is_revoked_when_the_schedule_runs(
     assert await pool.fetchval("SELECT status FROM applications WHERE application_id = $1",
                                app_id) == "terminated"
     audited = await pool.fetch(
-        """SELECT actor, reason FROM audit_log WHERE application_id = $1
+        """SELECT actor, reason FROM audit_trail WHERE application_id = $1
            AND action = 'api_key_revoked'""", app_id)
     assert [a["actor"] for a in audited] == ["key-reconciliation"]
     told = f"keys-revoked/{app_id}"

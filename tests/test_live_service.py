@@ -641,7 +641,7 @@ async def test_an_api_retired_by_its_provider_reaches_every_live_service_using_i
     assert await pool.fetchval("SELECT stage FROM api_catalogue WHERE api_id = $1",
                                api_id) == "withdrawn"
     starts = await pool.fetch(
-        """SELECT actor, result, reason, details FROM audit_log
+        """SELECT actor, result, reason, details FROM audit_trail
            WHERE workflow_id = $1 AND action = 'retire_api' ORDER BY seq""",
         f"api-retirement-{api_id}")
     assert [(r["actor"], r["result"]) for r in starts] == [

@@ -47,7 +47,7 @@ async def test_the_readme_guarantees_hold_as_tried_by_hand(tmp_path):
         db = await asyncpg.connect(settings.database_url.get_secret_value())
         try:
             refused = await db.fetch(
-                """SELECT action, details FROM audit_log
+                """SELECT action, details FROM audit_trail
                    WHERE application_id = $1 AND result = 'refused'""", flooded)
             by_action = {}
             for row in refused:
@@ -57,7 +57,7 @@ async def test_the_readme_guarantees_hold_as_tried_by_hand(tmp_path):
                 FLOODED - REFUSALS_PER_SENDER_PER_HOUR
             assert len(by_action["pre_verification"]) == 1  # the 100 KB one; 2 MB never came
             revoked = await db.fetch(
-                """SELECT actor, reason FROM audit_log
+                """SELECT actor, reason FROM audit_trail
                    WHERE application_id = $1 AND action = 'api_key_revoked'""", flooded)
             assert [(r["actor"], r["reason"]) for r in revoked] == [
                 ("key-reconciliation", "its process ended without reaching production "

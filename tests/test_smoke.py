@@ -30,7 +30,7 @@ async def test_a_rejected_application_ends_on_the_record(dev_server, run_worker,
                               application.application_id)
     assert dict(row) == {"status": "rejected", "current_step": "rejected"}
     actions = [r["action"] for r in await pool.fetch(
-        "SELECT action FROM audit_log WHERE application_id = $1 ORDER BY seq",
+        "SELECT action FROM audit_trail WHERE application_id = $1 ORDER BY seq",
         application.application_id)]
     # The workflow's record ends with the close; the relay's `notice_sent` may come after.
     assert "pre_verification" in actions

@@ -874,7 +874,7 @@ async def test_a_malformed_decision_is_refused_on_the_record_naming_the_field(
     assert final.outcome == "rejected"  # the workflow was never wedged
     refused = await pool.fetch(
         # In the order the workflow wrote them (its journal's entry number ends the entry id).
-        """SELECT reason FROM audit_log WHERE application_id = $1 AND result = 'refused'
+        """SELECT reason FROM audit_trail WHERE application_id = $1 AND result = 'refused'
            ORDER BY split_part(entry_id, '/', 2)::int""",
         application.application_id)
     assert [r["reason"] for r in refused] == reasons

@@ -3,6 +3,10 @@
 Every decision (applied or refused), every step, every change to the world and every failed
 activity attempt is one row. The entry id, chosen by the writer, makes a retried write harmless
 (`ON CONFLICT DO NOTHING`); the database refuses UPDATE, DELETE and TRUNCATE (migration 0001).
+
+A line can be superseded, never changed: a `lines_superseded` line names lines that a later
+one replaces (activities/records.py: a commit made by a workflow task Temporal discarded). The
+record as it stands is the view `audit_trail` (migration 0040): the log without them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class Entry:
     details: dict[str, object] = field(default_factory=dict)
 
 
+SUPERSEDED = "lines_superseded"
+
 _INSERT = """INSERT INTO audit_log (entry_id, application_id, workflow_id, actor, action, result,
                                     reason, details)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (entry_id) DO NOTHING"""
@@ -50,6 +56,29 @@ async def append(db: asyncpg.Pool | asyncpg.Connection, entries: Sequence[Entry]
     elif entries:
         await db.executemany(_INSERT, [_row(e) for e in entries])
 
+
+async def add(db: asyncpg.Pool | asyncpg.Connection, entry: Entry) -> bool:
+    """Write `entry` unless its id is taken: whether it was written."""
+    return await db.fetchval(_INSERT + " RETURNING true", *_row(entry)) is not None
+
+
+def same_line(written: Entry, entry: Entry) -> bool:
+    """Whether `written` says what `entry` would (as stored: NUL characters replaced)."""
+    return _row(written)[3:] == _row(entry)[3:]
+
+
+async def since_first_of(conn: asyncpg.Connection, application_id: str,
+                         entry_ids: Sequence[str]) -> list[Entry]:
+    """The application's lines from the first of `entry_ids` written on, in the log's order,
+    without those superseded."""
+    rows = await conn.fetch(
+        """SELECT entry_id, application_id, workflow_id, action, result, actor,
+                  COALESCE(reason, '') AS reason, details
+             FROM audit_trail
+            WHERE application_id = $1
+              AND seq >= (SELECT min(seq) FROM audit_log WHERE entry_id = ANY($2::text[]))
+            ORDER BY seq""", application_id, list(entry_ids))
+    return [Entry(**dict(r)) for r in rows]
 
 
 async def find(db: asyncpg.Pool | asyncpg.Connection, entry_id: str) -> Entry | None:

@@ -15,7 +15,7 @@ async def audit(db: asyncpg.Pool | asyncpg.Connection, application_id: str,
     """The application's audit entries, in the order they were written (only those its
     workflow `workflow_id` wrote, when given: not its live service's, say)."""
     rows = await db.fetch(
-        """SELECT actor, action, result, reason, details FROM audit_log
+        """SELECT actor, action, result, reason, details FROM audit_trail
            WHERE application_id = $1 AND ($2::text IS NULL OR workflow_id = $2) ORDER BY seq""",
         application_id, workflow_id,
     )
@@ -44,7 +44,7 @@ async def steps_on_record(db: asyncpg.Pool | asyncpg.Connection,
                           application_id: str) -> list[tuple[str, str]]:
     """The steps entered and the decisions applied, as `record_of_a_whole_run` lists them."""
     rows = await db.fetch(
-        """SELECT action, result, details->>'waiting_on' AS waiting_on FROM audit_log
+        """SELECT action, result, details->>'waiting_on' AS waiting_on FROM audit_trail
            WHERE application_id = $1 AND entry_id ~ '^[^/]+/[0-9]+$'
              AND (action = 'step_entered' OR result = 'applied')
            ORDER BY split_part(entry_id, '/', 2)::int""", application_id)

@@ -32,20 +32,28 @@ def with_stand_ins(pool: asyncpg.Pool, settings: Settings, *stand_ins: Any) -> l
 
 class HeldCommit(Records):
     """The real commit, held while `holds(commit)` until the test lets it go, as a loaded
-    database would: so that the test can act while it is written."""
+    database would: so that the test can act while it is written. Held `after_write`, the
+    transaction has committed and the answer is held: a worker stalled or cut off then."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings,
-                 holds: Callable[[Commit], bool]) -> None:
+                 holds: Callable[[Commit], bool], after_write: bool = False) -> None:
         super().__init__(pool, settings)
-        self.holds = holds
+        self.holds, self.after_write = holds, after_write
         self.reached, self.released = asyncio.Event(), asyncio.Event()
 
     @activity.defn(name="write_record")
     async def write_record(self, commit: Commit) -> Committed:
-        if self.holds(commit) and not self.released.is_set():
-            self.reached.set()
-            await self.released.wait()
-        return await super().write_record(commit)
+        held = self.holds(commit) and not self.released.is_set()
+        if held and not self.after_write:
+            await self._hold()
+        answer = await super().write_record(commit)
+        if held and self.after_write:
+            await self._hold()
+        return answer
+
+    async def _hold(self) -> None:
+        self.reached.set()
+        await self.released.wait()
 
     @asynccontextmanager
     async def while_held(self, timeout: float) -> AsyncIterator[None]:

@@ -142,6 +142,9 @@ class LeanWorkflowInstance(_WorkflowInstanceImpl):
       outside Python's objects). Nothing else of that activation is kept (its info's parts:
       `detached`), so it is freed once applied: ~5.4 KiB per run for the copy of the whole
       activation the run kept before, ~1.7 KiB for the input alone.
+    - The SDK keeps the deployment version of the latest activation (a part of it) until the
+      next: every waiting run held its last activation, payloads as received and decoded. A
+      copy of that part, equal to it, is kept instead.
     """
 
     _random_made: random.Random | None = None
@@ -164,6 +167,14 @@ class LeanWorkflowInstance(_WorkflowInstanceImpl):
     @_random.setter
     def _random(self, value: random.Random) -> None:
         self._random_made = value
+
+    def activate(self, act: WorkflowActivation) -> Any:
+        try:
+            return super().activate(act)
+        finally:
+            version = self._deployment_version_for_current_task
+            if version is not None:
+                self._deployment_version_for_current_task = detached_message(version)
 
     def _make_workflow_input(self, init_job: InitializeWorkflow) -> Any:
         kept = InitializeWorkflow()

@@ -8,14 +8,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import random
 import sys
 import threading
 import uuid
 
 import pytest
-from temporalio.converter import DefaultPayloadConverter
-from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import RestrictedWorkflowAccessError, SandboxRestrictions
+from temporalio.api.common.v1 import Payloads
+from temporalio.bridge.proto.workflow_activation import UpdateRandomSeed
+from temporalio.converter import DataConverter, DefaultPayloadConverter
+from temporalio.worker import Replayer, Worker, WorkflowInstanceDetails
+from temporalio.worker._workflow_instance import _WorkflowInstanceImpl
+from temporalio.worker.workflow_sandbox import (
+    RestrictedWorkflowAccessError,
+    SandboxedWorkflowRunner,
+    SandboxRestrictions,
+)
+from temporalio.worker.workflow_sandbox._runner import _fake_info
 from temporalio.workflow import _Definition
 
 from onboarding.core.config import Settings
@@ -23,11 +32,12 @@ from onboarding.temporal.codec import data_converter
 from onboarding.temporal.sandbox import (
     PASSTHROUGH,
     WORKFLOW_PACKAGE,
+    LeanWorkflowInstance,
     PerThreadRestrictionContext,
     SharedSandboxRunner,
     workflow_runner,
 )
-from tests.support.sandboxed import SandboxModules, SandboxProbe
+from tests.support.sandboxed import SandboxModules, SandboxProbe, SandboxRandom
 from worker import WORKFLOW_RUNNER
 
 RUNS_AT_ONCE = 12
@@ -162,3 +172,56 @@ def test_no_workflow_module_is_passed_through():
         assert not any(name == p or name.startswith(p + ".") for p in passed), name
     assert WORKFLOW_PACKAGE not in passed
     assert not WORKFLOW_RUNNER.restrictions.passthrough_all_modules
+
+
+def _drawn(seed: int) -> list:
+    """What SandboxRandom draws from a generator seeded as the SDK seeds a run's."""
+    r = random.Random(seed)
+    first = [r.random(), r.randint(0, 2)]
+    return first + [str(uuid.UUID(bytes=r.getrandbits(128).to_bytes(16, "big"), version=4)),
+                    r.random()]
+
+
+async def test_a_run_draws_what_the_sdks_generator_of_its_seed_draws(time_skipping_server):
+    # The lean instance makes the run's generator when first asked for: the same draws as the
+    # SDK's, made when the instance is; and its history replays on the SDK's own sandbox.
+    client, queue = time_skipping_server.client, f"sandbox-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[SandboxRandom],
+                      workflow_runner=WORKFLOW_RUNNER):
+        handles = [await client.start_workflow(SandboxRandom.run, id=f"sandbox-{uuid.uuid4().hex}",
+                                               task_queue=queue) for _ in range(3)]
+        for handle in handles:
+            seed, drawn = await handle.result()
+            assert drawn == _drawn(seed)
+    histories = [await handle.fetch_history() for handle in handles]
+    for runner in (SandboxedWorkflowRunner(), WORKFLOW_RUNNER):
+        replayer = Replayer(workflows=[SandboxRandom], workflow_runner=runner,
+                            data_converter=client.data_converter)
+        for history in histories:
+            await replayer.replay_workflow(history)
+
+
+async def test_the_lean_instance_draws_as_the_sdks_across_new_seeds():
+    # Seeds replaced before any draw, between draws, twice in a row: state for state the SDK's.
+    det = WorkflowInstanceDetails(
+        payload_converter_factory=DataConverter.default._new_payload_converter,
+        failure_converter_class=DataConverter.default.failure_converter_class,
+        interceptor_classes=[], defn=_Definition.must_from_class(SandboxRandom),
+        info=_fake_info, randomness_seed=1234, extern_functions={},
+        disable_eager_activity_execution=False, worker_level_failure_exception_types=[],
+        patch_activation_callback=None, last_completion_result=Payloads(), last_failure=None)
+    sdk, lean = _WorkflowInstanceImpl(det), LeanWorkflowInstance(det)  # type: ignore[abstract]
+    assert lean._random_made is None  # holds no generator until asked for one
+    for step in ("reseed 99", "draw", "draw", "reseed 7", "reseed 8", "draw", "reseed 8",
+                 "draw"):
+        for instance in (sdk, lean):
+            if step == "draw":
+                r = instance.workflow_random()
+                instance.__dict__.setdefault("drawn", []).append(
+                    [r.random(), r.getrandbits(64), r.gauss(0, 1)])
+            else:
+                instance._apply_update_random_seed(UpdateRandomSeed(
+                    randomness_seed=int(step.split()[1])))
+        assert lean.workflow_random_seed() == sdk.workflow_random_seed()
+    assert lean.__dict__["drawn"] == sdk.__dict__["drawn"]
+    assert lean.workflow_random().getstate() == sdk.workflow_random().getstate()

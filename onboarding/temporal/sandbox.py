@@ -57,7 +57,9 @@ libraries the models use.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import random
 import threading
 import types
 from dataclasses import dataclass
@@ -65,8 +67,14 @@ from typing import Any
 
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.converter import DataConverter, DefaultPayloadConverter, PayloadConverter
-from temporalio.bridge.proto.workflow_activation import WorkflowActivation
-from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
+from temporalio.bridge.proto.workflow_activation import InitializeWorkflow, WorkflowActivation
+from temporalio.worker import (
+    UnsandboxedWorkflowRunner,
+    WorkflowInstance,
+    WorkflowInstanceDetails,
+    WorkflowRunner,
+)
+from temporalio.worker._workflow_instance import _WorkflowInstanceImpl
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 from temporalio.worker.workflow_sandbox._importer import Importer, _thread_local_sys_modules
 from temporalio.worker.workflow_sandbox._restrictions import RestrictionContext
@@ -119,6 +127,72 @@ class PerThreadRestrictionContext(RestrictionContext):
         self._flags.in_activation = value
 
 
+class LeanWorkflowInstance(_WorkflowInstanceImpl):
+    """The SDK's workflow instance, without what a waiting run holds and does not use.
+
+    - Its `random.Random` (`workflow.random()`, `workflow.uuid4()`; 2.5 KiB of Mersenne Twister
+      state) is made when first asked for, from the seed the SDK's was made from: the SDK makes
+      one per run and reseeds it on `update_random_seed` (`seed()` sets the whole state from
+      the seed, whatever was drawn before), so a generator made from the run's current seed,
+      not drawn from, is the SDK's, state for state. A run that never draws holds none (no
+      workflow here draws); one asked for it during the instance's creation keeps the SDK's.
+    - Its input and headers, which it keeps for as long as it lives (the run's arguments, the
+      frames of its run), are copied out of the activation that starts the run into a message
+      of their own: a protobuf message's part keeps its whole message in memory (its arena,
+      outside Python's objects). Nothing else of that activation is kept (its info's parts:
+      `detached`), so it is freed once applied: ~5.4 KiB per run for the copy of the whole
+      activation the run kept before, ~1.7 KiB for the input alone.
+    - The SDK keeps the deployment version of the latest activation (a part of it) until the
+      next: every waiting run held its last activation, payloads as received and decoded. A
+      copy of that part, equal to it, is kept instead.
+    """
+
+    _random_made: random.Random | None = None
+    _random_asked = False
+
+    def __init__(self, det: WorkflowInstanceDetails) -> None:
+        super().__init__(det)
+        if not self._random_asked:  # not drawn from: made again from the seed when asked
+            self._random_made = None
+
+    @property  # type: ignore[override]
+    def _random(self) -> random.Random:
+        if not self._random_asked:
+            self._random_asked = True
+        made = self._random_made
+        if made is None:
+            made = self._random_made = random.Random(self._current_seed)
+        return made
+
+    @_random.setter
+    def _random(self, value: random.Random) -> None:
+        self._random_made = value
+
+    def activate(self, act: WorkflowActivation) -> Any:
+        try:
+            return super().activate(act)
+        finally:
+            version = self._deployment_version_for_current_task
+            if version is not None:
+                self._deployment_version_for_current_task = detached_message(version)
+
+    def _make_workflow_input(self, init_job: InitializeWorkflow) -> Any:
+        kept = InitializeWorkflow()
+        kept.arguments.extend(init_job.arguments)
+        for name, header in init_job.headers.items():
+            kept.headers[name].CopyFrom(header)
+        return super()._make_workflow_input(kept)
+
+
+class LeanWorkflowRunner(UnsandboxedWorkflowRunner):
+    """The SDK's runner inside the sandbox, making `LeanWorkflowInstance`s. Like the SDK's
+    own, it is host code, not imported again in the sandbox: the SDK's package is passed
+    through, and so is this class (handed to the sandbox as it is, `_SharedInstance`)."""
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        return LeanWorkflowInstance(det)  # type: ignore[abstract]
+
+
 # The snippets _SharedInstance runs, compiled: a few per workflow class.
 _COMPILED: dict[str, types.CodeType] = {}
 
@@ -148,8 +222,11 @@ class _SharedInstance(_Instance):
 
     def activate(self, act: WorkflowActivation) -> Any:
         # The run keeps parts of the activation that starts it for as long as it lives (its
-        # input, headers: `detached`), and a part keeps its whole activation in memory.
-        if any(job.HasField("initialize_workflow") for job in act.jobs):
+        # input, headers), and a part keeps its whole activation in memory. The lean instance
+        # copies those parts out (`LeanWorkflowInstance`); another is given a copy of the
+        # activation, holding only what it holds (not the payloads as received, encrypted).
+        if self.runner_class is not LeanWorkflowRunner and any(
+                job.HasField("initialize_workflow") for job in act.jobs):
             act = detached_message(act)
         return super().activate(act)
 
@@ -163,14 +240,18 @@ class _SharedInstance(_Instance):
     def _create_instance(self) -> None:
         # As the SDK's, with the module state recorded between the import and the instance.
         cls = self.instance_details.defn.cls
+        # The lean runner is handed in as it is (host code, as the SDK's passed-through runner
+        # is); another is imported in the sandbox, as the SDK's sandbox does.
+        runner = {"__temporal_runner_class": LeanWorkflowRunner} if (
+            self.runner_class is LeanWorkflowRunner) else {}
         try:
             with self._shared.lock:
                 self._run_code(
                     "with __temporal_importer.applied():\n"
                     f"  from {self._workflow_module_name()} import {cls.__name__} "
-                    "as __temporal_workflow_class\n"
+                    "as __temporal_workflow_class\n" + ("" if runner else
                     f"  from {self.runner_class.__module__} import "
-                    f"{self.runner_class.__name__} as __temporal_runner_class\n",
+                    f"{self.runner_class.__name__} as __temporal_runner_class\n"),
                     __temporal_importer=self.importer)
                 self._shared.record_new_modules(self._workflow_module_name())
             self.importer.restriction_context.is_runtime = True
@@ -180,7 +261,7 @@ class _SharedInstance(_Instance):
                 "  __temporal_in_sandbox = InSandbox(__temporal_instance_details, "
                 "__temporal_runner_class, __temporal_workflow_class)\n",
                 __temporal_importer=self.importer,
-                __temporal_instance_details=self.instance_details)
+                __temporal_instance_details=self.instance_details, **runner)
         finally:
             self.importer.restriction_context.is_runtime = False
 
@@ -280,6 +361,7 @@ def _state(value: Any, module: str, depth: int, seen: set[int]) -> Any:
 class SharedSandboxRunner(SandboxedWorkflowRunner):
     """The SDK's sandboxed runner, the workflow modules imported once for all its runs."""
 
+    runner_class: type[WorkflowRunner] = LeanWorkflowRunner
     _shared: _SharedModules = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

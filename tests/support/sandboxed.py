@@ -50,3 +50,19 @@ class SandboxModules:
     async def run(self) -> list[int]:
         return [id(process), id(process.datetime), id(SandboxProbe), id(CALLS),
                 id(workflow.payload_converter())]
+
+
+@workflow.defn(name="SandboxRandom")
+class SandboxRandom:
+    """What a run draws from the SDK's deterministic random (tests/test_sandbox.py compares it
+    with a generator made from the run's seed), before and after its timers: as many as its
+    second draw says, so that a replay drawing otherwise would not match its history."""
+
+    @workflow.run
+    async def run(self) -> list:
+        seed = workflow.random_seed()
+        drawn: list = [workflow.random().random(), workflow.random().randint(0, 2)]
+        for _ in range(1 + drawn[1]):
+            await workflow.sleep(1)
+        drawn += [str(workflow.uuid4()), workflow.random().random()]
+        return [seed, drawn]

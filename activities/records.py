@@ -170,7 +170,7 @@ class _Writing:
             if self.earlier is None:
                 if await audit.add(conn, line):
                     continue
-                self.earlier = await _Earlier.of(conn, self)
+                self.earlier = await _Earlier.of(conn, self, line.entry_id)
             await self.earlier.write(conn, line)
 
     async def finish(self, conn: asyncpg.Connection) -> None:
@@ -179,8 +179,7 @@ class _Writing:
 
     def audited(self, seq: int, action: str, result: audit.Result = "succeeded",
                 suffix: str = "", **fields) -> audit.Entry:
-        prefix = self.commit.entry_prefix or self.commit.application_id
-        return audit.Entry(entry_id=f"{prefix}/{seq}{suffix}",
+        return audit.Entry(entry_id=f"{self.prefix}/{seq}{suffix}",
                            application_id=self.commit.application_id,
                            workflow_id=self.commit.workflow_id, action=action, result=result,
                            **fields)
@@ -242,9 +241,6 @@ class _Writing:
                 await self.append(conn, [self.audited(
                     entry.seq, "api_key_suspension_lifted", actor=entry.lifted_by,
                     details={"cause": entry.cause, "suspensions": lifted})])
-
-    def seqs(self) -> list[str]:
-        return [f"{self.prefix}/{e.seq}" for e in self.commit.entries]
 
     async def contract(self, conn: asyncpg.Connection, entry: ContractRecorded) -> None:
         number = entry.terms.contract_number
@@ -358,11 +354,18 @@ class _Earlier:
         self.diverged = False
 
     @classmethod
-    async def of(cls, conn: asyncpg.Connection, writing: _Writing) -> _Earlier:
+    async def of(cls, conn: asyncpg.Connection, writing: _Writing, taken: str) -> _Earlier:
+        """The lines written since the first under this commit's ids (`taken`, the id found
+        taken, may be a line of an entry's own, such as a revoked key's)."""
         token = hashlib.sha256(writing.commit.model_dump_json().encode()).hexdigest()[:12]
-        ours = re.compile(re.escape(writing.prefix) + r"/\d")
-        lines = await audit.since_first_of(conn, writing.commit.application_id, writing.seqs())
-        return cls([line for line in lines if ours.match(line.entry_id)], token)
+        ours = re.compile(re.escape(writing.prefix) + r"/(\d+)")
+        ids = [taken] + [f"{writing.prefix}/{e.seq}" for e in writing.commit.entries]
+        lines = await audit.since_first_of(conn, writing.commit.application_id, ids)
+        # Numbered from this commit's first entry on: a line numbered before is an earlier
+        # commit's, kept, even when written later (under `~<commit>`, replacing another).
+        first = writing.commit.entries[0].seq
+        return cls([line for line in lines if (seq := ours.match(line.entry_id))
+                    and int(seq.group(1)) >= first], token)
 
     async def write(self, conn: asyncpg.Connection, line: audit.Entry) -> None:
         written = self.lines.get(line.entry_id)

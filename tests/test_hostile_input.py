@@ -157,7 +157,7 @@ class Target:
 
         rows = await self.pool.fetch(
             """SELECT action, actor, reason, details FROM audit_trail WHERE application_id = $1
-                 AND result = 'refused' ORDER BY split_part(entry_id, '/', 2)::int""",
+                 AND result = 'refused' ORDER BY substring(entry_id from '/([0-9]+)')::int""",
             self.application.application_id)
         journaled = [r for r in rows if r["action"] != "refusals_dropped"]
         dropped = sum(r["details"]["count"] for r in rows

@@ -157,8 +157,7 @@ class LeanWorkflowInstance(_WorkflowInstanceImpl):
 
     @property  # type: ignore[override]
     def _random(self) -> random.Random:
-        if not self._random_asked:
-            self._random_asked = True
+        self._random_asked = True
         made = self._random_made
         if made is None:
             made = self._random_made = random.Random(self._current_seed)

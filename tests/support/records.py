@@ -42,12 +42,13 @@ def record_of_a_whole_run(licence: bool) -> list[tuple[str, str]]:
 
 async def steps_on_record(db: asyncpg.Pool | asyncpg.Connection,
                           application_id: str) -> list[tuple[str, str]]:
-    """The steps entered and the decisions applied, as `record_of_a_whole_run` lists them."""
+    """The steps entered and the decisions applied, as `record_of_a_whole_run` lists them (a
+    line rewritten by a commit that superseded a discarded task's is `<seq>~<commit>`)."""
     rows = await db.fetch(
         """SELECT action, result, details->>'waiting_on' AS waiting_on FROM audit_trail
-           WHERE application_id = $1 AND entry_id ~ '^[^/]+/[0-9]+$'
+           WHERE application_id = $1 AND entry_id ~ '^[^/]+/[0-9]+(~[0-9a-f]+)?$'
              AND (action = 'step_entered' OR result = 'applied')
-           ORDER BY split_part(entry_id, '/', 2)::int""", application_id)
+           ORDER BY substring(entry_id from '/([0-9]+)')::int""", application_id)
     return [("step_entered", r["waiting_on"]) if r["action"] == "step_entered"
             else ("applied", r["action"]) for r in rows]
 
